@@ -1,0 +1,1 @@
+"""Airflow-facing side of the Cognigy retraining product: hook, trigger, operators, extra links."""

@@ -1,0 +1,70 @@
+"""Environment for a project-local Airflow: SQLite home under .state/, this repo's dags and plugins,
+connections to the emulator and the MLflow server given as AIRFLOW_CONN_* JSON (never written to disk)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from devtools.servers import ROOT, Emulator
+
+
+def cognigy_conn(emulator: Emulator, dialect: str = "rest-v2", oauth: bool = False) -> str:
+    conn: dict = {"conn_type": "cognigy", "host": emulator.url, "extra": {"api": dialect}}
+    if oauth or dialect == "training-jobs":
+        conn.update(login=emulator.client_id, password=emulator.client_secret)
+    else:
+        conn["password"] = emulator.api_key
+    return json.dumps(conn)
+
+
+def airflow_env(home: Path, state_dir: Path, emulator: Emulator, mlflow_url: str, **extra: str) -> dict[str, str]:
+    home.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
+        "AIRFLOW_CONN_COGNIGY_DEFAULT": cognigy_conn(emulator),
+        "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "http", "host": mlflow_url}),
+        "COGNIGY_RETRAIN_STATE_DIR": str(state_dir),
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PYTHONPATH": str(ROOT),
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+    env.update(extra)
+    return env
+
+
+def airflow_bin() -> str:
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+def migrate(env: dict[str, str]) -> None:
+    """`airflow db migrate` once per home (a marker file records it)."""
+    marker = Path(env["AIRFLOW_HOME"]) / ".migrated"
+    if marker.exists():
+        return
+    subprocess.run([airflow_bin(), "db", "migrate"], env=env, check=True, capture_output=True)
+    marker.touch()
+
+
+def dags_test(env: dict[str, str], conf: dict | None = None, dag_id: str = "cognigy_nlu_retrain",
+              log_path: Path | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
+    argv = [airflow_bin(), "dags", "test", dag_id]
+    if conf:
+        argv += ["--conf", json.dumps(conf)]
+    out = open(log_path, "w") if log_path else subprocess.PIPE  # noqa: SIM115
+    try:
+        return subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                              cwd=ROOT)
+    finally:
+        if log_path:
+            out.close()

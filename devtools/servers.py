@@ -1,0 +1,140 @@
+"""Start and stop the real processes the tests (and `make run`) talk to.
+
+Every server binds 127.0.0.1 on a free port, keeps its state under a directory the caller owns,
+and is stopped with its whole process group.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process for {url} exited with {proc.returncode}")
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException as exc:  # not up yet
+            last = exc
+        time.sleep(0.3)
+    raise TimeoutError(f"{url} did not answer within {timeout}s: {last}")
+
+
+@dataclass
+class Server:
+    url: str
+    proc: subprocess.Popen
+    log_path: Path
+    argv: list[str] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=15)
+            except (ProcessLookupError, subprocess.TimeoutExpired):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=5)
+
+
+def _spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+    return subprocess.Popen(
+        argv, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+EMULATOR_API_KEY = "emulator-api-key"
+EMULATOR_CLIENT_ID = "emulator-client"
+EMULATOR_CLIENT_SECRET = "emulator-client-secret"
+
+
+@dataclass
+class Emulator(Server):
+    api_key: str = EMULATOR_API_KEY
+    client_id: str = EMULATOR_CLIENT_ID
+    client_secret: str = EMULATOR_CLIENT_SECRET
+
+    def knobs(self, **changes: object) -> dict:
+        """Read the knobs, or change some of them (PATCH) and return the result."""
+        if changes:
+            resp = requests.patch(f"{self.url}/_emulator/knobs", json=changes, timeout=10)
+        else:
+            resp = requests.get(f"{self.url}/_emulator/knobs", timeout=10)
+        resp.raise_for_status()
+        return resp.json()
+
+    def stats(self) -> dict:
+        resp = requests.get(f"{self.url}/_emulator/stats", timeout=10)
+        resp.raise_for_status()
+        return resp.json()
+
+    def reset(self) -> None:
+        requests.post(f"{self.url}/_emulator/reset", timeout=60).raise_for_status()
+
+
+def start_emulator(state_dir: Path, port: int | None = None, **env: str) -> Emulator:
+    port = port or free_port()
+    argv = [
+        sys.executable, "-m", "include.emulator",
+        "--host", "127.0.0.1", "--port", str(port), "--state-dir", str(state_dir),
+        "--api-key", EMULATOR_API_KEY,
+        "--client-id", EMULATOR_CLIENT_ID, "--client-secret", EMULATOR_CLIENT_SECRET,
+    ]  # fmt: skip
+    proc = _spawn(argv, state_dir / "emulator.log", env)
+    url = f"http://127.0.0.1:{port}"
+    server = Emulator(url=url, proc=proc, log_path=state_dir / "emulator.log", argv=argv)
+    try:
+        wait_http(f"{url}/_emulator/health", timeout=60, proc=proc)
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+def start_mlflow(state_dir: Path, port: int | None = None) -> Server:
+    port = port or free_port()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    mlflow_bin = str(Path(sys.executable).with_name("mlflow"))
+    argv = [
+        mlflow_bin, "server",
+        "--backend-store-uri", f"sqlite:///{state_dir / 'mlflow.db'}",
+        "--default-artifact-root", str(state_dir / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    proc = _spawn(argv, state_dir / "mlflow.log", {"MLFLOW_DISABLE_TELEMETRY": "true"})
+    url = f"http://127.0.0.1:{port}"
+    server = Server(url=url, proc=proc, log_path=state_dir / "mlflow.log", argv=argv)
+    try:
+        wait_http(f"{url}/health", timeout=90, proc=proc)
+    except Exception:
+        server.stop()
+        raise
+    return server

@@ -1,0 +1,128 @@
+"""One interface over both dialects: the pipeline calls these methods and never sees a path or a shape."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from include.cognigy import rest_v2, training_jobs
+from include.cognigy.config import ConnectionConfig
+from include.cognigy.errors import CognigyError
+from include.cognigy.model import JobStatus, Target
+from include.cognigy.rest_v2 import RestV2Api
+from include.cognigy.training_jobs import TrainingJobsApi
+from include.cognigy.transport import Transport
+from include.rate_limit import TokenBucket
+
+log = logging.getLogger(__name__)
+
+
+def status_path(dialect: str, job_id: str) -> str:
+    """GET path of a job's status (used by the async trigger)."""
+    return training_jobs.job_path(job_id) if dialect == "training-jobs" else rest_v2.task_path(job_id)
+
+
+def parse_status(dialect: str, data: dict[str, Any]) -> JobStatus:
+    return training_jobs.parse_job(data) if dialect == "training-jobs" else rest_v2.parse_task(data)
+
+
+class CognigyClient:
+    def __init__(self, config: ConnectionConfig, *, bucket: TokenBucket | None = None) -> None:
+        self.config = config
+        self.dialect = config.dialect
+        self.transport = Transport(config, bucket=bucket)
+        self.v2 = RestV2Api(self.transport) if self.dialect == "rest-v2" else None
+        self.jobs = TrainingJobsApi(self.transport) if self.dialect == "training-jobs" else None
+        self._active_version: dict[str, str] = {}
+
+    # --- before any change ---------------------------------------------------------------------------
+    def capture_rollback_point(self, target: Target, version_hint: str | None = None) -> dict[str, Any]:
+        """What serves now, in a form `restore` can bring back and `serving_fingerprint` can compare."""
+        if self.v2:
+            intents = self.v2.export_intents(target)
+            return {"kind": "intents-export", "intents": intents, "fingerprint": rest_v2.fingerprint(intents)}
+        assert self.jobs
+        version = version_hint or self.jobs.model(target)["activeVersionId"]
+        return {"kind": "model-version", "versionId": version, "fingerprint": version}
+
+    def serving_fingerprint(self, target: Target) -> str:
+        if self.v2:
+            return rest_v2.fingerprint(self.v2.export_intents(target))
+        assert self.jobs
+        return str(self.jobs.model(target)["activeVersionId"])
+
+    def serving_version(self, target: Target) -> str | None:
+        """training-jobs: the active version id; rest-v2: None (a flow serves its last training)."""
+        return str(self.jobs.model(target)["activeVersionId"]) if self.jobs else None
+
+    # --- training ------------------------------------------------------------------------------------
+    def load_training_data(self, target: Target, training: dict[str, list[str]] | None) -> None:
+        """rest-v2: import the new example sentences (overwrite). training-jobs: the job body carries them."""
+        if self.v2 and training is not None:
+            self.v2.import_intents(target, rest_v2.intents_file(training), mode="overwrite")
+
+    def start_training(
+        self, target: Target, *, mode: str, spec_body: dict[str, Any], idempotency_key: str
+    ) -> JobStatus:
+        """Start ONE training. Never retried on an ambiguous answer: the caller reconciles."""
+        if self.v2:
+            return self.v2.start_training(target, mode)
+        assert self.jobs
+        return self.jobs.start_training(spec_body, idempotency_key)
+
+    def recent_trainings(self, target: Target, since_epoch: float) -> list[JobStatus]:
+        if self.v2:
+            return self.v2.recent_trainings(target, since_epoch)
+        assert self.jobs
+        return [j for j in self.jobs.recent_trainings(target) if _after(j.created_at, since_epoch)]
+
+    def job_status(self, job_id: str) -> JobStatus:
+        api = self.v2 or self.jobs
+        assert api is not None
+        return api.job_status(job_id)
+
+    def cancel(self, job_id: str) -> None:
+        if self.v2:
+            self.v2.cancel(job_id)
+        else:
+            log.warning("training-jobs dialect has no cancel call; job %s runs to its own timeout", job_id)
+
+    # --- quality -------------------------------------------------------------------------------------
+    def score(self, target: Target, sentence: str, version_id: str | None = None) -> list[dict[str, Any]]:
+        if self.v2:
+            return self.v2.score(target, sentence)
+        assert self.jobs
+        if version_id is None:
+            version_id = self._active_version.get(target.model_id) or self.serving_version(target)
+            self._active_version[target.model_id] = version_id  # type: ignore[assignment]
+        return self.jobs.predict(target, version_id, sentence)
+
+    def platform_feedback(self, target: Target, version_id: str | None = None) -> dict[str, Any]:
+        """rest-v2: feedbackReport findings. training-jobs: server-side metrics (reported, not trusted)."""
+        if self.v2:
+            return self.v2.feedback(target)
+        assert self.jobs
+        if not version_id:
+            return {}
+        return {"serverMetrics": self.jobs.metrics(target, version_id)}
+
+    # --- rollback ------------------------------------------------------------------------------------
+    def restore(self, target: Target, point: dict[str, Any], mode: str = "full") -> JobStatus | None:
+        """Bring the rollback point back. rest-v2: import (overwrite) and start a retrain to wait on.
+        training-jobs: the rollback call (immediate), returns None."""
+        if point["kind"] == "intents-export":
+            assert self.v2
+            self.v2.import_intents(target, point["intents"], mode="overwrite")
+            return self.v2.start_training(target, mode)
+        if point["kind"] == "model-version":
+            assert self.jobs
+            self.jobs.rollback(target, point["versionId"])
+            return None
+        raise CognigyError(f"unknown rollback point kind {point['kind']!r}")
+
+
+def _after(iso: str | None, since_epoch: float) -> bool:
+    from include.cognigy.rest_v2 import _epoch
+
+    created = _epoch(iso)
+    return created is None or created >= since_epoch - 1.0

@@ -1,0 +1,246 @@
+"""The real Cognigy REST API v2.0: every path and JSON shape the product uses, in one place.
+
+Contract: shared/reference/cognigy-rest-v2.md. Management paths live under `<base>/new/v2.0`.
+There is no model-version rollback: the rollback point is the intents export of the locale, restored by
+importing it with mode=overwrite and retraining.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from include.cognigy.errors import BadRequest, CognigyError, NotFound
+from include.cognigy.model import JobState, JobStatus, Target
+from include.cognigy.transport import Transport
+
+PREFIX = "/new/v2.0"
+MAX_BODY_BYTES = 60 * 1024
+MAX_TRAINING_SECONDS = 600
+
+_STATE: dict[str, JobState] = {
+    "queued": "queued",
+    "active": "running",
+    "cancelling": "running",
+    "done": "succeeded",
+    "cancelled": "cancelled",
+    "error": "failed",
+}
+
+
+def seg(value: str) -> str:
+    """Quote one path segment (ids are validated before, this is the second fence)."""
+    return quote(str(value), safe="")
+
+
+def task_path(task_id: str) -> str:
+    return f"{PREFIX}/tasks/{seg(task_id)}"
+
+
+def parse_task(data: dict[str, Any]) -> JobStatus:
+    total = data.get("totalStep") or 0
+    progress = (data.get("currentStep") or 0) / total if total else None
+    raw = str(data.get("status", ""))
+    return JobStatus(
+        job_id=str(data["_id"]),
+        state=_STATE.get(raw, "running"),
+        progress=progress,
+        reason=data.get("failReason"),
+        raw_status=raw,
+        created_at=_iso(data.get("createdAt")),
+        finished_at=_iso(data.get("lastFinishedAt")),
+        extra={"type": data.get("type") or data.get("name"), "parameters": data.get("parameters") or {}},
+    )
+
+
+def _iso(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return datetime.fromtimestamp(float(value) / 1000).isoformat()  # epoch milliseconds
+
+
+def _items(page: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(page.get("items") or [])
+
+
+class RestV2Api:
+    """Operations on a flow/locale of a real tenant. Each method is one documented API shape."""
+
+    dialect = "rest-v2"
+
+    def __init__(self, transport: Transport) -> None:
+        self.t = transport
+        self._locales: dict[str, dict[str, Any]] = {}
+        self._flows: dict[str, dict[str, Any]] = {}
+
+    # --- lookups -------------------------------------------------------------------------------------
+    def locale(self, target: Target) -> dict[str, Any]:
+        """The locale object {_id, referenceId, name} of the target, found by name or by id."""
+        if target.locale not in self._locales:
+            page = self.t.json(
+                "GET",
+                f"{PREFIX}/locales?projectId={seg(target.project_id)}&limit=100",
+                "GET locales",
+                safe=True,
+            )
+            for item in _items(page):
+                self._locales[item["name"]] = item
+                self._locales[item["_id"]] = item
+        if target.locale not in self._locales:
+            names = sorted({i["name"] for i in self._locales.values()})
+            raise NotFound(f"locale {target.locale!r} not in project {target.project_id} (has: {names})")
+        return self._locales[target.locale]
+
+    def flow(self, target: Target, *, feedback: bool = False) -> dict[str, Any]:
+        query = ""
+        if feedback:
+            query = f"?includeFeedbackReport=true&preferredLocaleId={seg(self.locale(target)['_id'])}"
+        try:
+            return self.t.json("GET", f"{PREFIX}/flows/{seg(target.flow_id)}{query}", "GET flow", safe=True)
+        except NotFound as exc:
+            raise NotFound(f"flow {target.flow_id} not found: check flowId and the connection's tenant") from exc
+
+    # --- training ------------------------------------------------------------------------------------
+    def start_training(self, target: Target, mode: str) -> JobStatus:
+        body = {"localeId": self.locale(target)["_id"], "mode": mode}
+        data = self.t.json(
+            "POST",
+            f"{PREFIX}/flows/{seg(target.flow_id)}/intents/train",
+            "POST train intents",
+            safe=False,
+            json=body,
+        )
+        return parse_task(data)
+
+    def job_status(self, job_id: str) -> JobStatus:
+        return parse_task(self.t.json("GET", task_path(job_id), f"GET task {job_id}", safe=True))
+
+    def cancel(self, job_id: str) -> None:
+        # Cancelling twice is harmless, so this call may be retried.
+        self.t.json("POST", f"{task_path(job_id)}/cancel", f"POST cancel task {job_id}", safe=True, json={})
+
+    def recent_trainings(self, target: Target, since_epoch: float) -> list[JobStatus]:
+        """trainIntents tasks for this flow/locale created at or after `since_epoch` (reconciliation)."""
+        locale_id = self.locale(target)["_id"]
+        page = self.t.json(
+            "GET",
+            f"{PREFIX}/tasks?projectId={seg(target.project_id)}&type=trainIntents&limit=100&sort=createdAt:desc",
+            "GET tasks",
+            safe=True,
+        )
+        found = []
+        for item in _items(page):
+            status = parse_task(item)
+            params = status.extra.get("parameters", {})
+            if params.get("flowId") != target.flow_id or params.get("localeId") != locale_id:
+                continue
+            created = _epoch(status.created_at)
+            if created is not None and created >= since_epoch - 1.0:
+                found.append(status)
+        return found
+
+    # --- training data and rollback points -----------------------------------------------------------
+    def export_intents(self, target: Target) -> list[dict[str, Any]]:
+        body = {"localeId": self.locale(target)["_id"], "format": "json"}
+        data = self.t.json(
+            "POST",
+            f"{PREFIX}/flows/{seg(target.flow_id)}/intents/export",
+            "POST export intents",
+            safe=True,
+            json=body,
+        )
+        if not isinstance(data, list):
+            raise CognigyError("intents export: expected a JSON array of intents")
+        return data
+
+    def import_intents(self, target: Target, intents: list[dict[str, Any]], mode: str = "overwrite") -> JobStatus:
+        """Import (the export's shape) and wait for the import task. Overwrite makes a retry harmless."""
+        payload = json.dumps(intents, ensure_ascii=False).encode()
+        if len(payload) > MAX_BODY_BYTES:
+            raise BadRequest(
+                f"training data for {target.key} is {len(payload)} bytes; "
+                f"Cognigy accepts at most {MAX_BODY_BYTES} in one request"
+            )
+        fields = {"mode": mode, "flowId": target.flow_id, "localeId": self.locale(target)["_id"]}
+        task = parse_task(
+            self.t.json(
+                "POST",
+                f"{PREFIX}/flows/{seg(target.flow_id)}/intents/import",
+                "POST import intents",
+                safe=mode == "overwrite",
+                data=fields,
+                files={"file": ("intents.json", payload, "application/json")},
+            )
+        )
+        return self.wait_short(task, what="intents import")
+
+    def wait_short(self, task: JobStatus, what: str, timeout: float = 120.0) -> JobStatus:
+        """Wait in place for a task that takes seconds (imports); trainings use the deferrable trigger."""
+        deadline = time.monotonic() + timeout
+        while not task.terminal:
+            if time.monotonic() > deadline:
+                raise CognigyError(f"{what} task {task.job_id} still {task.raw_status} after {timeout}s")
+            time.sleep(0.5)
+            task = self.job_status(task.job_id)
+        if task.state != "succeeded":
+            raise CognigyError(f"{what} task {task.job_id} ended {task.raw_status}: {task.reason}")
+        return task
+
+    # --- quality signals -----------------------------------------------------------------------------
+    def score(self, target: Target, sentence: str) -> list[dict[str, Any]]:
+        flow = self._flows.get(target.flow_id) or self._flows.setdefault(target.flow_id, self.flow(target))
+        body = {
+            "flowReferenceId": flow["referenceId"],
+            "localeReferenceId": self.locale(target)["referenceId"],
+            "sentence": sentence,
+        }
+        data = self.t.json(
+            "POST",
+            f"{PREFIX}/projects/{seg(target.project_id)}/nlu/scores",
+            "POST nlu scores",
+            safe=True,
+            json=body,
+        )
+        return list(data.get("scores") or [])
+
+    def feedback(self, target: Target) -> dict[str, Any]:
+        """The platform's own view: flow feedbackReport plus each intent's findings."""
+        flow = self.flow(target, feedback=True)
+        locale_id = seg(self.locale(target)["_id"])
+        page = self.t.json(
+            "GET",
+            f"{PREFIX}/flows/{seg(target.flow_id)}/intents?includeFeedbackReport=true"
+            f"&preferredLocaleId={locale_id}&limit=100",
+            "GET intents",
+            safe=True,
+        )
+        report = dict(flow.get("feedbackReport") or {})
+        report["isTrainingOutOfDate"] = flow.get("isTrainingOutOfDate")
+        report["intents"] = [
+            {"name": i.get("name"), "feedbackReport": i.get("feedbackReport") or {}} for i in _items(page)
+        ]
+        return report
+
+
+def fingerprint(intents: list[dict[str, Any]]) -> str:
+    """Order-independent SHA-256 of an intents export: names and their example sentences."""
+    canon = sorted((i["name"], sorted(i.get("exampleSentences") or [])) for i in intents)
+    return hashlib.sha256(json.dumps(canon, ensure_ascii=False).encode()).hexdigest()
+
+
+def intents_file(training: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """The export/import shape for intent name -> example sentences."""
+    return [
+        {"name": name, "exampleSentences": list(sentences), "isDisabled": False, "tags": []}
+        for name, sentences in sorted(training.items())
+    ]
+
+
+def _epoch(iso: str | None) -> float | None:
+    if not iso:
+        return None
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

@@ -1,0 +1,215 @@
+"""The retraining request: everything a run asks for, validated before any network call.
+
+Keeps the original specification's fields and rules and adds the real platform's limits. Field names are
+the specification's camelCase, which is also what the Airflow trigger form shows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from include.cognigy.model import Target
+
+COGNIGY_MAX_SENTENCES_PER_INTENT = 200
+COGNIGY_MAX_INTENTS_PER_FLOW = 2500
+COGNIGY_MAX_TRAINING_SECONDS = 600
+OBJECT_ID = r"^[0-9a-f]{24}$"
+LOCALE_NAME = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
+INTENT_NAME = re.compile(r"^[^\x00-\x1f/\\]{1,200}$")
+
+
+class RequestInvalid(ValueError):
+    """Every problem with a request at once, each naming its field path and rule."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("retraining request is invalid:\n" + "\n".join(f"  - {e}" for e in errors))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, frozen=True)
+
+
+class ComputeConstraints(_Strict):
+    maxGpuMemory: PositiveInt = Field(description="GPU memory cap in MB (informational on Cognigy).")
+    maxCpuCores: int = Field(ge=1, le=32, description="CPU cores, 1–32.")
+    timeoutSeconds: int = Field(ge=300, le=7200, description="Deadline for the training wait, 300–7200 s.")
+
+
+class HeldOut(_Strict):
+    source: Literal["dataset"] = Field("dataset", description="Where the labelled held-out set comes from.")
+    perIntent: int = Field(10, ge=1, le=200, description="Held-out utterances per intent.")
+    threshold: float = Field(0.3, ge=0.0, le=1.0, description="Top score below this counts as 'no intent'.")
+
+
+class TrainingData(_Strict):
+    source: Literal["dataset", "flow"] = Field(
+        "dataset",
+        description="dataset: import the shipped data set sampled by trainingDataSliceMatrix before training; "
+        "flow: retrain on the example sentences already in the flow.",
+    )
+
+
+class RetrainRequest(_Strict):
+    # The specification's fields.
+    modelId: UUID = Field(description="Identity of the model in the registry (and training-jobs dialect).")
+    trainingDataSliceMatrix: dict[str, PositiveInt] = Field(
+        description="Intent name -> number of example sentences to train on."
+    )
+    convergenceThreshold: float = Field(ge=0.001, le=0.99)
+    computeConstraints: ComputeConstraints
+    maxDatasetSize: int = Field(ge=100, le=500_000)
+    rollbackTriggerVersionId: UUID | None = None
+    # The real platform's target.
+    projectId: str = Field(pattern=OBJECT_ID, description="Cognigy project id (24 hex).")
+    flowId: str = Field(pattern=OBJECT_ID, description="Cognigy flow id (24 hex).")
+    locales: list[str] = Field(min_length=1, max_length=20, description="Locale names, e.g. en-US.")
+    mode: Literal["full", "quick"] = "full"
+    trainingData: TrainingData = TrainingData()
+    heldOut: HeldOut = HeldOut()
+
+    @field_validator("trainingDataSliceMatrix")
+    @classmethod
+    def _matrix(cls, matrix: dict[str, int]) -> dict[str, int]:
+        problems = []
+        if not matrix:
+            problems.append("must name at least one intent")
+        if len(matrix) > COGNIGY_MAX_INTENTS_PER_FLOW:
+            problems.append(f"{len(matrix)} intents; Cognigy allows at most {COGNIGY_MAX_INTENTS_PER_FLOW} per flow")
+        for name, count in matrix.items():
+            if not INTENT_NAME.match(name) or name != name.strip():
+                problems.append(f"intent name {name[:40]!r} is empty, too long or has control characters/slashes")
+            if count > COGNIGY_MAX_SENTENCES_PER_INTENT:
+                problems.append(
+                    f"intent {name!r} asks for {count} sentences; Cognigy allows at most "
+                    f"{COGNIGY_MAX_SENTENCES_PER_INTENT} example sentences per intent"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return matrix
+
+    @field_validator("locales")
+    @classmethod
+    def _locales(cls, locales: list[str]) -> list[str]:
+        bad = [loc for loc in locales if not re.match(LOCALE_NAME, loc)]
+        if bad:
+            raise ValueError(f"not locale names like en-US: {bad}")
+        if len(set(locales)) != len(locales):
+            raise ValueError("locales repeat")
+        return locales
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> RetrainRequest:
+        problems = []
+        needed = self.maxDatasetSize / 1000 * 10
+        if self.computeConstraints.timeoutSeconds < needed:
+            problems.append(
+                f"computeConstraints.timeoutSeconds: {self.computeConstraints.timeoutSeconds}s is below "
+                f"maxDatasetSize / 1000 × 10 = {needed:.0f}s: training would likely time out"
+            )
+        total = sum(self.trainingDataSliceMatrix.values())
+        if total > self.maxDatasetSize:
+            problems.append(
+                f"trainingDataSliceMatrix: {total} sentences in all exceed maxDatasetSize {self.maxDatasetSize}"
+            )
+        if problems:
+            raise ValueError(" | ".join(problems))
+        return self
+
+    # --- derived values ------------------------------------------------------------------------------
+    def canonical_json(self) -> str:
+        """Sorted keys, no whitespace: the request's identity."""
+        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def training_deadline_seconds(self, dialect: str) -> tuple[int, str | None]:
+        """The wait's deadline, capped by Cognigy's 10-minute training limit on the real dialect."""
+        wanted = self.computeConstraints.timeoutSeconds
+        if dialect == "rest-v2" and wanted > COGNIGY_MAX_TRAINING_SECONDS:
+            return COGNIGY_MAX_TRAINING_SECONDS, (
+                f"computeConstraints.timeoutSeconds {wanted}s clamped to {COGNIGY_MAX_TRAINING_SECONDS}s: "
+                "a Cognigy intent training runs at most 10 minutes"
+            )
+        return wanted, None
+
+    def targets(self) -> list[Target]:
+        return [
+            Target(project_id=self.projectId, flow_id=self.flowId, locale=loc, model_id=str(self.modelId))
+            for loc in self.locales
+        ]
+
+    def spec_body(self) -> dict[str, Any]:
+        """The training-jobs dialect's POST body: the specification's fields only."""
+        body = self.model_dump(
+            mode="json",
+            include={
+                "modelId",
+                "trainingDataSliceMatrix",
+                "convergenceThreshold",
+                "computeConstraints",
+                "maxDatasetSize",
+                "rollbackTriggerVersionId",
+            },
+        )
+        return {k: v for k, v in body.items() if v is not None}
+
+    def flat_params(self) -> dict[str, str]:
+        """Flattened for MLflow params (values capped there; the full JSON goes as an artifact)."""
+        flat: dict[str, str] = {}
+
+        def walk(prefix: str, value: Any) -> None:
+            if isinstance(value, dict):
+                for key, sub in value.items():
+                    walk(f"{prefix}.{key}" if prefix else str(key), sub)
+            elif isinstance(value, list):
+                flat[prefix] = ",".join(map(str, value))
+            else:
+                flat[prefix] = str(value)
+
+        walk("", self.model_dump(mode="json", exclude={"trainingDataSliceMatrix"}))
+        matrix = self.trainingDataSliceMatrix
+        flat["trainingDataSliceMatrix.intents"] = str(len(matrix))
+        flat["trainingDataSliceMatrix.total"] = str(sum(matrix.values()))
+        return flat
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """`field.path: rule` for each pydantic error, the input value left out (it may be hostile or secret)."""
+    out = []
+    for err in exc.errors(include_url=False, include_input=False):
+        path = ".".join(str(p) for p in err["loc"]) or "(request)"
+        msg = err["msg"].removeprefix("Value error, ")
+        out.append(f"{path}: {msg}")
+    return out
+
+
+def parse_request(raw: Any) -> RetrainRequest:
+    """Validate anything (a params dict, JSON text) into a request, or raise RequestInvalid with every error."""
+    if isinstance(raw, str | bytes):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise RequestInvalid([f"(request): not valid JSON ({exc.msg} at position {exc.pos})"]) from None
+    if not isinstance(raw, dict):
+        raise RequestInvalid([f"(request): expected a JSON object, got {type(raw).__name__}"])
+    try:
+        return RetrainRequest.model_validate(raw)
+    except ValidationError as exc:
+        raise RequestInvalid(describe_errors(exc)) from None

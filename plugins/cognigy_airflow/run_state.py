@@ -1,0 +1,42 @@
+"""Per task-instance memory that survives retries: Airflow 3.3's task_state_store, or a file as fallback.
+
+XComs are cleared when a task retries, so they cannot carry "I already started training job X".
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+RETENTION = timedelta(days=7)
+
+
+class RunState:
+    def __init__(self, context: Any, fallback_file: Path) -> None:
+        self._store = context.get("task_state_store") if hasattr(context, "get") else None
+        self._file = fallback_file
+
+    def get(self, key: str) -> Any:
+        if self._store is not None:
+            try:
+                return self._store.get(key)
+            except Exception:  # store not reachable (e.g. `airflow dags test` without API): use the file
+                self._store = None
+        if self._file.exists():
+            return json.loads(self._file.read_text()).get(key)
+        return None
+
+    def set(self, key: str, value: Any) -> None:
+        # Always keep the file copy too: it is what a person inspects when reconciling by hand.
+        data = json.loads(self._file.read_text()) if self._file.exists() else {}
+        data[key] = value
+        tmp = self._file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data))
+        tmp.replace(self._file)
+        if self._store is not None:
+            try:
+                self._store.set(key, value, retention=RETENTION)
+            except Exception:
+                self._store = None

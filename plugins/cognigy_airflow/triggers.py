@@ -1,0 +1,102 @@
+"""CognigyJobTrigger: polls a Cognigy training task/job from the triggerer until it ends or a deadline.
+
+Only GET calls happen here (no side effects), and all state is serializable: a restarted triggerer builds
+a fresh trigger from `serialize()` and simply resumes polling the same job. Timeouts, 5xx and 429 mean
+"poll again later"; only the deadline or a terminal status end the trigger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from airflow.sdk import BaseHook
+from airflow.triggers.base import BaseTrigger, TriggerEvent
+
+from cognigy_airflow.hooks import config_from_connection
+from include.cognigy.client import parse_status, status_path
+from include.cognigy.errors import CognigyError, RateLimited, TransientError
+from include.cognigy.transport import AsyncTransport
+from include.poll_policy import PollPolicy
+
+log = logging.getLogger(__name__)
+
+
+class CognigyJobTrigger(BaseTrigger):
+    def __init__(
+        self,
+        conn_id: str,
+        dialect: str,
+        job_id: str,
+        end_time: float,
+        started_at: float | None = None,
+        poll_min: float = 2.0,
+        poll_max: float = 30.0,
+    ) -> None:
+        super().__init__()
+        self.conn_id = conn_id
+        self.dialect = dialect
+        self.job_id = job_id
+        self.end_time = end_time
+        self.started_at = started_at or time.time()
+        self.poll_min = poll_min
+        self.poll_max = poll_max
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        return (
+            "cognigy_airflow.triggers.CognigyJobTrigger",
+            {
+                "conn_id": self.conn_id,
+                "dialect": self.dialect,
+                "job_id": self.job_id,
+                "end_time": self.end_time,
+                "started_at": self.started_at,
+                "poll_min": self.poll_min,
+                "poll_max": self.poll_max,
+            },
+        )
+
+    async def _transport(self) -> AsyncTransport:
+        conn = await BaseHook.aget_connection(self.conn_id)
+        extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
+        host = conn.host if not conn.schema else f"{conn.schema}://{conn.host}"
+        if conn.port and conn.host and ":" not in conn.host.split("//")[-1]:
+            host = f"{host}:{conn.port}"
+        return AsyncTransport(config_from_connection(host, conn.login, conn.password, extra or {}))
+
+    async def run(self) -> AsyncIterator[TriggerEvent]:
+        policy = PollPolicy(minimum=self.poll_min, maximum=self.poll_max)
+        transport = await self._transport()
+        path = status_path(self.dialect, self.job_id)
+        polls = transient = 0
+        while True:
+            now = time.time()
+            if now >= self.end_time:
+                yield TriggerEvent({"outcome": "deadline", "job_id": self.job_id, "polls": polls})
+                return
+            delay = None
+            try:
+                polls += 1
+                status = parse_status(self.dialect, await transport.get_json(path, f"GET job {self.job_id}"))
+            except RateLimited as exc:
+                transient += 1
+                delay = exc.retry_after
+                log.warning("job %s: rate limited, polling again in %ss", self.job_id, delay)
+            except TransientError as exc:
+                transient += 1
+                log.warning("job %s: %s; polling again later", self.job_id, exc)
+            except CognigyError as exc:  # 401 after refresh, 403, 404: polling cannot succeed
+                yield TriggerEvent({"outcome": "error", "job_id": self.job_id, "message": str(exc), "polls": polls})
+                return
+            else:
+                if status.terminal:
+                    yield TriggerEvent(
+                        {"outcome": "finished", "status": status.to_dict(), "polls": polls, "transient": transient}
+                    )
+                    return
+                policy.observe(status.progress, now)
+            wait = delay if delay is not None else policy.next_delay(time.time())
+            await asyncio.sleep(max(0.05, min(wait, self.end_time - time.time())))
