@@ -29,7 +29,8 @@ COGNIGY_MAX_INTENTS_PER_FLOW = 2500
 COGNIGY_MAX_TRAINING_SECONDS = 600
 OBJECT_ID = r"^[0-9a-f]{24}$"
 LOCALE_NAME = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
-INTENT_NAME = re.compile(r"^[^\x00-\x1f/\\]{1,200}$")
+# Lone surrogates are refused: they are not text, and JSON dumping turns them into U+FFFD (hash collisions).
+INTENT_NAME = re.compile(r"^[^\x00-\x1f/\\\ud800-\udfff]{1,200}$")
 
 
 class RequestInvalid(ValueError):
@@ -105,7 +106,7 @@ class RetrainRequest(_Strict):
     @field_validator("locales")
     @classmethod
     def _locales(cls, locales: list[str]) -> list[str]:
-        bad = [loc for loc in locales if not re.match(LOCALE_NAME, loc)]
+        bad = [loc for loc in locales if not re.fullmatch(LOCALE_NAME, loc)]  # `$` alone lets 'en-US\n' in
         if bad:
             raise ValueError(f"not locale names like en-US: {bad}")
         if len(set(locales)) != len(locales):
@@ -205,8 +206,10 @@ def parse_request(raw: Any) -> RetrainRequest:
     if isinstance(raw, str | bytes):
         try:
             raw = json.loads(raw)
-        except ValueError as exc:
+        except json.JSONDecodeError as exc:
             raise RequestInvalid([f"(request): not valid JSON ({exc.msg} at position {exc.pos})"]) from None
+        except (ValueError, RecursionError) as exc:  # undecodable bytes, over-long integer literal, nesting too deep
+            raise RequestInvalid([f"(request): not valid JSON ({type(exc).__name__}: {exc})"]) from None
     if not isinstance(raw, dict):
         raise RequestInvalid([f"(request): expected a JSON object, got {type(raw).__name__}"])
     try:

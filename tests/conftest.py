@@ -21,3 +21,22 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server = start_mlflow(tmp_path_factory.mktemp("mlflow"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def airflow_home(tmp_path_factory: pytest.TempPathFactory, emulator: Emulator, mlflow_server: Server):
+    """A migrated SQLite Airflow home wired to the session's emulator and MLflow server.
+
+    Returns a function building the environment for one `airflow dags test` (extra env overrides allowed).
+    """
+    from devtools.airflow_env import airflow_env, migrate
+
+    home = tmp_path_factory.mktemp("airflow-home")
+    state = tmp_path_factory.mktemp("pipeline-state")
+    migrate(airflow_env(home, state, emulator, mlflow_server.url))
+
+    def make_env(**extra: str) -> dict[str, str]:
+        return airflow_env(home, state, emulator, mlflow_server.url, **extra)
+
+    make_env.state_dir = state  # type: ignore[attr-defined]
+    return make_env

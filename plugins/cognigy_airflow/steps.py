@@ -252,7 +252,7 @@ def build_payload(context, target, plan, captured, submitted, waited, evaluated,
         "accuracy_delta": summary.get("accuracy_delta"),
         "macro_f1_delta": summary.get("macro_f1_delta"),
         "mcnemar_p_value": summary.get("p_value"),
-        "dataset_size": sum((submitted or {}).get("training_counts") or {}.values()) or None,
+        "dataset_size": sum(((submitted or {}).get("training_counts") or {}).values()) or None,
         "eval_seconds": (evaluated or {}).get("eval_seconds"),
         "champion_eval_seconds": (captured or {}).get("champion_eval_seconds"),
     }

@@ -1,0 +1,90 @@
+"""`make run`: the main job against the embedded defaults.
+
+Starts the Cognigy emulator and a real MLflow tracking server on loopback (state under .state/), migrates a
+SQLite Airflow home inside the project, runs the DAG once with `airflow dags test` (deferrable wait included),
+prints a verdict, stops the servers, and exits non-zero when the DAG run failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+from devtools.airflow_env import airflow_env, dags_test, migrate
+from devtools.servers import ROOT, start_emulator, start_mlflow
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--state-dir", default=str(ROOT / ".state"))
+    parser.add_argument("--conf", default="{}", help="JSON params for the run (overrides the defaults)")
+    parser.add_argument("--training-seconds", default="8", help="emulated training duration")
+    args = parser.parse_args()
+    state = Path(args.state_dir).resolve()
+    started = time.monotonic()
+    print(f"state under {state}", flush=True)
+    emulator = start_emulator(state / "emulator", port=None)
+    mlflow = None
+    try:
+        emulator.knobs(training_seconds=float(args.training_seconds))
+        print(f"Cognigy emulator  {emulator.url}", flush=True)
+        mlflow = start_mlflow(state / "mlflow")
+        print(f"MLflow server     {mlflow.url}", flush=True)
+        env = airflow_env(state / "airflow-home", state / "pipeline", emulator, mlflow.url)
+        migrate(env)
+        log_path = state / "last_run.log"
+        print("running: airflow dags test cognigy_nlu_retrain  (log: %s)" % log_path, flush=True)
+        proc = dags_test(env, json.loads(args.conf), log_path=log_path)
+        log_text = log_path.read_text(errors="replace")
+        run_id = _run_id(log_text)
+        ok = proc.returncode == 0 and "state=failed" not in log_text.split("Dag run", 1)[-1][:0] and _run_ok(log_text)
+        _verdict(state / "pipeline", run_id, mlflow.url, ok, time.monotonic() - started)
+        return 0 if ok else 1
+    finally:
+        if mlflow:
+            mlflow.stop()
+        emulator.stop()
+
+
+def _run_id(log: str) -> str | None:
+    match = re.search(r"run_id=([^\s,]+)", log)
+    return match.group(1) if match else None
+
+
+def _run_ok(log: str) -> bool:
+    """`airflow dags test` exits 0 even when the run failed; read the final run state from its log."""
+    states = re.findall(r"[Dd]ag ?[Rr]un[^\n]*?state[=: ]+'?(success|failed)", log)
+    return bool(states) and states[-1] == "success"
+
+
+def _verdict(pipeline_state: Path, run_id: str | None, mlflow_url: str, ok: bool, seconds: float) -> None:
+    outcomes = sorted(pipeline_state.glob("runs/*/*/*/outcome.json"), key=lambda p: p.stat().st_mtime)
+    recent = [json.loads(p.read_text()) for p in outcomes if run_id is None or _safe(run_id) in str(p)]
+    print("\n==== verdict " + "=" * 60)
+    for o in recent or [json.loads(p.read_text()) for p in outcomes[-1:]]:
+        s = o.get("summary") or {}
+        t = o["target"]
+        print(f"flow/locale        {t['flow_id']} / {t['locale']}")
+        print(f"Cognigy task id    {o.get('job_id')}   (training {o.get('training_state')})")
+        print(f"training latency   {o.get('latency_seconds')} s")
+        print(f"held-out P/R/F1    {s.get('macro_precision')} / {s.get('macro_recall')} / {s.get('macro_f1')}"
+              f"   accuracy {s.get('accuracy')}  Δacc vs champion {s.get('accuracy_delta')} (p={s.get('p_value')})")
+        print(f"gate result        {'PASSED' if s.get('passed') else 'FAILED ' + str(s.get('failed_gates'))}")
+        print(f"branch taken       {'mlflow_sync (promote)' if o['outcome'] == 'promoted' else 'rollback'}"
+              f"   outcome: {o['outcome']}")
+        print(f"MLflow run         {o.get('mlflow_run_id')}   {o.get('mlflow_run_url') or mlflow_url}")
+        print(f"audit log          {o.get('audit_path')}")
+    print(f"DAG run            {run_id}: {'SUCCESS' if ok else 'FAILED'}   ({seconds:.0f} s wall)")
+    print("=" * 73)
+
+
+def _safe(part: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", part)[:150]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

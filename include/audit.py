@@ -1,0 +1,315 @@
+"""Tamper-evident audit trail: a JSON-lines file in which every record carries a SHA-256 hash chain.
+
+Each line is one record::
+
+    {"seq": 7, "ts": "2026-01-02T03:04:05.678Z", "event": "retrain_completed", ...fields...,
+     "prev_hash": "<hash of record 6>", "hash": "<sha256 of this record without 'hash'>"}
+
+``hash`` is SHA-256 over the canonical JSON of the record without ``hash`` (``sort_keys=True``,
+``separators=(",", ":")``, ``ensure_ascii=False``); the first record's ``prev_hash`` is ``"0" * 64``.
+Editing, deleting, reordering or truncating a record breaks the chain, and :func:`verify` names the
+first broken line. Removing records from the *end* of the file leaves a shorter valid chain: to catch
+that, keep the last hash somewhere else too (``VerifyResult.head_hash``; the pipeline can put it on the
+MLflow run) and compare.
+
+Several DAG runs and processes may append to one file: :meth:`AuditLog.append` holds an exclusive
+``fcntl.flock`` on the file while it reads the last record, writes one line with a single ``write``,
+flushes and fsyncs. ``flock`` works on a local or block-device filesystem shared by the workers of one
+host; it is not reliable over NFS between hosts.
+
+Object storage (S3, GCS, Azure Blob) has no append and no lock. To plug it in, keep this class for the
+local file and ship closed files, or write one object per record named by ``seq``
+(``audit/<seq:012d>.json``) with a conditional create (S3 ``If-None-Match: *``, GCS
+``ifGenerationMatch=0``): the create that loses the race for a ``seq`` re-reads the head and retries,
+which gives the same chain without a lock. ``verify`` then reads the objects in ``seq`` order.
+
+CLI::
+
+    python -m include.audit verify PATH
+    python -m include.audit show PATH [--event E] [--run-id R] [--where KEY=VALUE ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from include.redaction import redact
+
+GENESIS_HASH = "0" * 64
+RESERVED_FIELDS = frozenset({"seq", "ts", "event", "prev_hash", "hash"})
+
+# Known events. Other names are accepted; these are the ones the pipeline writes.
+RETRAIN_INITIATED = "retrain_initiated"  # a retrain request was accepted (who, what, why)
+ROLLBACK_POINT_CAPTURED = "rollback_point_captured"  # the live model was exported before training
+TRAINING_SUBMITTED = "training_submitted"  # a Cognigy training task was started
+TRAINING_REATTACHED = "training_reattached"  # a retry found the task already running and followed it
+RETRAIN_COMPLETED = "retrain_completed"  # Cognigy finished training
+RETRAIN_FAILED = "retrain_failed"  # training failed or timed out
+VALIDATION_PASSED = "validation_passed"  # the quality gates accepted the new model
+VALIDATION_FAILED = "validation_failed"  # a quality gate rejected the new model
+ROLLBACK_TRIGGERED = "rollback_triggered"  # restoring the captured rollback point started
+ROLLBACK_VERIFIED = "rollback_verified"  # the restored model answers like the captured one
+ROLLBACK_FAILED = "rollback_failed"  # restoring did not work; a human is needed
+MLFLOW_SYNCED = "mlflow_synced"  # the run and model version are in MLflow
+MLFLOW_SYNC_DEFERRED = "mlflow_sync_deferred"  # MLflow was unreachable; the payload waits in the outbox
+REQUEST_REJECTED = "request_rejected"  # a retrain request failed validation or authorization
+
+KNOWN_EVENTS: frozenset[str] = frozenset(
+    {
+        RETRAIN_INITIATED,
+        ROLLBACK_POINT_CAPTURED,
+        TRAINING_SUBMITTED,
+        TRAINING_REATTACHED,
+        RETRAIN_COMPLETED,
+        RETRAIN_FAILED,
+        VALIDATION_PASSED,
+        VALIDATION_FAILED,
+        ROLLBACK_TRIGGERED,
+        ROLLBACK_VERIFIED,
+        ROLLBACK_FAILED,
+        MLFLOW_SYNCED,
+        MLFLOW_SYNC_DEFERRED,
+        REQUEST_REJECTED,
+    }
+)
+
+
+class AuditLogCorrupt(RuntimeError):
+    """The last line of the log is not a valid record, so a new record cannot be chained to it."""
+
+
+def canonical_json(record: dict[str, Any]) -> str:
+    return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def record_hash(record: dict[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``record`` without its ``hash`` field."""
+    body = {k: v for k, v in record.items() if k != "hash"}
+    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+
+
+def utc_timestamp() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class AuditLog:
+    """Append-only, hash-chained JSON-lines log at a local ``path`` (created with its parents)."""
+
+    def __init__(self, path: str | Path, *, known_secrets: Iterable[str | None] = ()) -> None:
+        self.path = Path(path)
+        self._known_secrets = [s for s in known_secrets if s]
+
+    def append(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Write one record and return it (as written: redacted, with seq, ts and hashes).
+
+        Field values under secret-looking keys become ``"***"`` and known secret values are masked.
+        Values that JSON cannot encode are stored as ``str(value)``.
+        """
+        if not event or not isinstance(event, str):
+            raise ValueError("event must be a non-empty string")
+        clash = RESERVED_FIELDS & fields.keys()
+        if clash:
+            raise ValueError(f"reserved audit field(s): {sorted(clash)}")
+        # Round-trip through JSON so the hash covers exactly what a reader will parse back.
+        clean = json.loads(json.dumps(redact(fields, self._known_secrets), default=str))
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.path.exists()
+        with open(self.path, "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                last = _last_record(fh)
+                seq = (last["seq"] + 1) if last else 1
+                prev_hash = last["hash"] if last else GENESIS_HASH
+                record: dict[str, Any] = {"seq": seq, "ts": utc_timestamp(), "event": event}
+                record.update(clean)
+                record["prev_hash"] = prev_hash
+                record["hash"] = record_hash(record)
+                fh.write((canonical_json(record) + "\n").encode("utf-8"))
+                fh.flush()
+                os.fsync(fh.fileno())
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        if created:
+            _fsync_dir(self.path.parent)
+        return record
+
+    def verify(self) -> VerifyResult:
+        return verify(self.path)
+
+    def read(self, **filters: Any) -> list[dict[str, Any]]:
+        return read(self.path, **filters)
+
+
+def _last_record(fh: Any) -> dict[str, Any] | None:
+    """The last record of an open file, or None if the file is empty. Reads backwards in blocks."""
+    end = fh.seek(0, os.SEEK_END)
+    if end == 0:
+        return None
+    fh.seek(end - 1)
+    if fh.read(1) != b"\n":
+        raise AuditLogCorrupt("the last line has no newline (interrupted write?); run `verify`")
+    pos, tail = end - 1, b""
+    while pos > 0 and b"\n" not in tail:
+        step = min(8192, pos)
+        pos -= step
+        fh.seek(pos)
+        tail = fh.read(step) + tail
+    line = tail.rsplit(b"\n", 1)[-1] if b"\n" in tail else tail
+    try:
+        record = json.loads(line)
+        if record_hash(record) != record["hash"] or not isinstance(record["seq"], int):
+            raise ValueError("hash mismatch")
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AuditLogCorrupt(f"the last record is not valid ({exc}); run `verify`") from exc
+    return record
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    """Outcome of :func:`verify`. ``records`` counts the records found good (all of them when ``ok``)."""
+
+    ok: bool
+    records: int
+    first_bad_seq: int | None = None
+    first_bad_line: int | None = None
+    reason: str | None = None
+    head_hash: str | None = None  # hash of the last good record; anchor it elsewhere to detect tail loss
+
+
+def verify(path: str | Path) -> VerifyResult:
+    """Check the whole chain and name the first broken line (1-based) and the seq it claims."""
+    path = Path(path)
+    if not path.exists():
+        return VerifyResult(False, 0, None, None, f"{path} does not exist")
+    good, prev_hash = 0, GENESIS_HASH
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    terminated = data.endswith(b"\n")
+    if terminated:
+        lines.pop()  # the empty string after the final newline
+
+    def broken(lineno: int, seq: Any, reason: str) -> VerifyResult:
+        seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+        head = prev_hash if good else None
+        return VerifyResult(False, good, seq, lineno, reason, head)
+
+    for lineno, raw in enumerate(lines, start=1):
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            if lineno == len(lines) and not terminated:
+                return broken(lineno, None, "truncated line (no trailing newline, not valid JSON)")
+            return broken(lineno, None, "not valid JSON")
+        if not isinstance(record, dict) or not {"seq", "hash", "prev_hash", "event"} <= record.keys():
+            return broken(lineno, None, "not an audit record (fields missing)")
+        seq = record["seq"]
+        if lineno == len(lines) and not terminated:
+            return broken(lineno, seq, "truncated line (no trailing newline)")
+        if record_hash(record) != record["hash"]:
+            return broken(lineno, seq, "hash mismatch: the record was edited")
+        expected = good + 1
+        if seq != expected:
+            if isinstance(seq, int) and seq > expected:
+                why = f"seq {seq} but expected {expected}: record(s) deleted"
+            else:
+                why = f"seq {seq} but expected {expected}: record(s) reordered or duplicated"
+            return broken(lineno, seq, why)
+        if record["prev_hash"] != prev_hash:
+            return broken(lineno, seq, "prev_hash does not match the previous record: chain broken")
+        good, prev_hash = good + 1, record["hash"]
+    return VerifyResult(True, good, head_hash=prev_hash if good else None)
+
+
+def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
+    """Parsed records in file order; lines that are not JSON objects are skipped (``verify`` reports them)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    with open(path, encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                yield record
+
+
+def read(path: str | Path, **filters: Any) -> list[dict[str, Any]]:
+    """Records whose fields equal every given filter, e.g. ``read(p, event="retrain_failed", run_id=r)``.
+
+    A filter whose value is ``None`` is ignored; a list/tuple/set value matches any of its members.
+    """
+    active = {k: v for k, v in filters.items() if v is not None}
+
+    def matches(record: dict[str, Any]) -> bool:
+        for key, want in active.items():
+            have = record.get(key)
+            if isinstance(want, list | tuple | set | frozenset):
+                if have not in want:
+                    return False
+            elif have != want:
+                return False
+        return True
+
+    return [r for r in iter_records(path) if matches(r)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m include.audit", description="Audit trail tools")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_verify = sub.add_parser("verify", help="check the hash chain")
+    p_verify.add_argument("path")
+    p_show = sub.add_parser("show", help="print matching records as JSON lines")
+    p_show.add_argument("path")
+    p_show.add_argument("--event")
+    p_show.add_argument("--run-id", dest="run_id")
+    p_show.add_argument("--dag-id", dest="dag_id")
+    p_show.add_argument("--where", action="append", default=[], metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+
+    if args.command == "verify":
+        result = verify(args.path)
+        if result.ok:
+            print(f"OK: {result.records} records, chain intact")
+            return 0
+        seq = result.first_bad_seq if result.first_bad_seq is not None else "?"
+        line = result.first_bad_line if result.first_bad_line is not None else "?"
+        print(f"BROKEN at line {line} (seq {seq}): {result.reason}")
+        return 1
+
+    filters: dict[str, Any] = {"event": args.event, "run_id": args.run_id, "dag_id": args.dag_id}
+    for item in args.where:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--where expects KEY=VALUE, got {item!r}")
+        filters[key] = value
+    if not Path(args.path).exists():
+        print(f"{args.path} does not exist", file=sys.stderr)
+        return 2
+    for record in read(args.path, **filters):
+        print(json.dumps(record, ensure_ascii=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

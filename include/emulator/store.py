@@ -1,0 +1,329 @@
+"""Persistent emulator state: one SQLite file in the state dir, one connection guarded by a lock.
+
+Times are stored as epoch seconds (float). JSON columns hold plain dicts/lists. Secrets are never stored:
+tokens are kept only as SHA-256 hashes.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS flows (
+    id TEXT PRIMARY KEY, reference_id TEXT UNIQUE NOT NULL, name TEXT NOT NULL,
+    project_id TEXT NOT NULL, primary_locale_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS locales (
+    id TEXT PRIMARY KEY, reference_id TEXT UNIQUE NOT NULL, name TEXT NOT NULL,
+    nlu_language TEXT NOT NULL, project_id TEXT NOT NULL, position INTEGER NOT NULL);
+-- one NLU model per (flow, locale); the training-jobs dialect calls it a model with versions
+CREATE TABLE IF NOT EXISTS models (
+    id TEXT PRIMARY KEY, flow_id TEXT NOT NULL, locale_id TEXT NOT NULL,
+    active_version_id TEXT, intents_revision INTEGER NOT NULL DEFAULT 0, UNIQUE (flow_id, locale_id));
+CREATE TABLE IF NOT EXISTS intents (
+    flow_id TEXT NOT NULL, locale_id TEXT NOT NULL, name TEXT NOT NULL, position INTEGER NOT NULL,
+    sentences TEXT NOT NULL, PRIMARY KEY (flow_id, locale_id, name));
+CREATE TABLE IF NOT EXISTS versions (
+    model_id TEXT NOT NULL, version_id TEXT NOT NULL, task_id TEXT, created_at REAL NOT NULL,
+    blob BLOB NOT NULL, feedback TEXT NOT NULL, training_counts TEXT NOT NULL, trained_revision INTEGER,
+    metrics TEXT, PRIMARY KEY (model_id, version_id));
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY, dialect TEXT NOT NULL, type TEXT NOT NULL, project_id TEXT NOT NULL,
+    flow_id TEXT NOT NULL, locale_id TEXT NOT NULL, model_id TEXT NOT NULL, status TEXT NOT NULL,
+    parameters TEXT NOT NULL, payload TEXT, created_at REAL NOT NULL, started_at REAL, finished_at REAL,
+    last_changed REAL NOT NULL, duration REAL NOT NULL, deadline REAL, deadline_reason TEXT,
+    fail_reason TEXT, version_id TEXT, current_step INTEGER NOT NULL DEFAULT 0,
+    idempotency_key TEXT, request_hash TEXT, created_by TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS tasks_by_created ON tasks (created_at);
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_idempotency ON tasks (idempotency_key);
+CREATE TABLE IF NOT EXISTS tokens (
+    token_hash TEXT PRIMARY KEY, audience TEXT NOT NULL, scopes TEXT NOT NULL, expires_at REAL NOT NULL);
+"""
+
+TENANT_TABLES = ("meta", "flows", "locales", "models", "intents", "versions", "tasks")
+JSON_TASK_COLUMNS = ("parameters", "payload")
+OPEN_STATUSES = ("queued", "active", "cancelling")
+VERSION_COLUMNS_WITHOUT_BLOB = (
+    "model_id, version_id, task_id, created_at, feedback, training_counts, trained_revision, metrics"
+)
+
+
+def _task(row: sqlite3.Row | None) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    task = dict(row)
+    for column in JSON_TASK_COLUMNS:
+        task[column] = json.loads(task[column]) if task[column] is not None else None
+    return task
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
+        self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._conn.row_factory = sqlite3.Row
+        with self.lock:
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self.lock:
+            self._conn.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """Hold the lock and one SQLite transaction (nested calls join the outer one)."""
+        with self.lock:
+            if self._conn.in_transaction:
+                yield self._conn
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _one(self, sql: str, *args: Any) -> sqlite3.Row | None:
+        with self.lock:
+            return self._conn.execute(sql, args).fetchone()
+
+    def _all(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        with self.lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    # --- meta ---------------------------------------------------------------------------------------
+    def get_meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM meta WHERE key = ?", key)
+        return None if row is None else row["value"]
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def wipe_tenant_state(self) -> None:
+        """Delete everything but the issued tokens (clients keep their credentials across a reset)."""
+        with self.transaction() as conn:
+            for table in TENANT_TABLES:
+                conn.execute(f"DELETE FROM {table}")
+
+    # --- catalog ------------------------------------------------------------------------------------
+    def add_flow(self, flow_id: str, reference_id: str, name: str, project_id: str, primary_locale: str) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO flows VALUES (?, ?, ?, ?, ?)", (flow_id, reference_id, name, project_id, primary_locale)
+            )
+
+    def add_locale(self, locale_id: str, reference_id: str, name: str, nlu_language: str, project_id: str) -> None:
+        with self.transaction() as conn:
+            position = conn.execute("SELECT COUNT(*) FROM locales").fetchone()[0]
+            conn.execute(
+                "INSERT INTO locales VALUES (?, ?, ?, ?, ?, ?)",
+                (locale_id, reference_id, name, nlu_language, project_id, position),
+            )
+
+    def get_flow(self, flow_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM flows WHERE id = ?", flow_id)
+        return None if row is None else dict(row)
+
+    def get_flow_by_reference(self, reference_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM flows WHERE reference_id = ?", reference_id)
+        return None if row is None else dict(row)
+
+    def list_flows(self, project_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._all("SELECT * FROM flows WHERE project_id = ? ORDER BY id", project_id)]
+
+    def project_exists(self, project_id: str) -> bool:
+        return self._one("SELECT 1 FROM flows WHERE project_id = ?", project_id) is not None
+
+    def get_locale(self, locale_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM locales WHERE id = ?", locale_id)
+        return None if row is None else dict(row)
+
+    def get_locale_by_reference(self, reference_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM locales WHERE reference_id = ?", reference_id)
+        return None if row is None else dict(row)
+
+    def list_locales(self, project_id: str) -> list[dict[str, Any]]:
+        return [dict(r) for r in self._all("SELECT * FROM locales WHERE project_id = ? ORDER BY position", project_id)]
+
+    # --- models (one per flow + locale) -------------------------------------------------------------
+    def add_model(self, model_id: str, flow_id: str, locale_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO models (id, flow_id, locale_id) VALUES (?, ?, ?)", (model_id, flow_id, locale_id))
+
+    def get_model(self, model_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM models WHERE id = ?", model_id)
+        return None if row is None else dict(row)
+
+    def model_for(self, flow_id: str, locale_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM models WHERE flow_id = ? AND locale_id = ?", flow_id, locale_id)
+        return None if row is None else dict(row)
+
+    def set_active_version(self, model_id: str, version_id: str) -> None:
+        with self.transaction() as conn:
+            conn.execute("UPDATE models SET active_version_id = ? WHERE id = ?", (version_id, model_id))
+
+    # --- intents ------------------------------------------------------------------------------------
+    def intents(self, flow_id: str, locale_id: str) -> dict[str, list[str]]:
+        rows = self._all(
+            "SELECT name, sentences FROM intents WHERE flow_id = ? AND locale_id = ? ORDER BY position",
+            flow_id,
+            locale_id,
+        )
+        return {row["name"]: json.loads(row["sentences"]) for row in rows}
+
+    def replace_intents(self, flow_id: str, locale_id: str, intents: Mapping[str, Sequence[str]]) -> None:
+        """Make the locale's intents exactly `intents` (in that order) and mark the training out of date."""
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM intents WHERE flow_id = ? AND locale_id = ?", (flow_id, locale_id))
+            conn.executemany(
+                "INSERT INTO intents VALUES (?, ?, ?, ?, ?)",
+                [
+                    (flow_id, locale_id, name, position, json.dumps(list(sentences)))
+                    for position, (name, sentences) in enumerate(intents.items())
+                ],
+            )
+            conn.execute(
+                "UPDATE models SET intents_revision = intents_revision + 1 WHERE flow_id = ? AND locale_id = ?",
+                (flow_id, locale_id),
+            )
+
+    # --- versions -----------------------------------------------------------------------------------
+    def add_version(
+        self,
+        model_id: str,
+        version_id: str,
+        task_id: str | None,
+        created_at: float,
+        blob: bytes,
+        feedback: dict[str, Any],
+        training_counts: dict[str, int],
+        trained_revision: int | None,
+    ) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "INSERT INTO versions VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                (
+                    model_id,
+                    version_id,
+                    task_id,
+                    created_at,
+                    blob,
+                    json.dumps(feedback),
+                    json.dumps(training_counts),
+                    trained_revision,
+                ),
+            )
+
+    def get_version(self, model_id: str, version_id: str, with_blob: bool = False) -> dict[str, Any] | None:
+        columns = "*" if with_blob else VERSION_COLUMNS_WITHOUT_BLOB
+        row = self._one(f"SELECT {columns} FROM versions WHERE model_id = ? AND version_id = ?", model_id, version_id)
+        if row is None:
+            return None
+        version = dict(row)
+        for column in ("feedback", "training_counts", "metrics"):
+            version[column] = json.loads(version[column]) if version[column] is not None else None
+        return version
+
+    def list_versions(self, model_id: str) -> list[dict[str, Any]]:
+        rows = self._all(
+            "SELECT version_id, created_at, task_id FROM versions WHERE model_id = ? ORDER BY created_at", model_id
+        )
+        return [dict(r) for r in rows]
+
+    def set_version_metrics(self, model_id: str, version_id: str, metrics: dict[str, Any]) -> None:
+        with self.transaction() as conn:
+            conn.execute(
+                "UPDATE versions SET metrics = ? WHERE model_id = ? AND version_id = ?",
+                (json.dumps(metrics), model_id, version_id),
+            )
+
+    # --- tasks --------------------------------------------------------------------------------------
+    def add_task(self, task: Mapping[str, Any]) -> None:
+        row = dict(task)
+        for column in JSON_TASK_COLUMNS:
+            row[column] = json.dumps(row[column]) if row.get(column) is not None else None
+        columns = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        with self.transaction() as conn:
+            conn.execute(f"INSERT INTO tasks ({columns}) VALUES ({marks})", tuple(row.values()))
+
+    def get_task(self, task_id: str) -> dict[str, Any] | None:
+        return _task(self._one("SELECT * FROM tasks WHERE id = ?", task_id))
+
+    def task_by_idempotency_key(self, key: str) -> dict[str, Any] | None:
+        return _task(self._one("SELECT * FROM tasks WHERE idempotency_key = ?", key))
+
+    def update_task(self, task_id: str, only_if_status: Sequence[str] | None = None, **fields: Any) -> bool:
+        """Update a task; with `only_if_status` only when its status is one of those. True when updated."""
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        sql = f"UPDATE tasks SET {assignments} WHERE id = ?"
+        args: list[Any] = [*fields.values(), task_id]
+        if only_if_status:
+            sql += f" AND status IN ({', '.join('?' for _ in only_if_status)})"
+            args.extend(only_if_status)
+        with self.transaction() as conn:
+            return conn.execute(sql, args).rowcount == 1
+
+    def open_tasks(self) -> list[dict[str, Any]]:
+        rows = self._all(
+            f"SELECT * FROM tasks WHERE status IN ({', '.join('?' for _ in OPEN_STATUSES)}) ORDER BY created_at",
+            *OPEN_STATUSES,
+        )
+        return [t for t in map(_task, rows) if t is not None]
+
+    def list_tasks(
+        self,
+        dialect: str,
+        project_id: str | None = None,
+        task_type: str | None = None,
+        model_id: str | None = None,
+        newest_first: bool = True,
+        limit: int | None = None,
+        skip: int = 0,
+    ) -> tuple[list[dict[str, Any]], int]:
+        where = ["dialect = ?"]
+        args: list[Any] = [dialect]
+        for column, value in (("project_id", project_id), ("type", task_type), ("model_id", model_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        condition = " AND ".join(where)
+        order = "DESC" if newest_first else "ASC"
+        total = self._one(f"SELECT COUNT(*) AS n FROM tasks WHERE {condition}", *args)["n"]
+        sql = f"SELECT * FROM tasks WHERE {condition} ORDER BY created_at {order}, rowid {order}"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args += [limit, skip]
+        return [t for t in map(_task, self._all(sql, *args)) if t is not None], total
+
+    def task_status_counts(self) -> dict[str, int]:
+        rows = self._all("SELECT status, COUNT(*) AS n FROM tasks GROUP BY status ORDER BY status")
+        return {row["status"]: row["n"] for row in rows}
+
+    def training_tasks(self) -> list[dict[str, Any]]:
+        rows = self._all("SELECT dialect, flow_id, locale_id, model_id FROM tasks WHERE type = 'trainIntents'")
+        return [dict(r) for r in rows]
+
+    # --- tokens -------------------------------------------------------------------------------------
+    def add_token(self, token_hash: str, audience: str, scopes: Sequence[str], expires_at: float) -> None:
+        with self.transaction() as conn:
+            conn.execute("INSERT INTO tokens VALUES (?, ?, ?, ?)", (token_hash, audience, " ".join(scopes), expires_at))
+
+    def get_token(self, token_hash: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM tokens WHERE token_hash = ?", token_hash)
+        return None if row is None else dict(row)
+
+    def purge_tokens(self, now: float) -> None:
+        with self.transaction() as conn:
+            conn.execute("DELETE FROM tokens WHERE expires_at < ?", (now,))

@@ -1,0 +1,276 @@
+"""Audit trail: hash chain, tamper detection, concurrent writers, redaction, CLI."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from include import audit
+from include.audit import AuditLog, AuditLogCorrupt, read, record_hash, verify
+from include.redaction import is_secret_key, redact, redact_text
+from tests.servers import ROOT
+
+
+def _lines(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").splitlines(keepends=True)
+
+
+def _write(path: Path, lines: list[str]) -> None:
+    path.write_text("".join(lines), encoding="utf-8")
+
+
+@pytest.fixture
+def log_with_five(tmp_path: Path) -> Path:
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.append(audit.RETRAIN_INITIATED, run_id="r1", dag_id="retrain", requested_by="alice")
+    log.append(audit.ROLLBACK_POINT_CAPTURED, run_id="r1", export_id="exp-1")
+    log.append(audit.TRAINING_SUBMITTED, run_id="r1", task_id="t-1")
+    log.append(audit.RETRAIN_COMPLETED, run_id="r1", task_id="t-1")
+    log.append(audit.RETRAIN_INITIATED, run_id="r2", dag_id="retrain", requested_by="bob")
+    return log.path
+
+
+# ------------------------------------------------------------------------------------------ the chain
+
+
+def test_records_form_a_hash_chain(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "nested" / "audit.jsonl")
+    first = log.append(audit.RETRAIN_INITIATED, run_id="r1", locale="de-DE", scores={"f1": 0.91})
+    second = log.append(audit.VALIDATION_PASSED, run_id="r1", gates=["f1", "regression"])
+
+    lines = _lines(log.path)
+    assert len(lines) == 2 and all(line.endswith("\n") for line in lines)
+    on_disk = [json.loads(line) for line in lines]
+    assert on_disk == [first, second]
+    assert [r["seq"] for r in on_disk] == [1, 2]
+    assert first["prev_hash"] == "0" * 64
+    assert second["prev_hash"] == first["hash"]
+    for record in on_disk:
+        assert record["hash"] == record_hash(record)
+        assert record["ts"].endswith("Z") and len(record["ts"]) == len("2026-01-01T00:00:00.000Z")
+    assert on_disk[0]["scores"] == {"f1": 0.91} and on_disk[0]["locale"] == "de-DE"
+
+    result = verify(log.path)
+    assert result.ok and result.records == 2 and result.first_bad_line is None
+    assert result.head_hash == second["hash"]
+
+
+def test_reserved_fields_cannot_be_overridden(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl")
+    with pytest.raises(ValueError, match="reserved"):
+        log.append(audit.RETRAIN_INITIATED, seq=99)
+    assert not log.path.exists() or verify(log.path).records == 0
+
+
+def test_unknown_event_names_are_accepted(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.append("operator_note", note="retrained by hand")
+    assert "operator_note" not in audit.KNOWN_EVENTS
+    assert read(log.path, event="operator_note")[0]["note"] == "retrained by hand"
+
+
+def test_read_filters(log_with_five: Path) -> None:
+    assert [r["seq"] for r in read(log_with_five, run_id="r1")] == [1, 2, 3, 4]
+    assert [r["requested_by"] for r in read(log_with_five, event=audit.RETRAIN_INITIATED)] == ["alice", "bob"]
+    assert [r["seq"] for r in read(log_with_five, event=audit.RETRAIN_INITIATED, run_id="r2")] == [5]
+    assert [r["seq"] for r in read(log_with_five, event=[audit.TRAINING_SUBMITTED, audit.RETRAIN_COMPLETED])] == [
+        3,
+        4,
+    ]
+    assert read(log_with_five, run_id="nope") == []
+
+
+# ---------------------------------------------------------------------------------- tamper detection
+
+
+def test_edited_record_is_named(log_with_five: Path) -> None:
+    lines = _lines(log_with_five)
+    lines[2] = lines[2].replace('"task_id":"t-1"', '"task_id":"t-666"')
+    _write(log_with_five, lines)
+
+    result = verify(log_with_five)
+    assert not result.ok
+    assert (result.first_bad_line, result.first_bad_seq, result.records) == (3, 3, 2)
+    assert "edited" in result.reason
+
+
+def test_edit_with_recomputed_hash_breaks_the_next_link(log_with_five: Path) -> None:
+    lines = _lines(log_with_five)
+    record = json.loads(lines[1])
+    record["export_id"] = "forged"
+    record["hash"] = record_hash(record)
+    lines[1] = audit.canonical_json(record) + "\n"
+    _write(log_with_five, lines)
+
+    result = verify(log_with_five)
+    assert not result.ok and (result.first_bad_line, result.first_bad_seq) == (3, 3)
+    assert "prev_hash" in result.reason
+
+
+def test_deleted_record_is_named(log_with_five: Path) -> None:
+    lines = _lines(log_with_five)
+    del lines[1]
+    _write(log_with_five, lines)
+
+    result = verify(log_with_five)
+    assert not result.ok and (result.first_bad_line, result.first_bad_seq) == (2, 3)
+    assert "deleted" in result.reason
+
+
+def test_deleted_first_record_is_detected(log_with_five: Path) -> None:
+    _write(log_with_five, _lines(log_with_five)[1:])
+    result = verify(log_with_five)
+    assert not result.ok and (result.first_bad_line, result.first_bad_seq, result.records) == (1, 2, 0)
+
+
+def test_reordered_records_are_named(log_with_five: Path) -> None:
+    lines = _lines(log_with_five)
+    lines[2], lines[3] = lines[3], lines[2]
+    _write(log_with_five, lines)
+
+    result = verify(log_with_five)
+    assert not result.ok and (result.first_bad_line, result.first_bad_seq) == (3, 4)
+
+
+def test_truncated_last_line_is_named_and_blocks_appends(log_with_five: Path) -> None:
+    data = log_with_five.read_bytes()
+    log_with_five.write_bytes(data[:-25])
+
+    result = verify(log_with_five)
+    assert not result.ok and result.first_bad_line == 5 and result.records == 4
+    assert "truncated" in result.reason
+    # A new record must not be chained onto a damaged tail.
+    with pytest.raises(AuditLogCorrupt):
+        AuditLog(log_with_five).append(audit.RETRAIN_FAILED, run_id="r2")
+
+
+def test_garbage_line_in_the_middle(log_with_five: Path) -> None:
+    lines = _lines(log_with_five)
+    lines.insert(2, "{not json\n")
+    _write(log_with_five, lines)
+    result = verify(log_with_five)
+    assert not result.ok and result.first_bad_line == 3 and result.first_bad_seq is None
+
+
+def test_missing_file_does_not_verify(tmp_path: Path) -> None:
+    assert not verify(tmp_path / "none.jsonl").ok
+
+
+# ------------------------------------------------------------------------------- concurrent writers
+
+
+def _writer(path: str, worker: int, count: int, start: multiprocessing.synchronize.Event) -> None:
+    start.wait(10)
+    log = AuditLog(path)
+    for i in range(count):
+        # Big records make interleaved writes visible if locking were broken.
+        log.append(audit.TRAINING_SUBMITTED, run_id=f"w{worker}", i=i, padding="x" * 5000)
+
+
+def test_concurrent_processes_keep_the_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    workers, per_worker = 6, 25
+    procs = [ctx.Process(target=_writer, args=(str(path), w, per_worker, start)) for w in range(workers)]
+    for proc in procs:
+        proc.start()
+    start.set()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+
+    result = verify(path)
+    assert result.ok, result
+    assert result.records == workers * per_worker
+    records = read(path)
+    assert [r["seq"] for r in records] == list(range(1, workers * per_worker + 1))
+    for w in range(workers):  # each writer's own records are all there, in its order
+        assert [r["i"] for r in records if r["run_id"] == f"w{w}"] == list(range(per_worker))
+
+
+# -------------------------------------------------------------------------------------------- redaction
+
+
+def test_secret_keys_are_redacted_at_any_depth(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "audit.jsonl", known_secrets=["sk-live-0123456789"])
+    record = log.append(
+        audit.RETRAIN_INITIATED,
+        run_id="r1",
+        api_key="sk-live-0123456789",
+        connection={"X-API-Key": "abc", "Authorization": "Bearer eyJhbGciOi", "host": "cognigy.example"},
+        oauth=[{"client_secret": "cs", "access_token": "at", "refresh_token": "rt"}],
+        note="called with key sk-live-0123456789",
+        max_tokens=512,
+    )
+    text = log.path.read_text(encoding="utf-8")
+    for secret in ("sk-live-0123456789", "abc", "eyJhbGciOi", '"cs"', '"at"', '"rt"'):
+        assert secret not in text
+    assert record["api_key"] == "***"
+    assert record["connection"] == {"X-API-Key": "***", "Authorization": "***", "host": "cognigy.example"}
+    assert record["oauth"] == [{"client_secret": "***", "access_token": "***", "refresh_token": "***"}]
+    assert record["note"] == "called with key ***"
+    assert record["max_tokens"] == 512  # not a secret
+    assert verify(log.path).ok
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["api_key", "apikey", "x-api-key", "API_KEY", "client_secret", "secret", "password", "token", "access_token",
+     "refresh_token", "Authorization", "bearer", "cognigyApiKey", "auth.client_secret", "db_password"],
+)  # fmt: skip
+def test_secret_looking_keys(key: str) -> None:
+    assert is_secret_key(key)
+    assert redact({"outer": {key: "value"}}) == {"outer": {key: "***"}}
+
+
+@pytest.mark.parametrize("key", ["max_tokens", "token_count", "secret_ref", "project_id", "locale"])
+def test_ordinary_keys_are_kept(key: str) -> None:
+    assert not is_secret_key(key)
+    assert redact({key: "value"}) == {key: "value"}
+
+
+def test_redact_returns_a_copy_and_redact_text_masks_known_values() -> None:
+    original = {"token": "t", "items": [{"password": "p"}]}
+    clean = redact(original)
+    assert original == {"token": "t", "items": [{"password": "p"}]}
+    assert clean == {"token": "***", "items": [{"password": "***"}]}
+    assert redact_text("GET /x?key=abc123 failed", ["abc123", None, ""]) == "GET /x?key=*** failed"
+    assert redact_text("header Authorization: Bearer abc.def.ghi", []) == "header Authorization: Bearer ***"
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "include.audit", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+
+
+def test_cli_verify_and_show(log_with_five: Path) -> None:
+    ok = _cli("verify", str(log_with_five))
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "OK: 5 records, chain intact"
+
+    shown = _cli("show", str(log_with_five), "--event", audit.RETRAIN_INITIATED, "--run-id", "r2")
+    assert shown.returncode == 0, shown.stderr
+    records = [json.loads(line) for line in shown.stdout.splitlines()]
+    assert [(r["seq"], r["requested_by"]) for r in records] == [(5, "bob")]
+
+    lines = _lines(log_with_five)
+    del lines[3]
+    _write(log_with_five, lines)
+    broken = _cli("verify", str(log_with_five))
+    assert broken.returncode == 1
+    assert broken.stdout.startswith("BROKEN at line 4 (seq 5): ")

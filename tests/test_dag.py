@@ -1,0 +1,83 @@
+"""The DAG file imports cleanly in Airflow and is wired as documented."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from devtools.servers import ROOT
+
+
+@pytest.fixture(scope="module")
+def dag_facts(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Load the DagBag in a child process with a throwaway Airflow home (Airflow reads config at import)."""
+    home = tmp_path_factory.mktemp("airflow-home")
+    code = textwrap.dedent(
+        """
+        import json
+        from airflow.dag_processing.dagbag import DagBag
+        bag = DagBag(dag_folder="dags")
+        dag = bag.dags.get("cognigy_nlu_retrain")
+        facts = {"errors": {k: str(v)[-400:] for k, v in bag.import_errors.items()}}
+        if dag:
+            facts.update(
+                tasks={t.task_id: {"downstream": sorted(t.downstream_task_ids), "trigger_rule": str(t.trigger_rule),
+                                   "type": type(t).__name__, "retries": t.retries, "doc": bool(t.doc_md)}
+                       for t in dag.tasks},
+                schedule=str(dag.schedule), catchup=dag.catchup, params=dict(dag.params.dump()),
+                doc=bool(dag.doc_md))
+        print("FACTS" + json.dumps(facts, default=str))
+        """
+    )
+    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+           "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+           "PYTHONPATH": str(ROOT), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/a.db"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("FACTS")), None)
+    assert line, out.stderr[-2000:]
+    import json
+
+    return json.loads(line[5:])
+
+
+def test_dag_imports_without_errors(dag_facts: dict) -> None:
+    assert dag_facts["errors"] == {}
+    assert "tasks" in dag_facts
+
+
+def test_pipeline_order_per_target(dag_facts: dict) -> None:
+    t = dag_facts["tasks"]
+    assert t["validate"]["downstream"] == ["targets", "watcher"] or "targets" in t["validate"]["downstream"]
+    assert "retrain.submit" in t["retrain.capture"]["downstream"]
+    assert "retrain.wait_for_training" in t["retrain.submit"]["downstream"]
+    assert "retrain.evaluate" in t["retrain.wait_for_training"]["downstream"]
+    assert "retrain.decide" in t["retrain.evaluate"]["downstream"]
+    assert {"retrain.rollback", "retrain.mlflow_sync"} <= set(t["retrain.decide"]["downstream"])
+    assert "retrain.mlflow_sync" in t["retrain.rollback"]["downstream"]
+    assert "retrain.finalize" in t["retrain.mlflow_sync"]["downstream"]
+
+
+def test_the_wait_is_the_deferrable_operator(dag_facts: dict) -> None:
+    assert dag_facts["tasks"]["retrain.wait_for_training"]["type"] == "CognigyWaitForTrainingOperator"
+
+
+def test_failure_is_not_hidden_by_the_all_done_leaf(dag_facts: dict) -> None:
+    t = dag_facts["tasks"]
+    assert t["retrain.finalize"]["trigger_rule"] == "all_done"
+    assert t["watcher"]["trigger_rule"] == "one_failed"
+    upstream_of_watcher = [k for k, v in t.items() if "watcher" in v["downstream"]]
+    assert set(upstream_of_watcher) == set(t) - {"watcher"}
+
+
+def test_schedule_params_and_docs(dag_facts: dict) -> None:
+    assert dag_facts["schedule"] == "0 2 * * *"
+    assert dag_facts["catchup"] is False
+    params = dag_facts["params"]
+    for name in ("flow_id", "locales", "mode", "dry_run", "bias_ceiling", "precision_floor"):
+        assert name in params
+    assert dag_facts["doc"] and all(v["doc"] for k, v in dag_facts["tasks"].items())
+    assert dag_facts["tasks"]["validate"]["retries"] == 0
