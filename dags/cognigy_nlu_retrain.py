@@ -113,6 +113,7 @@ with DAG(
             plan=plan,
             captured=captured,
             waited=waited.output,
+            evaluated=evaluated,
             doc_md="Restore + retrain + verify.",
         )
         synced = task(

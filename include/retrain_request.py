@@ -30,7 +30,8 @@ COGNIGY_MAX_TRAINING_SECONDS = 600
 OBJECT_ID = r"^[0-9a-f]{24}$"
 LOCALE_NAME = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 # Lone surrogates are refused: they are not text, and JSON dumping turns them into U+FFFD (hash collisions).
-INTENT_NAME = re.compile(r"^[^\x00-\x1f/\\\ud800-\udfff]{1,200}$")
+INTENT_NAME = re.compile(r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069/\\\ud800-\udfff]{1,200}$")
+CROSS_FIELD_MARK = "\x1e"
 
 
 class RequestInvalid(ValueError):
@@ -128,7 +129,8 @@ class RetrainRequest(_Strict):
                 f"trainingDataSliceMatrix: {total} sentences in all exceed maxDatasetSize {self.maxDatasetSize}"
             )
         if problems:
-            raise ValueError(" | ".join(problems))
+            # Each problem already starts with its field path; the marker lets describe_errors split them.
+            raise ValueError(CROSS_FIELD_MARK + CROSS_FIELD_MARK.join(problems))
         return self
 
     # --- derived values ------------------------------------------------------------------------------
@@ -195,10 +197,21 @@ def describe_errors(exc: ValidationError) -> list[str]:
     """`field.path: rule` for each pydantic error, the input value left out (it may be hostile or secret)."""
     out = []
     for err in exc.errors(include_url=False, include_input=False):
-        path = ".".join(str(p) for p in err["loc"]) or "(request)"
         msg = err["msg"].removeprefix("Value error, ")
+        if msg.startswith(CROSS_FIELD_MARK):  # cross-field rules name their own field paths
+            out.extend(part for part in msg.split(CROSS_FIELD_MARK) if part)
+            continue
+        path = ".".join(_path_part(p) for p in err["loc"]) or "(request)"
         out.append(f"{path}: {msg}")
     return out
+
+
+def _path_part(part: str | int) -> str:
+    """A path element as typed by the user may be hostile (newlines, 10 kB): show it escaped and short."""
+    text = str(part)
+    if text.isidentifier() or text.isdigit():
+        return text
+    return repr(text[:40] + ("…" if len(text) > 40 else ""))
 
 
 def parse_request(raw: Any) -> RetrainRequest:

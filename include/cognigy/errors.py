@@ -37,7 +37,16 @@ class RateLimited(CognigyError):
 
 
 class TransientError(CognigyError):
-    """5xx, timeout or connection failure: worth trying again later if the call is safe to repeat."""
+    """5xx, timeout or connection failure: worth trying again later if the call is safe to repeat.
+    `retry_after` is in seconds when a 503 said (Retry-After)."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kw) -> None:
+        super().__init__(message, **kw)
+        self.retry_after = retry_after
+
+
+class TlsError(CognigyError):
+    """The TLS handshake or certificate check failed: a configuration problem, never retried."""
 
 
 class AmbiguousSubmission(TransientError):

@@ -52,7 +52,12 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        messages = [f"{_field(tuple(error['loc']))}: {error['msg']}" for error in exc.errors()]
+        messages = [
+            "body: not valid JSON"
+            if error["type"] == "json_invalid"
+            else f"{_field(tuple(error['loc']))}: {error['msg']}"
+            for error in exc.errors()
+        ]
         return problem_response(request, 400, "Invalid request: " + "; ".join(messages))
 
     @app.exception_handler(StarletteHTTPException)

@@ -1,36 +1,136 @@
-"""Write audit events with the Airflow identity of the task that caused them."""
+"""Write audit events with the Airflow identity of the task that caused them.
+
+Every record carries the same governance fields, whatever the event (``null`` = not known at that step):
+``ts`` (UTC), ``dag_id``/``run_id``/``task_id``/``map_index``/``try_number``, ``run_type`` and ``triggered_by``
+(``schedule`` or ``user:<name>``), ``request_hash``, ``target`` (Cognigy project/flow/locale/model ids),
+``cognigy_job_id``, ``metrics`` (the gate summary), ``latency_seconds`` (training), ``accuracy_delta``
+(challenger − champion) and ``outcome``.
+
+Facts learnt by an earlier task of the same run and target (the Cognigy task id, the metrics, the training
+latency) are carried into later records, so a ``rollback_verified`` record alone tells which training and
+which numbers it is about. They are kept in ``facts.json`` in the run's folder (per DAG run and target).
+"""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 from include import settings
 from include.audit import AuditLog
+from include.cognigy.model import Target
+
+TARGET_IDS = ("project_id", "flow_id", "locale", "model_id")
+# Governance fields present in every record; carried forward within a run and target when a task knows them.
+CARRIED_FIELDS = ("cognigy_job_id", "cognigy_version_id", "metrics", "latency_seconds", "accuracy_delta")
+STANDARD_FIELDS = (*CARRIED_FIELDS, "outcome")
+
+# What an event means when the caller gives no outcome of its own.
+DEFAULT_OUTCOMES = {
+    "request_rejected": "rejected",
+    "retrain_initiated": "accepted",
+    "rollback_point_captured": "captured",
+    "training_submitted": "submitted",
+    "training_reattached": "reattached",
+    "retrain_failed": "failed",
+    "validation_passed": "passed",
+    "validation_failed": "failed",
+    "rollback_triggered": "started",
+    "rollback_verified": "verified",
+    "rollback_failed": "failed",
+    "mlflow_synced": "synced",
+    "mlflow_sync_deferred": "deferred",
+}
+
+
+def run_type(context: Any) -> str:
+    """The DAG run's type as plain text: scheduled, manual, backfill, asset_triggered, ..."""
+    value = getattr(context["dag_run"], "run_type", "") or ""
+    return str(getattr(value, "value", value))  # the Task SDK's enum prints as 'DagRunType.SCHEDULED'
 
 
 def triggered_by(context: Any) -> str:
-    """'schedule' for scheduled runs, else the user (or 'manual'/'api') who triggered the run."""
-    dag_run = context["dag_run"]
-    run_type = str(getattr(dag_run, "run_type", "") or "")
-    if "scheduled" in run_type or "backfill" in run_type:
+    """'schedule' for scheduled runs and backfills, 'asset' for asset-triggered runs, else 'user:<name>'."""
+    kind = run_type(context)
+    if kind in ("scheduled", "backfill"):
         return "schedule"
-    user = getattr(dag_run, "triggering_user_name", None)
+    if kind.startswith("asset"):
+        return "asset"
+    user = getattr(context["dag_run"], "triggering_user_name", None)
     return f"user:{user}" if user else "manual"
 
 
-def audit(context: Any, event: str, plan: dict[str, Any] | None = None, target: dict | None = None, **fields: Any):
+def retrain_trigger(context: Any) -> str:
+    """MLflow tag ``retrain_trigger``: automated (schedule, backfill, asset) or manual (a person)."""
+    return "manual" if triggered_by(context).startswith(("user:", "manual")) else "automated"
+
+
+def _target_ids(plan: dict[str, Any] | None, target: dict[str, Any] | None) -> dict[str, Any] | None:
+    if target:
+        return {k: target[k] for k in TARGET_IDS if k in target}
+    request = (plan or {}).get("request") or {}
+    if not request:
+        return None
+    return {
+        "project_id": request.get("projectId"),
+        "flow_id": request.get("flowId"),
+        "locales": request.get("locales"),
+        "model_id": request.get("modelId"),
+    }
+
+
+def _facts_file(ti: Any, target: dict[str, Any]) -> Path:
+    return settings.run_dir(ti.dag_id, ti.run_id, Target.from_dict(target).key) / "facts.json"
+
+
+def _carry(ti: Any, target: dict[str, Any] | None, fields: dict[str, Any]) -> dict[str, Any]:
+    """Fill the carried fields from earlier records of this run and target; remember the new ones."""
+    if not target:
+        return {}
+    path = _facts_file(ti, target)
+    try:
+        facts = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError:
+        facts = {}
+    learnt = {k: fields[k] for k in CARRIED_FIELDS if fields.get(k) not in (None, {}, "")}
+    if learnt:
+        facts.update(learnt)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(facts, default=str))
+        tmp.replace(path)
+    return facts
+
+
+def audit(
+    context: Any,
+    event: str,
+    plan: dict[str, Any] | None = None,
+    target: dict | None = None,
+    *,
+    carry: bool = True,
+    **fields: Any,
+) -> dict[str, Any]:
+    """Append one record for ``event`` (see the module docstring for the fields every record has).
+
+    ``carry=False`` for a record about another DAG run (the MLflow resync): nothing is read or remembered.
+    """
     ti = context["ti"]
-    record = {
+    record: dict[str, Any] = {
         "dag_id": ti.dag_id,
         "run_id": ti.run_id,
         "task_id": ti.task_id,
         "map_index": getattr(ti, "map_index", -1),
         "try_number": getattr(ti, "try_number", None),
+        "run_type": run_type(context),
         "triggered_by": triggered_by(context),
+        "request_hash": (plan or {}).get("request_hash"),
+        "target": _target_ids(plan, target),
     }
-    if plan:
-        record["request_hash"] = plan.get("request_hash")
-    if target:
-        record["target"] = {k: target[k] for k in ("project_id", "flow_id", "locale", "model_id") if k in target}
-    record.update(fields)
+    facts = _carry(ti, target, fields) if carry else {}
+    for key in CARRIED_FIELDS:
+        record[key] = facts.get(key)
+    record["outcome"] = DEFAULT_OUTCOMES.get(event)
+    # A caller's empty value does not hide a fact an earlier task of the run already recorded.
+    record.update({k: v for k, v in fields.items() if not (k in CARRIED_FIELDS and v in (None, {}, ""))})
     return AuditLog(settings.audit_path()).append(event, **record)

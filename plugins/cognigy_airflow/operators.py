@@ -7,12 +7,15 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
-from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
 from cognigy_airflow.auditing import audit
 from cognigy_airflow.hooks import CognigyHook
@@ -20,15 +23,83 @@ from cognigy_airflow.links import CognigyTaskLink
 from cognigy_airflow.run_state import RunState
 from cognigy_airflow.triggers import CognigyJobTrigger
 from include import dataset, settings
-from include.cognigy.errors import AmbiguousSubmission
+from include.cognigy.client import CognigyClient
+from include.cognigy.errors import (
+    AmbiguousSubmission,
+    AuthenticationError,
+    BadRequest,
+    CognigyError,
+    NotFound,
+    PermissionDenied,
+)
 from include.cognigy.model import JobStatus, Target
 from include.held_out import agreement, load_predictions, save_predictions, score_utterances
 
-RECONCILE_SECONDS = 30.0
+log = logging.getLogger(__name__)
+
+RECONCILE_SECONDS = 30.0  # how long to look for a submission that got no clear answer (plan: reconcile_seconds)
+CANCEL_SETTLE_SECONDS = 60.0  # how long to wait for a cancelled training to stop before restoring
+IMPORT_ATTEMPTS = 3  # the rollback's import (overwrite, so repeatable) is tried this often within one try
+NOT_WORTH_RETRYING = (AuthenticationError, PermissionDenied, NotFound, BadRequest)
 
 
 def _run_dir(context: Any, target: dict[str, Any]) -> Path:
     return settings.run_dir(context["ti"].dag_id, context["ti"].run_id, Target.from_dict(target).key)
+
+
+def _last_try(context: Any) -> bool:
+    """True when Airflow will not run this task again after a failure (try_number counts from 1)."""
+    ti = context["ti"]
+    return int(getattr(ti, "try_number", 1) or 1) > int(getattr(ti, "max_tries", 0) or 0)
+
+
+def _reconcile(client: CognigyClient, target: Target, since: float, wait: float) -> JobStatus | None:
+    """The first training of this flow/locale the tenant started at or after `since`, looking for `wait` s."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = client.recent_trainings(target, since)
+        if found:
+            return sorted(found, key=lambda j: j.created_at or "")[0]
+        if time.monotonic() >= deadline:
+            return None
+        time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+
+
+def _reattach(
+    client: CognigyClient, target: Target, state: RunState, prefix: str, wait: float
+) -> tuple[JobStatus, str] | None:
+    """The training an earlier try of this task started, if any: from the state store, else the task list.
+
+    A try that recorded its intent but no job id may have died between the POST and storing the answer;
+    the tenant's task list tells whether the POST happened.
+    """
+    if job_id := state.get(f"{prefix}.job_id"):
+        return client.job_status(job_id), "state store"
+    if intent := state.get(f"{prefix}.intent_at"):
+        found = _reconcile(client, target, float(intent), wait=wait)
+        if found:
+            state.set(f"{prefix}.job_id", found.job_id)
+            return found, "tenant task list"
+    return None
+
+
+def _start_once(
+    client: CognigyClient, target: Target, state: RunState, prefix: str, post: Callable[[], JobStatus], wait: float
+) -> JobStatus:
+    """Record the intent, POST once, and on an ambiguous answer find the training instead of resending."""
+    intent_at = time.time()
+    state.set(f"{prefix}.intent_at", intent_at)
+    try:
+        status = post()
+    except AmbiguousSubmission as exc:
+        log.warning("%s got no clear answer (%s); reconciling with the tenant's task list", prefix, exc)
+        found = _reconcile(client, target, intent_at, wait=wait)
+        if not found:
+            raise  # the next try reconciles again before it would send anything
+        status = found
+    state.set(f"{prefix}.job_id", status.job_id)
+    state.set(f"{prefix}.submitted_at", intent_at)
+    return status
 
 
 class _CognigyOperator(BaseOperator):
@@ -41,6 +112,10 @@ class _CognigyOperator(BaseOperator):
 
     def hook(self) -> CognigyHook:
         return CognigyHook(self.plan["conn_id"], requests_per_second=self.plan.get("requests_per_second"))
+
+    @property
+    def reconcile_seconds(self) -> float:
+        return float(self.plan.get("reconcile_seconds") or RECONCILE_SECONDS)
 
 
 class CognigySubmitTrainingOperator(_CognigyOperator):
@@ -61,46 +136,29 @@ class CognigySubmitTrainingOperator(_CognigyOperator):
         client = self.hook().get_client()
         state = RunState(context, _run_dir(context, self.target) / "submit_state.json")
 
-        if job_id := state.get("submit.job_id"):
-            status = client.job_status(job_id)
-            audit(context, "training_reattached", plan, self.target, cognigy_job_id=job_id, via="state store")
-            return self._result(context, status, state, reattached=True)
-        if intent := state.get("submit.intent_at"):
-            found = self._reconcile(client, target, intent, wait=0)
-            if found:
-                state.set("submit.job_id", found.job_id)
-                audit(
-                    context,
-                    "training_reattached",
-                    plan,
-                    self.target,
-                    cognigy_job_id=found.job_id,
-                    via="tenant task list",
-                )
-                return self._result(context, found, state, reattached=True)
+        if earlier := _reattach(client, target, state, "submit", wait=self.reconcile_seconds):
+            status, via = earlier
+            audit(context, "training_reattached", plan, self.target, cognigy_job_id=status.job_id, via=via)
+            return self._result(status, state, reattached=True)
 
         training = None
         if plan["request"]["trainingData"]["source"] == "dataset":
             training = dataset.sample_training(target.locale, plan["request"]["trainingDataSliceMatrix"])
         client.load_training_data(target, training)
+        if training is not None:  # kept before the POST: a try that reattaches still knows what was trained
+            state.set("submit.training_counts", _counts(training))
 
-        intent_at = time.time()
-        state.set("submit.intent_at", intent_at)
-        try:
-            status = client.start_training(
-                target,
-                mode=plan["request"]["mode"],
-                spec_body=plan["spec_body"],
-                idempotency_key=f"{context['ti'].dag_id}/{context['ti'].run_id}/{target.key}/{plan['request_hash']}",
-            )
-        except AmbiguousSubmission as exc:
-            self.log.warning("submit got no clear answer (%s); reconciling with the tenant's task list", exc)
-            found = self._reconcile(client, target, intent_at, wait=RECONCILE_SECONDS)
-            if not found:
-                raise  # the next try reconciles again before it would submit
-            status = found
-        state.set("submit.job_id", status.job_id)
-        state.set("submit.submitted_at", intent_at)
+        idempotency_key = f"{context['ti'].dag_id}/{context['ti'].run_id}/{target.key}/{plan['request_hash']}"
+        status = _start_once(
+            client,
+            target,
+            state,
+            "submit",
+            lambda: client.start_training(
+                target, mode=plan["request"]["mode"], spec_body=plan["spec_body"], idempotency_key=idempotency_key
+            ),
+            wait=self.reconcile_seconds,
+        )
         audit(
             context,
             "training_submitted",
@@ -110,35 +168,37 @@ class CognigySubmitTrainingOperator(_CognigyOperator):
             cognigy_status=status.raw_status,
             training_counts=_counts(training),
         )
-        return self._result(context, status, state, reattached=False, training=training)
+        return self._result(status, state, reattached=False)
 
-    def _reconcile(self, client, target: Target, since: float, wait: float) -> JobStatus | None:
-        deadline = time.monotonic() + wait
-        while True:
-            found = client.recent_trainings(target, since)
-            if found:
-                return sorted(found, key=lambda j: j.created_at or "")[0]
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(2.0)
-
-    def _result(self, context, status: JobStatus, state: RunState, *, reattached: bool, training=None):
+    def _result(self, status: JobStatus, state: RunState, *, reattached: bool) -> dict[str, Any]:
         submitted_at = state.get("submit.submitted_at") or state.get("submit.intent_at") or time.time()
-        counts = _counts(training) or state.get("submit.training_counts")
-        if training is not None:
-            state.set("submit.training_counts", counts)
         return {
             "job_id": status.job_id,
             "status": status.raw_status,
             "submitted_at": submitted_at,
             "reattached": reattached,
-            "training_counts": counts,
+            "training_counts": state.get("submit.training_counts"),
             "version_id": status.version_id,
         }
 
 
 def _counts(training: dict[str, list[str]] | None) -> dict[str, int] | None:
     return {k: len(v) for k, v in training.items()} if training is not None else None
+
+
+def _cancel_and_settle(client: CognigyClient, job_id: str, settle: float = CANCEL_SETTLE_SECONDS) -> JobStatus:
+    """Cancel a training (a no-op if it already ended) and wait until Cognigy reports it ended."""
+    status = client.job_status(job_id)
+    if not status.terminal:
+        try:
+            client.cancel(job_id)
+        except BadRequest:  # it ended between our read and the cancel
+            log.info("training %s ended before it could be cancelled", job_id)
+    deadline = time.monotonic() + settle
+    while not status.terminal and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = client.job_status(job_id)
+    return status
 
 
 class CognigyWaitForTrainingOperator(_CognigyOperator):
@@ -159,7 +219,12 @@ class CognigyWaitForTrainingOperator(_CognigyOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         job_id = self.submitted["job_id"]
         end_time = self.submitted["submitted_at"] + self.plan["deadline_seconds"]
-        status = self.hook().get_client().job_status(job_id)
+        try:
+            status = self.hook().get_client().job_status(job_id)
+        except CognigyError as exc:
+            if not _last_try(context):
+                raise
+            return self._unknown(context, f"cannot read training {job_id}: {exc}")
         if status.terminal:
             return self._finish(context, status)
         self.defer(
@@ -180,12 +245,13 @@ class CognigyWaitForTrainingOperator(_CognigyOperator):
         if outcome == "finished":
             return self._finish(context, JobStatus.from_dict(event["status"]), polls=event.get("polls"))
         if outcome == "deadline":
-            client = self.hook().get_client()
             job_id = self.submitted["job_id"]
             self.log.error(
                 "training %s passed its deadline (%ss); cancelling it", job_id, self.plan["deadline_seconds"]
             )
-            client.cancel(job_id)
+            status = _cancel_and_settle(self.hook().get_client(), job_id)
+            if status.state == "succeeded":  # it finished in the last poll interval: nothing left to cancel
+                return self._finish(context, status, polls=event.get("polls"))
             audit(
                 context,
                 "retrain_failed",
@@ -194,15 +260,29 @@ class CognigyWaitForTrainingOperator(_CognigyOperator):
                 cognigy_job_id=job_id,
                 outcome="deadline",
                 deadline_seconds=self.plan["deadline_seconds"],
+                cognigy_status=status.raw_status,
             )
             return {
                 "state": "deadline",
                 "job_id": job_id,
-                "reason": "deadline exceeded; task cancelled",
-                "latency_seconds": time.time() - self.submitted["submitted_at"],
+                "reason": f"deadline of {self.plan['deadline_seconds']}s exceeded; Cognigy task {status.raw_status}",
+                "latency_seconds": round(time.time() - self.submitted["submitted_at"], 3),
                 "polls": event.get("polls"),
             }
-        raise AirflowFailException(f"polling training {self.submitted['job_id']} failed: {event.get('message')}")
+        # 401/403/404 while polling: the training's fate is unknown. Do not fail here, so the run still takes
+        # the rollback path (which cancels the training if it still runs) and audits; finalize fails the run.
+        return self._unknown(context, f"polling training {self.submitted['job_id']} failed: {event.get('message')}")
+
+    def _unknown(self, context: Any, why: str) -> dict[str, Any]:
+        job_id = self.submitted["job_id"]
+        self.log.error("%s", why)
+        audit(context, "retrain_failed", self.plan, self.target, cognigy_job_id=job_id, outcome="unknown", reason=why)
+        return {
+            "state": "unknown",
+            "job_id": job_id,
+            "reason": why,
+            "latency_seconds": round(time.time() - self.submitted["submitted_at"], 3),
+        }
 
     def _finish(self, context: Any, status: JobStatus, polls: int | None = None) -> dict[str, Any]:
         latency = time.time() - self.submitted["submitted_at"]
@@ -232,62 +312,148 @@ class CognigyRollbackOperator(_CognigyOperator):
 
     Verified means: the flow's intents export equals the rollback point (rest-v2) or the active version is
     the rollback version (training-jobs), AND held-out predictions agree with the champion's.
+
+    Safe to run again: the import overwrites, and the restoring retrain is started exactly once per round
+    (same intent + reconciliation as the submit). A retrain that fails starts a new round on the next try.
+    On the last try every failure is audited as `rollback_failed` with what a person must do.
     """
 
     template_fields = ("target", "plan", "captured", "waited")
     operator_extra_links = (CognigyTaskLink(),)
     ui_color = "#ffd6d6"
     MIN_AGREEMENT = 0.95
+    MIN_SCORED_SHARE = 0.5  # fewer scored utterances than this is no verdict on the restore, try again
+    VERIFY_SAMPLE = 40
 
     def __init__(self, *, captured: Any, waited: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.captured = captured
         self.waited = waited
 
-    def execute(self, context: Any) -> dict[str, Any]:
-        import json
+    @property
+    def deadline_seconds(self) -> float:
+        return float(self.plan.get("rollback_deadline_seconds") or self.plan["deadline_seconds"])
 
+    def execute(self, context: Any) -> dict[str, Any]:
+        if not self.captured:  # capture failed, so submit never ran: nothing on Cognigy changed
+            audit(context, "rollback_skipped", self.plan, self.target, reason="no rollback point: nothing changed")
+            return {"verified": False, "needed": False}
+        try:
+            return self._restore(context)
+        except (AirflowFailException, AirflowSkipException):
+            raise
+        except Exception as exc:
+            if not _last_try(context):
+                raise
+            return self._fail(context, f"{type(exc).__name__}: {exc}")
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        try:
+            if event["outcome"] == "deadline":
+                _cancel_and_settle(self.hook().get_client(), event["job_id"])
+                return self._retry_or_fail(context, f"the restoring retrain passed {self.deadline_seconds:g}s")
+            if event["outcome"] != "finished":
+                return self._retry_or_fail(context, f"polling the restoring retrain failed: {event.get('message')}")
+            if event["status"]["state"] != "succeeded":
+                status = event["status"]
+                return self._retry_or_fail(
+                    context, f"the restoring retrain ended {status.get('raw_status')}: {status.get('reason')}"
+                )
+            return self._verify(context)
+        except (AirflowFailException, AirflowSkipException):
+            raise
+        except Exception as exc:
+            if not _last_try(context):
+                raise
+            return self._fail(context, f"{type(exc).__name__}: {exc}")
+
+    # --- steps -----------------------------------------------------------------------------------------
+    def _restore(self, context: Any) -> dict[str, Any]:
         target = Target.from_dict(self.target)
         client = self.hook().get_client()
         state = RunState(context, _run_dir(context, self.target) / "rollback_state.json")
         point = json.loads(Path(self.captured["rollback_point_path"]).read_text())
-        if self.waited and self.waited.get("state") == "running":
-            client.cancel(self.waited["job_id"])
         audit(
             context,
             "rollback_triggered",
             self.plan,
             self.target,
             rollback_point=self.captured["rollback_point_path"],
-            reason=(self.waited or {}).get("state"),
+            reason=(self.waited or {}).get("state") or "training result unknown",
         )
-        job_id = state.get("rollback.job_id")
-        if job_id is None:
-            job = client.restore(target, point, mode=self.plan["request"]["mode"])
-            if job is None:  # training-jobs: immediate
-                return self._verify(context)
-            job_id = job.job_id
-            state.set("rollback.job_id", job_id)
-            state.set("rollback.started_at", time.time())
-        status = client.job_status(job_id)
+        self._stop_run_training(context, client, target)
+        prefix = f"rollback.{int(state.get('rollback.round') or 0)}"
+        if point["kind"] != "intents-export":  # training-jobs: the rollback call is immediate and repeatable
+            client.restore(target, point, mode=self.plan["request"]["mode"])
+            return self._verify(context)
+
+        earlier = _reattach(client, target, state, prefix, wait=self.reconcile_seconds)
+        if earlier is not None:
+            status = earlier[0]
+        else:
+            self._import_point(client, target, point)
+            status = _start_once(
+                client,
+                target,
+                state,
+                prefix,
+                lambda: client.start_training(
+                    target, mode=self.plan["request"]["mode"], spec_body={}, idempotency_key=prefix
+                ),
+                wait=self.reconcile_seconds,
+            )
+            audit(context, "rollback_retrain_started", self.plan, self.target, cognigy_job_id=status.job_id)
         if status.terminal:
             return self.execute_complete(context, {"outcome": "finished", "status": status.to_dict()})
+        started = float(state.get(f"{prefix}.submitted_at") or time.time())
         self.defer(
             trigger=CognigyJobTrigger(
                 conn_id=self.plan["conn_id"],
                 dialect=self.plan["dialect"],
-                job_id=job_id,
-                end_time=time.time() + self.plan["deadline_seconds"],
+                job_id=status.job_id,
+                end_time=started + self.deadline_seconds,
+                started_at=started,
                 poll_min=self.plan.get("poll_min_seconds", 2.0),
                 poll_max=self.plan.get("poll_max_seconds", 30.0),
             ),
             method_name="execute_complete",
         )
 
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        if event["outcome"] != "finished" or event["status"]["state"] != "succeeded":
-            return self._fail(context, f"the restoring retrain did not finish: {event}")
-        return self._verify(context)
+    def _stop_run_training(self, context: Any, client: CognigyClient, target: Target) -> None:
+        """A training of this run that still runs would overwrite the restore when it ends: cancel it first.
+
+        The job id comes from the wait's result, else the submit's state file (the wait may have failed),
+        else the tenant's task list since the submit's intent (the submit may have died after its POST).
+        """
+        submit_file = _run_dir(context, self.target) / "submit_state.json"
+        submit = json.loads(submit_file.read_text()) if submit_file.exists() else {}
+        job_ids = {j for j in ((self.waited or {}).get("job_id"), submit.get("submit.job_id")) if j}
+        if not job_ids and submit.get("submit.intent_at"):
+            job_ids = {j.job_id for j in client.recent_trainings(target, float(submit["submit.intent_at"]))}
+        for job_id in sorted(job_ids):
+            try:
+                status = _cancel_and_settle(client, job_id)
+            except NotFound:
+                continue
+            if not status.terminal:
+                raise CognigyError(f"training {job_id} of this run is still {status.raw_status} after cancelling")
+            if status.state == "cancelled":
+                audit(context, "training_cancelled", self.plan, self.target, cognigy_job_id=job_id)
+
+    def _import_point(self, client: CognigyClient, target: Target, point: dict[str, Any]) -> None:
+        """Import the rollback point with mode=overwrite (repeatable), a few times if Cognigy's import fails."""
+        assert client.v2 is not None
+        for attempt in range(1, IMPORT_ATTEMPTS + 1):
+            try:
+                client.v2.import_intents(target, point["intents"], mode="overwrite")
+                return
+            except NOT_WORTH_RETRYING:
+                raise
+            except CognigyError as exc:
+                if attempt == IMPORT_ATTEMPTS:
+                    raise
+                self.log.warning("rollback import failed (%s); importing again (attempt %d)", exc, attempt + 1)
+                time.sleep(2.0 * attempt)
 
     def _verify(self, context: Any) -> dict[str, Any]:
         target = Target.from_dict(self.target)
@@ -299,16 +465,37 @@ class CognigyRollbackOperator(_CognigyOperator):
                 f"serving state {serving[:12]}… differs from the rollback point {self.captured['fingerprint'][:12]}…",
             )
         champion = load_predictions(Path(self.captured["champion_predictions_path"]))
-        sample = [u for u in dataset.held_out(target.locale, self.plan["request"]["heldOut"]["perIntent"])][:40]
+        per_intent = self.plan["request"]["heldOut"]["perIntent"]
+        sample = _spread(dataset.held_out(target.locale, per_intent), self.VERIFY_SAMPLE)
         now, _ = score_utterances(
             sample, lambda s: client.score(target, s), self.plan["request"]["heldOut"]["threshold"]
         )
         save_predictions(_run_dir(context, self.target) / "rollback_check_predictions.jsonl", now)
+        scored = sum(p.status == "scored" for p in now)
+        if scored < self.MIN_SCORED_SHARE * len(sample):
+            return self._retry_or_fail(context, f"only {scored}/{len(sample)} held-out utterances could be scored")
         agree = agreement(champion, now)
         if agree < self.MIN_AGREEMENT:
             return self._fail(context, f"held-out predictions agree with the champion on only {agree:.0%}")
-        audit(context, "rollback_verified", self.plan, self.target, fingerprint=serving, agreement=round(agree, 4))
+        audit(
+            context,
+            "rollback_verified",
+            self.plan,
+            self.target,
+            fingerprint=serving,
+            agreement=round(agree, 4),
+            scored=scored,
+        )
         return {"verified": True, "fingerprint": serving, "agreement": agree}
+
+    def _retry_or_fail(self, context: Any, why: str) -> dict[str, Any]:
+        """Not proven either way: the next try starts a new restore round; the last try gives up loudly."""
+        if _last_try(context):
+            return self._fail(context, why)
+        state = RunState(context, _run_dir(context, self.target) / "rollback_state.json")
+        state.set("rollback.round", int(state.get("rollback.round") or 0) + 1)
+        audit(context, "rollback_retry", self.plan, self.target, reason=why)
+        raise AirflowException(f"rollback of {Target.from_dict(self.target).key} not done yet: {why}; trying again")
 
     def _fail(self, context: Any, why: str) -> dict[str, Any]:
         audit(context, "rollback_failed", self.plan, self.target, reason=why)
@@ -317,3 +504,11 @@ class CognigyRollbackOperator(_CognigyOperator):
             f"rollback point by hand: import {self.captured['rollback_point_path']} into the flow with "
             "mode=overwrite, retrain, and check the flow in the Cognigy UI."
         )
+
+
+def _spread(utterances: list[Any], size: int) -> list[Any]:
+    """Up to `size` utterances taken evenly across the list (so every intent is represented)."""
+    if len(utterances) <= size:
+        return list(utterances)
+    step = len(utterances) / size
+    return [utterances[int(i * step)] for i in range(size)]
