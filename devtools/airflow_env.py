@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from devtools.servers import ROOT, Emulator
+from include.fleet import DEFAULT_POOL_SLOTS, TENANT_POOL
 
 
 def cognigy_conn(emulator: Emulator, dialect: str = "rest-v2", oauth: bool = False) -> str:
@@ -48,23 +49,47 @@ def airflow_bin() -> str:
 
 
 def migrate(env: dict[str, str]) -> None:
-    """`airflow db migrate` once per home (a marker file records it)."""
+    """`airflow db migrate` once per home (a marker file records it), then the tenant pool."""
     marker = Path(env["AIRFLOW_HOME"]) / ".migrated"
-    if marker.exists():
-        return
-    subprocess.run([airflow_bin(), "db", "migrate"], env=env, check=True, capture_output=True)
-    marker.touch()
+    if not marker.exists():
+        subprocess.run([airflow_bin(), "db", "migrate"], env=env, check=True, capture_output=True)
+        marker.touch()
+    ensure_tenant_pool(env)
 
 
-def dags_test(env: dict[str, str], conf: dict | None = None, dag_id: str = "cognigy_nlu_retrain",
-              log_path: Path | None = None, timeout: float = 1800) -> subprocess.CompletedProcess:
+def ensure_tenant_pool(env: dict[str, str], slots: int | None = None) -> int:
+    """Create (or resize) the pool every Cognigy-calling task runs in; deferred waits hold a slot too.
+
+    Slots: `slots`, else $COGNIGY_TENANT_POOL_SLOTS, else 1. Keep slots × the DAG's requests_per_second under
+    the tenant's limit (docs/operations.md). A marker per size spares the CLI call on later starts.
+    """
+    slots = int(slots or env.get("COGNIGY_TENANT_POOL_SLOTS") or DEFAULT_POOL_SLOTS)
+    if slots < 1:
+        raise ValueError("the tenant pool needs at least one slot")
+    marker = Path(env["AIRFLOW_HOME"]) / f".pool-{TENANT_POOL}-{slots}"
+    if not marker.exists():
+        description = "Cognigy tenant: tasks calling Cognigy at once (x requests_per_second <= tenant limit)"
+        subprocess.run([airflow_bin(), "pools", "set", TENANT_POOL, str(slots), description, "--include-deferred"],
+                       env=env, check=True, capture_output=True)  # fmt: skip
+        for old in Path(env["AIRFLOW_HOME"]).glob(f".pool-{TENANT_POOL}-*"):
+            old.unlink()
+        marker.touch()
+    return slots
+
+
+def dags_test(
+    env: dict[str, str],
+    conf: dict | None = None,
+    dag_id: str = "cognigy_nlu_retrain",
+    log_path: Path | None = None,
+    timeout: float = 1800,
+) -> subprocess.CompletedProcess:
     argv = [airflow_bin(), "dags", "test", dag_id]
     if conf:
         argv += ["--conf", json.dumps(conf)]
     out = open(log_path, "w") if log_path else subprocess.PIPE  # noqa: SIM115
     try:
-        return subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout,
-                              cwd=ROOT)
+        return subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, timeout=timeout, cwd=ROOT)
     finally:
         if log_path:
             out.close()

@@ -6,6 +6,7 @@ and is stopped with its whole process group.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -55,10 +56,8 @@ class Server:
                 os.killpg(self.proc.pid, signal.SIGTERM)
                 self.proc.wait(timeout=15)
             except (ProcessLookupError, subprocess.TimeoutExpired):
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 self.proc.wait(timeout=5)
 
 

@@ -1,0 +1,379 @@
+"""Airflow as separate real processes on one machine: the docker-compose stack without Docker.
+
+`airflow api-server`, `scheduler`, `dag-processor`, `celery worker` and `triggerer`, each in its own process
+group with its own free ports, against a fresh PostgreSQL database (dropped afterwards) and a Redis DB index of
+its own, with the settings of devtools/deployment.py. Used by tests/fixtures_airflow_stack.py and by hand:
+
+    PYTHONPATH=. .venv/bin/python -m devtools.distributed            # serve until Ctrl-C
+    PYTHONPATH=. .venv/bin/python -m devtools.distributed --run      # one fast DAG run, a verdict, stop
+
+The admin password exists only in the stack's passwords file (mode 0600, deleted at stop) and in memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+import redis
+import requests
+from psycopg2 import sql
+
+from devtools.deployment import ADMIN_USER, AIRFLOW_SETTINGS, DAG_ID
+from devtools.servers import ROOT, Server, free_port
+
+PG_ADMIN_URL = os.environ.get("COGNIGY_STACK_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+REDIS_URL = os.environ.get("COGNIGY_STACK_REDIS_URL", "redis://127.0.0.1:6379")
+REDIS_CLAIM_KEY = "cognigy-nlu-retrain:stack-claim"
+COMPONENTS: dict[str, list[str]] = {
+    "api-server": ["api-server"],
+    "scheduler": ["scheduler"],
+    "dag-processor": ["dag-processor"],
+    "celery-worker": ["celery", "worker"],
+    "triggerer": ["triggerer"],
+}
+FAST_CONF = {"requests_per_second": 100, "held_out_per_intent": 6}
+TERMINAL_RUN_STATES = {"success", "failed"}
+
+
+def airflow_bin() -> str:
+    return str(Path(sys.executable).with_name("airflow"))
+
+
+# --- PostgreSQL and Redis ------------------------------------------------------------------------------------
+def create_database(prefix: str = "airflow_stack") -> str:
+    """A new, empty database on the machine's PostgreSQL; returns its name."""
+    name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
+    with _pg_admin() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return name
+
+
+def drop_database(name: str) -> None:
+    with _pg_admin() as conn, conn.cursor() as cur:
+        cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@contextmanager
+def _pg_admin() -> Iterator[psycopg2.extensions.connection]:
+    conn = psycopg2.connect(PG_ADMIN_URL)
+    conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+def database_url(name: str, driver: str = "postgresql+psycopg2") -> str:
+    base = PG_ADMIN_URL.rsplit("/", 1)[0].split("://", 1)[1]
+    return f"{driver}://{base}/{name}"
+
+
+def claim_redis_db() -> int:
+    """An empty Redis DB index nobody else has claimed (atomic SET NX); its keys are flushed at release."""
+    probe = redis.Redis.from_url(f"{REDIS_URL}/0")
+    count = int(probe.config_get("databases").get("databases", 16))
+    token = f"{os.getpid()}-{secrets.token_hex(4)}"
+    for index in range(count - 1, 0, -1):  # from the top: apps usually sit at 0, 1, ...
+        db = redis.Redis.from_url(f"{REDIS_URL}/{index}")
+        if db.dbsize() == 0 and db.set(REDIS_CLAIM_KEY, token, nx=True, ex=6 * 3600):
+            return index
+    raise RuntimeError("no free Redis DB index")
+
+
+def release_redis_db(index: int) -> None:
+    redis.Redis.from_url(f"{REDIS_URL}/{index}").flushdb()
+
+
+# --- the stack -----------------------------------------------------------------------------------------------
+@dataclass
+class AirflowStack:
+    base_dir: Path
+    env: dict[str, str] = field(repr=False)
+    api_url: str
+    db_name: str
+    redis_db: int
+    password: str = field(repr=False)
+    processes: dict[str, Server] = field(default_factory=dict)
+    _session: requests.Session | None = field(default=None, repr=False)
+
+    @property
+    def home(self) -> Path:
+        return Path(self.env["AIRFLOW_HOME"])
+
+    @property
+    def state_dir(self) -> Path:
+        return Path(self.env["COGNIGY_RETRAIN_STATE_DIR"])
+
+    @property
+    def log_dir(self) -> Path:
+        return self.base_dir / "process-logs"
+
+    @property
+    def passwords_file(self) -> Path:
+        return Path(self.env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"])
+
+    # -- REST API --
+    def token(self) -> str:
+        """A JWT from the simple auth manager: POST /auth/token with the admin's credentials."""
+        resp = requests.post(
+            f"{self.api_url}/auth/token", json={"username": ADMIN_USER, "password": self.password}, timeout=30
+        )
+        resp.raise_for_status()
+        return resp.json()["access_token"]
+
+    def api(self, method: str, path: str, **kwargs: object) -> requests.Response:
+        if self._session is None:
+            self._session = requests.Session()
+            self._session.trust_env = False
+            self._session.headers["Authorization"] = f"Bearer {self.token()}"
+        kwargs.setdefault("timeout", 30)
+        return self._session.request(method, f"{self.api_url}{path}", **kwargs)
+
+    def wait_for_dag(self, dag_id: str = DAG_ID, timeout: float = 180) -> dict:
+        """Until the dag-processor has parsed and stored the DAG."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            resp = self.api("GET", f"/api/v2/dags/{dag_id}")
+            if resp.status_code == 200:
+                return resp.json()
+            time.sleep(1)
+        raise TimeoutError(f"DAG {dag_id} not parsed within {timeout}s; import errors: {self.import_errors()}")
+
+    def import_errors(self) -> list[dict]:
+        return self.api("GET", "/api/v2/importErrors").json().get("import_errors", [])
+
+    def unpause(self, dag_id: str = DAG_ID) -> None:
+        self.api("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False}).raise_for_status()
+
+    def trigger(self, conf: dict, dag_id: str = DAG_ID) -> str:
+        resp = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf})
+        resp.raise_for_status()
+        return resp.json()["dag_run_id"]
+
+    def run(self, run_id: str, dag_id: str = DAG_ID) -> dict:
+        resp = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")
+        resp.raise_for_status()
+        return resp.json()
+
+    def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> list[dict]:
+        resp = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
+        resp.raise_for_status()
+        return resp.json()["task_instances"]
+
+    def task_log(self, run_id: str, task_id: str, try_number: int, map_index: int = -1, dag_id: str = DAG_ID) -> str:
+        resp = self.api(
+            "GET",
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"map_index": map_index, "full_content": True},
+            headers={"Accept": "application/json"},
+        )
+        resp.raise_for_status()
+        return json.dumps(resp.json().get("content"))
+
+    def wait_for_run(
+        self,
+        run_id: str,
+        timeout: float = 600,
+        on_poll: Callable[[list[dict]], None] | None = None,
+        dag_id: str = DAG_ID,
+    ) -> dict:
+        """Poll the run (and its task instances, given to on_poll) until it ends."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.check_alive()
+            if on_poll is not None:
+                on_poll(self.task_instances(run_id, dag_id))
+            run = self.run(run_id, dag_id)
+            if run["state"] in TERMINAL_RUN_STATES:
+                return run
+            time.sleep(0.5)
+        raise TimeoutError(f"run {run_id} did not end within {timeout}s")
+
+    # -- processes --
+    def check_alive(self) -> None:
+        dead = {name: s.proc.returncode for name, s in self.processes.items() if s.proc.poll() is not None}
+        if dead:
+            raise RuntimeError(f"Airflow processes exited: {dead}\n{self.tails()}")
+
+    def tails(self, lines: int = 40) -> str:
+        """The last lines of every process log, for a failure message."""
+        out = []
+        for path in sorted(self.log_dir.glob("*.log")):
+            text = path.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"===== {path.name} (last {len(text)} lines) =====\n" + "\n".join(text))
+        return "\n".join(out)
+
+    def stop(self) -> None:
+        """Stop every process group (workers first), drop the database, flush the Redis DB, remove the password."""
+        for name in ("celery-worker", "triggerer", "scheduler", "dag-processor", "api-server"):
+            if name in self.processes:
+                self.processes[name].stop()
+        self.passwords_file.unlink(missing_ok=True)
+        try:
+            drop_database(self.db_name)
+        finally:
+            release_redis_db(self.redis_db)
+
+
+def stack_env(
+    base_dir: Path, db_name: str, redis_db: int, api_port: int, cognigy_conn: str, mlflow_url: str
+) -> dict[str, str]:
+    """Full environment of every Airflow process: shared settings + this machine's endpoints + local-only keys."""
+    home = base_dir / "airflow-home"
+    api_url = f"http://127.0.0.1:{api_port}"
+    return {
+        **os.environ,
+        **AIRFLOW_SETTINGS,
+        # endpoints (deployment.ENDPOINT_KEYS)
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url(db_name),
+        "AIRFLOW__CELERY__BROKER_URL": f"{REDIS_URL}/{redis_db}",
+        "AIRFLOW__CELERY__RESULT_BACKEND": database_url(db_name, driver="db+postgresql+psycopg2"),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
+        "AIRFLOW__API__BASE_URL": api_url,
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(home / "simple_auth_manager_passwords.json"),
+        "AIRFLOW_CONN_COGNIGY_DEFAULT": cognigy_conn,
+        "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "http", "host": mlflow_url}),
+        "COGNIGY_RETRAIN_STATE_DIR": str(base_dir / "pipeline-state"),
+        "PYTHONPATH": str(ROOT),
+        # this machine only (deployment.LOCAL_ONLY_KEYS)
+        "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
+        "NO_PROXY": "127.0.0.1,localhost",
+    }
+
+
+def _spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Server:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return Server(url="", proc=proc, log_path=log_path, argv=argv)
+
+
+def start_stack(base_dir: Path, cognigy_conn: str, mlflow_url: str, timeout: float = 240) -> AirflowStack:
+    """Fresh database + Redis DB, `airflow db migrate`, then the five components; returns once all are healthy."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    db_name = create_database()
+    try:
+        redis_db = claim_redis_db()
+    except Exception:
+        drop_database(db_name)
+        raise
+    api_port = free_port()
+    env = stack_env(base_dir, db_name, redis_db, api_port, cognigy_conn, mlflow_url)
+    password = secrets.token_urlsafe(18)
+    stack = AirflowStack(base_dir, env, f"http://127.0.0.1:{api_port}", db_name, redis_db, password)
+    try:
+        stack.home.mkdir(parents=True, exist_ok=True)
+        stack.state_dir.mkdir(parents=True, exist_ok=True)
+        _write_private(stack.passwords_file, json.dumps({ADMIN_USER: password}))
+        migrate_log = stack.log_dir / "db-migrate.log"
+        migrate_log.parent.mkdir(parents=True, exist_ok=True)
+        with open(migrate_log, "wb") as log:
+            subprocess.run([airflow_bin(), "db", "migrate"], env=env, cwd=ROOT, stdout=log,
+                           stderr=subprocess.STDOUT, check=True, timeout=300)  # fmt: skip
+        for name, args in COMPONENTS.items():
+            extra = ["--host", "127.0.0.1", "--port", str(api_port), "--workers", "1"] if name == "api-server" else []
+            stack.processes[name] = _spawn(name, [airflow_bin(), *args, *extra], env, stack.log_dir)
+        stack.processes["api-server"].url = stack.api_url
+        _wait_healthy(stack, timeout)
+    except BaseException:
+        stack.stop()
+        raise
+    return stack
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text + "\n")
+
+
+def _wait_healthy(stack: AirflowStack, timeout: float) -> None:
+    """api-server answers, scheduler/triggerer/dag-processor heartbeat, and the Celery worker said `ready`."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        stack.check_alive()
+        try:
+            health = requests.get(f"{stack.api_url}/api/v2/monitor/health", timeout=5).json()
+            last = health
+            parts = ("metadatabase", "scheduler", "triggerer", "dag_processor")
+            components_ok = all((health.get(p) or {}).get("status") == "healthy" for p in parts)
+        except (requests.RequestException, ValueError) as exc:
+            last, components_ok = exc, False
+        worker_log = stack.processes["celery-worker"].log_path.read_text(errors="replace")
+        if components_ok and " ready." in worker_log:
+            return
+        time.sleep(1)
+    raise TimeoutError(f"Airflow stack not healthy within {timeout}s (last health: {last})\n{stack.tails()}")
+
+
+# --- by hand -------------------------------------------------------------------------------------------------
+def main() -> int:
+    from devtools.airflow_env import cognigy_conn
+    from devtools.servers import start_emulator, start_mlflow
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--state-dir", default=str(ROOT / ".state" / "distributed"))
+    parser.add_argument("--training-seconds", type=float, default=8)
+    parser.add_argument("--run", action="store_true", help="trigger one fast run, print its outcome, stop")
+    args = parser.parse_args()
+    base = Path(args.state_dir).resolve()
+    emulator = start_emulator(base / "emulator")
+    mlflow = stack = None
+    try:
+        emulator.knobs(training_seconds=args.training_seconds)
+        mlflow = start_mlflow(base / "mlflow")
+        started = time.monotonic()
+        stack = start_stack(base / "airflow", cognigy_conn(emulator), mlflow.url)
+        print(f"Airflow UI/API  {stack.api_url}  (user {ADMIN_USER}, password in {stack.passwords_file})")
+        print(f"MLflow          {mlflow.url}\nCognigy emulator {emulator.url}\nprocess logs    {stack.log_dir}")
+        print(f"database {stack.db_name} (dropped at stop), Redis DB {stack.redis_db}; ready in "
+              f"{time.monotonic() - started:.0f}s", flush=True)  # fmt: skip
+        stack.wait_for_dag()
+        if not args.run:
+            print("Ctrl-C stops everything.", flush=True)
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+            return 0
+        stack.unpause()
+        run_id = stack.trigger(FAST_CONF)
+        run = stack.wait_for_run(run_id)
+        print(f"run {run_id}: {run['state']} in {_seconds(run):.0f}s")
+        return 0 if run["state"] == "success" else 1
+    finally:
+        if stack is not None:
+            stack.stop()
+        if mlflow is not None:
+            mlflow.stop()
+        emulator.stop()
+
+
+def _seconds(run: dict) -> float:
+    from datetime import datetime
+
+    start, end = (datetime.fromisoformat(run[k].replace("Z", "+00:00")) for k in ("start_date", "end_date"))
+    return (end - start).total_seconds()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
