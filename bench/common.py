@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -20,19 +21,12 @@ STATE = ROOT / ".state" / "bench"
 
 def machine() -> dict[str, Any]:
     """nproc, memory, CPU model and the load average when the benchmark started (noise indicator)."""
-    model = ""
-    try:
-        model = next(
-            (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in ln),
-            "",
-        )
-    except OSError:
-        pass
-    mem = ""
-    try:
+    model = mem = ""
+    with contextlib.suppress(OSError):
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+        model = next((ln.split(":", 1)[1].strip() for ln in lines if "model name" in ln), "")
+    with contextlib.suppress(OSError, IndexError):
         mem = subprocess.run(["free", "-h"], capture_output=True, text=True, check=False).stdout.splitlines()[1]
-    except (OSError, IndexError):
-        pass
     return {
         "nproc": os.cpu_count(),
         "cpu_model": model or platform.processor(),

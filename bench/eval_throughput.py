@@ -72,8 +72,11 @@ def phase(emulator, config, share: float, utterances, trainings: int) -> dict:
     allowed = LIMIT / WINDOW
     return {
         "share": share,
-        "bucket": {"rate_per_s": round(bucket.rate, 4), "capacity": round(bucket.capacity, 3),
-                   "max_in_window": round(bucket.max_in(WINDOW), 2)},
+        "bucket": {
+            "rate_per_s": round(bucket.rate, 4),
+            "capacity": round(bucket.capacity, 3),
+            "max_in_window": round(bucket.max_in(WINDOW), 2),
+        },
         "utterances": len(utterances),
         "scored": sum(p.status == "scored" for p in predictions),
         "failed": sum(p.status == "failed" for p in predictions),
@@ -102,12 +105,17 @@ def main(argv: list[str] | None = None) -> dict:
     try:
         config = ConnectionConfig(base_url=emulator.url, api_key=emulator.api_key)
         alone = phase(emulator, config, args.share, utterances, 0)
-        show("A scoring alone: achieved / allowed", f"{alone['achieved_over_allowed']:.1%} "
-             f"({alone['achieved_rate_per_s']}/s of {alone['allowed_rate_per_s']}/s), 429s {alone['responses_429']}")
+        show(
+            "A scoring alone: achieved / allowed",
+            f"{alone['achieved_over_allowed']:.1%} "
+            f"({alone['achieved_rate_per_s']}/s of {alone['allowed_rate_per_s']}/s), 429s {alone['responses_429']}",
+        )
         shared = phase(emulator, config, args.share, utterances, args.trainings)
-        show(f"B + {args.trainings} trainings polled: achieved / allowed",
-             f"{shared['achieved_over_allowed']:.1%}, 429s {shared['responses_429']}, polls during scoring "
-             f"{shared['polls_during_scoring']}, scoring {shared['scoring_rate_per_s']}/s")
+        show(
+            f"B + {args.trainings} trainings polled: achieved / allowed",
+            f"{shared['achieved_over_allowed']:.1%}, 429s {shared['responses_429']}, polls during scoring "
+            f"{shared['polls_during_scoring']}, scoring {shared['scoring_rate_per_s']}/s",
+        )
     finally:
         emulator.stop()
     figures = {

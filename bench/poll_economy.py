@@ -126,8 +126,11 @@ def main(argv: list[str] | None = None) -> dict:
     results = evaluate(args.jobs)
     for name, r in results.items():
         req, lag = r["requests_per_job"], r["lag_seconds"]
-        show(name, f"requests/job mean {req['mean']:.1f} p99 {req['p99']}; lag p50 {lag['p50']:.2f} s "
-             f"p99 {lag['p99']:.2f} s max {lag['max']:.2f} s")
+        show(
+            name,
+            f"requests/job mean {req['mean']:.1f} p99 {req['p99']}; lag p50 {lag['p50']:.2f} s "
+            f"p99 {lag['p99']:.2f} s max {lag['max']:.2f} s",
+        )
     project, spec = results[ProjectPolicy().name], results[SpecPolicy().name]
     figures = {
         "project_requests_per_job": project["requests_per_job"]["mean"],

@@ -17,6 +17,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from include.fleet import TENANT_POOL
+
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"
 # Where `make compose-cli` puts the Docker Compose v2 CLI plugin when the docker CLI has none of its own.
@@ -71,7 +73,7 @@ LOCAL_ONLY_KEYS: frozenset[str] = frozenset(
 COMPOSE_SERVICES: dict[str, str | None] = {
     "postgres": None,
     "redis": None,
-    "airflow-init": "db migrate",
+    "airflow-init": "airflow db migrate",
     "airflow-apiserver": "api-server",
     "airflow-scheduler": "scheduler",
     "airflow-dag-processor": "dag-processor",
@@ -154,8 +156,11 @@ def compose_problems(config: dict) -> list[str]:
         if local:
             problems.append(f"{name}: test-machine-only settings present: {local}")
         command = " ".join(services[name].get("command") or [])
-        if not command.startswith(component):
+        if not (command.startswith(component) or component in command):
             problems.append(f"{name}: command {command!r} does not run `airflow {component}`")
+    init = " ".join(services.get("airflow-init", {}).get("command") or [])
+    if f"pools set {TENANT_POOL}" not in init or "--include-deferred" not in init:
+        problems.append(f"airflow-init: does not create the pool {TENANT_POOL} (with --include-deferred)")
     return problems
 
 

@@ -30,6 +30,7 @@ import redis
 import requests
 from psycopg2 import sql
 
+from devtools.airflow_env import ensure_tenant_pool
 from devtools.deployment import ADMIN_USER, AIRFLOW_SETTINGS, DAG_ID
 from devtools.servers import ROOT, Server, free_port
 
@@ -294,6 +295,7 @@ def start_stack(base_dir: Path, cognigy_conn: str, mlflow_url: str, timeout: flo
             extra = ["--host", "127.0.0.1", "--port", str(api_port), "--workers", "1"] if name == "api-server" else []
             stack.processes[name] = _spawn(name, [airflow_bin(), *args, *extra], env, stack.log_dir)
         stack.processes["api-server"].url = stack.api_url
+        ensure_tenant_pool(env)  # while they boot: the pool every Cognigy-calling task runs in (docs/operations.md)
         _wait_healthy(stack, timeout)
     except BaseException:
         stack.stop()
@@ -337,6 +339,7 @@ def main() -> int:
     parser.add_argument("--training-seconds", type=float, default=8)
     parser.add_argument("--run", action="store_true", help="trigger one fast run, print its outcome, stop")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the `finally` below on `kill` too
     base = Path(args.state_dir).resolve()
     emulator = start_emulator(base / "emulator")
     mlflow = stack = None

@@ -111,7 +111,7 @@ def start_emulator(state_dir: Path, port: int | None = None, **env: str) -> Emul
     url = f"http://127.0.0.1:{port}"
     server = Emulator(url=url, proc=proc, log_path=state_dir / "emulator.log", argv=argv)
     try:
-        wait_http(f"{url}/_emulator/health", timeout=60, proc=proc)
+        wait_http(f"{url}/_emulator/health", timeout=180, proc=proc)
     except Exception:
         server.stop()
         raise
@@ -128,11 +128,13 @@ def start_mlflow(state_dir: Path, port: int | None = None) -> Server:
         "--default-artifact-root", str(state_dir / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    proc = _spawn(argv, state_dir / "mlflow.log", {"MLFLOW_DISABLE_TELEMETRY": "true"})
+    # Job execution (MLflow's GenAI job runner: a huey pool) is not used here and slows start-up a lot.
+    env = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = _spawn(argv, state_dir / "mlflow.log", env)
     url = f"http://127.0.0.1:{port}"
     server = Server(url=url, proc=proc, log_path=state_dir / "mlflow.log", argv=argv)
     try:
-        wait_http(f"{url}/health", timeout=90, proc=proc)
+        wait_http(f"{url}/health", timeout=240, proc=proc)
     except Exception:
         server.stop()
         raise

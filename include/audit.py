@@ -53,7 +53,7 @@ RETRAIN_INITIATED = "retrain_initiated"  # a retrain request was accepted (who, 
 ROLLBACK_POINT_CAPTURED = "rollback_point_captured"  # the live model was exported before training
 TRAINING_SUBMITTED = "training_submitted"  # a Cognigy training task was started
 TRAINING_REATTACHED = "training_reattached"  # a retry found the task already running and followed it
-RETRAIN_COMPLETED = "retrain_completed"  # Cognigy finished training
+RETRAIN_COMPLETED = "retrain_completed"  # closing record of one target's retrain, with its outcome
 RETRAIN_FAILED = "retrain_failed"  # training failed or timed out
 VALIDATION_PASSED = "validation_passed"  # the quality gates accepted the new model
 VALIDATION_FAILED = "validation_failed"  # a quality gate rejected the new model
@@ -202,6 +202,8 @@ def verify(path: str | Path) -> VerifyResult:
         return VerifyResult(False, 0, None, None, f"{path} does not exist")
     good, prev_hash = 0, GENESIS_HASH
     data = path.read_bytes()
+    if not data:
+        return VerifyResult(True, 0)  # created, nothing written yet
     lines = data.split(b"\n")
     terminated = data.endswith(b"\n")
     if terminated:
@@ -228,7 +230,7 @@ def verify(path: str | Path) -> VerifyResult:
             return broken(lineno, seq, "hash mismatch: the record was edited")
         expected = good + 1
         if seq != expected:
-            if isinstance(seq, int) and seq > expected:
+            if isinstance(seq, int) and seq > expected and not _seq_later(lines[lineno:], expected):
                 why = f"seq {seq} but expected {expected}: record(s) deleted"
             else:
                 why = f"seq {seq} but expected {expected}: record(s) reordered or duplicated"
@@ -237,6 +239,18 @@ def verify(path: str | Path) -> VerifyResult:
             return broken(lineno, seq, "prev_hash does not match the previous record: chain broken")
         good, prev_hash = good + 1, record["hash"]
     return VerifyResult(True, good, head_hash=prev_hash if good else None)
+
+
+def _seq_later(lines: list[bytes], seq: int) -> bool:
+    """Does a record with ``seq`` come later in the file (then it moved rather than vanished)?"""
+    for raw in lines:
+        try:
+            record = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and record.get("seq") == seq:
+            return True
+    return False
 
 
 def iter_records(path: str | Path) -> Iterator[dict[str, Any]]:
@@ -288,6 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "verify":
+        if not Path(args.path).exists():
+            print(f"MISSING: {args.path} does not exist", file=sys.stderr)
+            return 2
         result = verify(args.path)
         if result.ok:
             print(f"OK: {result.records} records, chain intact")

@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 RUN_KEY_TAG = "airflow_run_key"
 VERSION_KEY_TAG = "cognigy_version_key"
+DECIDED_AT_TAG = "decided_at"
 PREVIOUS_CHAMPION_TAG = "previous_champion_version"
 PARAM_CONFLICTS_TAG = "mlflow_sync.param_conflicts"
 CHAMPION = "champion"
@@ -76,6 +77,9 @@ class RegistryAction:
     version_key: str  # unique per training (e.g. the Cognigy task id); stored as tag cognigy_version_key
     tags: dict[str, str] = field(default_factory=dict)
     promote: bool = False  # True: champion moves to this version; False: champion stays (or moves back)
+    # When the training was decided (epoch seconds). An alias never moves from a version decided later to
+    # one decided earlier, so an outbox replayed late cannot take `champion` away from a newer model.
+    decided_at: float | None = None
 
     def __post_init__(self) -> None:
         if not self.model_name or not self.version_key:
@@ -330,14 +334,19 @@ def rollback_champion(
 
     The version that loses the alias gets the tag ``champion_rolled_back_to``.
     """
-    to_version = str(to_version)
     with mlflow_session(tracking_uri, auth) as client:
-        client.get_model_version(model_name, to_version)  # fails clearly if it does not exist
-        current = _aliases(client, model_name).get(CHAMPION)
-        if current != to_version:
-            client.set_registered_model_alias(model_name, CHAMPION, to_version)
-            if current is not None:
-                client.set_model_version_tag(model_name, current, "champion_rolled_back_to", to_version)
+        return rollback_champion_with(client, model_name, to_version)
+
+
+def rollback_champion_with(client: MlflowClient, model_name: str, to_version: str | int) -> str | None:
+    """:func:`rollback_champion` with a client you already have."""
+    to_version = str(to_version)
+    client.get_model_version(model_name, to_version)  # fails clearly if it does not exist
+    current = _aliases(client, model_name).get(CHAMPION)
+    if current != to_version:
+        client.set_registered_model_alias(model_name, CHAMPION, to_version)
+        if current is not None:
+            client.set_model_version_tag(model_name, current, "champion_rolled_back_to", to_version)
     log.info("champion of %s moved from %s to %s", model_name, current, to_version)
     return current
 
@@ -467,6 +476,17 @@ def _aliases(client: MlflowClient, model_name: str) -> dict[str, str]:
     return {alias: str(version) for alias, version in client.get_registered_model(model_name).aliases.items()}
 
 
+def _may_take(client: MlflowClient, name: str, holder: str | None, version: str, decided_at: float | None) -> bool:
+    """May ``version`` (decided at ``decided_at``) take an alias now held by ``holder``? Not from a newer one."""
+    if holder is None or holder == version or decided_at is None:
+        return True
+    held_since = client.get_model_version(name, holder).tags.get(DECIDED_AT_TAG)
+    try:
+        return held_since is None or float(held_since) <= float(decided_at)
+    except ValueError:
+        return True
+
+
 def _ensure_registered_model(client: MlflowClient, name: str) -> None:
     from mlflow.exceptions import MlflowException
 
@@ -493,6 +513,8 @@ def _register(
         VERSION_KEY_TAG: action.version_key,
         RUN_KEY_TAG: run.data.tags.get(RUN_KEY_TAG, ""),
     }
+    if action.decided_at is not None:
+        version_tags[DECIDED_AT_TAG] = repr(float(action.decided_at))
     found = client.search_model_versions(f"name={_quote(name)} and tags.{VERSION_KEY_TAG}={_quote(action.version_key)}")
     if found:
         model_version = min(found, key=lambda mv: int(mv.version))
@@ -503,19 +525,25 @@ def _register(
     else:
         version = str(client.create_model_version(name, action.source, run_id=run_id, tags=version_tags).version)
 
-    current = _aliases(client, name).get(CHAMPION)
-    client.set_registered_model_alias(name, CHALLENGER, version)
+    aliases = _aliases(client, name)
+    current = aliases.get(CHAMPION)
+    if _may_take(client, name, aliases.get(CHALLENGER), version, action.decided_at):
+        client.set_registered_model_alias(name, CHALLENGER, version)
     previous = run.data.tags.get(PREVIOUS_CHAMPION_TAG)
     champion = current
     if action.promote:
-        if current != version:
+        if current != version and _may_take(client, name, current, version, action.decided_at):
             previous = current
             client.set_registered_model_alias(name, CHAMPION, version)
-        champion = version
+            champion = version
+        elif current != version:
+            log.warning("champion of %s stays on v%s: it was decided after v%s", name, current, version)
+        else:
+            champion = version
     elif current == version:
         # An earlier sync of this run promoted it and the outcome changed: hand the alias back.
         if previous:
-            client.set_registered_model_alias(name, CHAMPION, previous)
+            rollback_champion_with(client, name, previous)
         else:
             client.delete_registered_model_alias(name, CHAMPION)
         champion = previous

@@ -19,7 +19,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -79,8 +79,17 @@ class Outbox:
             self._remove_artifact_dirs(stem)
             _fsync_dir(self.dir)
 
-    def resync(self, tracking_uri: str, auth: MlflowAuth | None = None) -> list[SyncResult]:
-        """Sync every pending payload; remove those that succeeded, keep the others for the next try."""
+    def resync(
+        self,
+        tracking_uri: str,
+        auth: MlflowAuth | None = None,
+        on_synced: Callable[[SyncPayload, SyncResult], None] | None = None,
+    ) -> list[SyncResult]:
+        """Sync every pending payload, oldest first; remove those that succeeded, keep the others.
+
+        ``on_synced(payload, result)`` runs after each successful push and before its entry is removed
+        (e.g. to audit it); if it raises, the entry stays and the error propagates.
+        """
         results: list[SyncResult] = []
         secrets = auth.secret_values() if auth else []
         for entry, payload, identity in self._entries():
@@ -90,6 +99,8 @@ class Outbox:
                 log.warning("outbox: sync of %s failed, kept: %s", payload.run_key, redact_text(str(exc), secrets))
                 continue
             results.append(result)
+            if on_synced is not None:
+                on_synced(payload, result)
             with self._lock():
                 if _identity(entry) == identity:  # not replaced by a newer put meanwhile
                     entry.unlink()

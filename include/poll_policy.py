@@ -20,9 +20,11 @@ class PollPolicy:
     _last: tuple[float, float] | None = field(default=None, init=False)
 
     def observe(self, progress: float | None, now: float) -> None:
+        """Record a status. The rate is measured from the last time progress was at its lowest, so a long
+        queue wait at 0 % (or a restart) does not make the training look slower than it is."""
         if progress is None:
             return
-        if self._first is None:
+        if self._first is None or progress <= self._first[1]:
             self._first = (now, progress)
         self._last = (now, progress)
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 Dialect = Literal["rest-v2", "training-jobs"]
 
@@ -13,6 +14,9 @@ TRAINING_JOBS_SCOPES = "ai:nlp:read ai:nlp:write ai:training:execute ai:models:r
 
 class ConnectionConfig(BaseModel):
     """Settings of one tenant connection. Secrets are SecretStr so they never print."""
+
+    # a validation error must not echo its input: that would print the raw API key or client secret
+    model_config = ConfigDict(hide_input_in_errors=True)
 
     base_url: str = Field(description="Tenant API base, e.g. https://api-app.cognigy.ai (no /new/v2.0).")
     dialect: Dialect = Field("rest-v2", description="rest-v2 = the real Cognigy REST API v2.0 (default).")
@@ -31,6 +35,17 @@ class ConnectionConfig(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("verify")
+    @classmethod
+    def _ca_bundle_exists(cls, value: bool | str) -> bool | str:
+        if isinstance(value, bool):
+            return value
+        if value.strip().lower() in ("true", "false"):
+            return value.strip().lower() == "true"
+        if not os.path.exists(value):
+            raise ValueError(f"CA bundle {value!r} does not exist (verify/ca_bundle must name a PEM file)")
+        return value
 
     @model_validator(mode="after")
     def _some_credentials(self) -> ConnectionConfig:

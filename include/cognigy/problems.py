@@ -75,7 +75,7 @@ def raise_for_problem(status: int, body: bytes, headers: dict[str, str], what: s
         if scope:
             raise PermissionDenied(
                 f"{what}: permission denied: missing OAuth2 scope '{scope}' ({detail}). Add it to the "
-                "connection's extra \"scopes\" and make sure the OAuth2 client may request it.",
+                'connection\'s extra "scopes" and make sure the OAuth2 client may request it.',
                 **kw,
             )
         raise PermissionDenied(f"{what}: permission denied: {detail}", **kw)

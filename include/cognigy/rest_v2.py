@@ -84,7 +84,7 @@ class RestV2Api:
             page = self.t.json(
                 "GET",
                 f"{PREFIX}/locales?projectId={seg(target.project_id)}&limit=100",
-                "GET locales",
+                f"GET locales of project {target.project_id}",
                 safe=True,
             )
             for item in _items(page):
@@ -110,7 +110,7 @@ class RestV2Api:
         data = self.t.json(
             "POST",
             f"{PREFIX}/flows/{seg(target.flow_id)}/intents/train",
-            "POST train intents",
+            f"POST train intents (flow {target.flow_id}, locale {target.locale})",
             safe=False,
             json=body,
         )
@@ -129,7 +129,7 @@ class RestV2Api:
         page = self.t.json(
             "GET",
             f"{PREFIX}/tasks?projectId={seg(target.project_id)}&type=trainIntents&limit=100&sort=createdAt:desc",
-            "GET tasks",
+            f"GET tasks of project {target.project_id}",
             safe=True,
         )
         found = []
@@ -149,7 +149,7 @@ class RestV2Api:
         data = self.t.json(
             "POST",
             f"{PREFIX}/flows/{seg(target.flow_id)}/intents/export",
-            "POST export intents",
+            f"POST export intents (flow {target.flow_id}, locale {target.locale})",
             safe=True,
             json=body,
         )
@@ -170,7 +170,7 @@ class RestV2Api:
             self.t.json(
                 "POST",
                 f"{PREFIX}/flows/{seg(target.flow_id)}/intents/import",
-                "POST import intents",
+                f"POST import intents (flow {target.flow_id}, locale {target.locale})",
                 safe=mode == "overwrite",
                 data=fields,
                 files={"file": ("intents.json", payload, "application/json")},
@@ -201,7 +201,7 @@ class RestV2Api:
         data = self.t.json(
             "POST",
             f"{PREFIX}/projects/{seg(target.project_id)}/nlu/scores",
-            "POST nlu scores",
+            f"POST nlu scores (project {target.project_id}, flow {target.flow_id}, locale {target.locale})",
             safe=True,
             json=body,
         )
@@ -215,7 +215,7 @@ class RestV2Api:
             "GET",
             f"{PREFIX}/flows/{seg(target.flow_id)}/intents?includeFeedbackReport=true"
             f"&preferredLocaleId={locale_id}&limit=100",
-            "GET intents",
+            f"GET intents (flow {target.flow_id}, locale {target.locale})",
             safe=True,
         )
         report = dict(flow.get("feedbackReport") or {})

@@ -52,13 +52,13 @@ class TrainingJobsApi:
 
     def model(self, target: Target) -> dict[str, Any]:
         """Extension: {modelId, activeVersionId, versions}."""
-        return self.t.json("GET", f"{PREFIX}/models/{seg(target.model_id)}", "GET model", safe=True)
+        return self.t.json("GET", f"{PREFIX}/models/{seg(target.model_id)}", f"GET model {target.model_id}", safe=True)
 
     def start_training(self, body: dict[str, Any], idempotency_key: str) -> JobStatus:
         data = self.t.json(
             "POST",
             f"{PREFIX}/training/jobs",
-            "POST training job",
+            f"POST training job (model {body.get('modelId')})",
             safe=False,
             json=body,
             headers={"Idempotency-Key": idempotency_key},
@@ -71,7 +71,10 @@ class TrainingJobsApi:
     def recent_trainings(self, target: Target) -> list[JobStatus]:
         """Extension: the model's jobs, newest first."""
         data = self.t.json(
-            "GET", f"{PREFIX}/training/jobs?modelId={seg(target.model_id)}", "GET training jobs", safe=True
+            "GET",
+            f"{PREFIX}/training/jobs?modelId={seg(target.model_id)}",
+            f"GET training jobs of model {target.model_id}",
+            safe=True,
         )
         items = data.get("items", data) if isinstance(data, dict) else data
         return [parse_job(item) for item in items]
@@ -81,7 +84,7 @@ class TrainingJobsApi:
             "GET",
             f"{PREFIX}/models/{seg(target.model_id)}/versions/{seg(version_id)}/metrics"
             "?include_bias_detection=true&include_precision_recall=true",
-            "GET version metrics",
+            f"GET metrics (model {target.model_id}, version {version_id})",
             safe=True,
         )
 
@@ -90,7 +93,7 @@ class TrainingJobsApi:
         data = self.t.json(
             "POST",
             f"{PREFIX}/models/{seg(target.model_id)}/versions/{seg(version_id)}/predict",
-            "POST predict",
+            f"POST predict (model {target.model_id}, version {version_id})",
             safe=True,
             json={"text": text},
         )
@@ -101,7 +104,7 @@ class TrainingJobsApi:
         return self.t.json(
             "POST",
             f"{PREFIX}/models/{seg(target.model_id)}/rollback",
-            "POST rollback",
+            f"POST rollback (model {target.model_id} to version {version_id})",
             safe=True,
             json={"target_version_id": version_id},
         )

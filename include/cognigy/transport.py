@@ -6,13 +6,16 @@ Retry rules (the same as Cognigy's official client, made stricter for side effec
 - a call with a side effect (start training, import, cancel, rollback) is retried only when the server
   provably did nothing: a 429, or a connection that was never established. A timeout or 5xx after sending
   raises `AmbiguousSubmission` and the caller reconciles.
-- a 401 refreshes the token once and retries once.
+- a 401 refreshes the token once and retries once (a 401 is a rejection, so resending a POST is safe);
+- a TLS failure (wrong scheme, unknown CA) is a configuration problem: `TlsError`, never retried.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -25,9 +28,10 @@ from tenacity import (
     Retrying,
     retry_if_exception,
     stop_after_attempt,
-    stop_after_delay,
+    stop_before_delay,
     wait_random_exponential,
 )
+from urllib3.exceptions import ConnectTimeoutError
 
 from include.cognigy.config import ConnectionConfig
 from include.cognigy.errors import (
@@ -35,6 +39,7 @@ from include.cognigy.errors import (
     AuthenticationError,
     CognigyError,
     RateLimited,
+    TlsError,
     TransientError,
 )
 from include.cognigy.problems import decode_json, raise_for_problem
@@ -60,7 +65,8 @@ class _Token:
 class TokenProvider:
     """OAuth2 client-credentials token, cached per connection and refreshed before it expires.
 
-    One refresh at a time: concurrent callers wait for the refresh in progress instead of starting their own.
+    One refresh at a time: concurrent callers wait for the refresh in progress instead of starting their own,
+    and callers whose token was refused (401) replace it only if nobody has replaced it meanwhile.
     """
 
     _instances: ClassVar[dict[tuple, TokenProvider]] = {}
@@ -82,9 +88,9 @@ class TokenProvider:
                 provider = cls._instances[key] = cls(config)
             return provider
 
-    def _fresh(self) -> str | None:
+    def _fresh(self, rejected: str | None = None) -> str | None:
         token = self._token
-        return token.value if token and token.usable() else None
+        return token.value if token and token.usable() and token.value != rejected else None
 
     def _form(self) -> dict[str, str]:
         assert self._config.client_id and self._config.client_secret
@@ -105,32 +111,41 @@ class TokenProvider:
         self.refreshes += 1
         return self._token.value
 
-    def get(self, force: bool = False) -> str:
-        if not force and (value := self._fresh()):
+    def get(self, rejected: str | None = None) -> str:
+        """A usable token. `rejected`: the token a 401 just refused; it is replaced unless already done."""
+        if value := self._fresh(rejected):
             return value
         with self._lock:
-            if not force and (value := self._fresh()):
+            if value := self._fresh(rejected):
                 return value
-            resp = requests.post(
-                self._config.effective_token_url,
-                data=self._form(),
-                headers={"Accept": "application/json"},
-                timeout=self._config.timeout_seconds,
-                verify=self._config.verify,
-            )
+            try:
+                resp = requests.post(
+                    self._config.effective_token_url,
+                    data=self._form(),
+                    headers={"Accept": "application/json"},
+                    timeout=self._config.timeout_seconds,
+                    verify=self._config.verify,
+                )
+            except requests.RequestException as exc:  # a token request has no side effect: always safe
+                raise _requests_failure(
+                    exc, "POST OAuth2 token", safe=True, timeout=self._config.timeout_seconds
+                ) from None
             return self._store(resp.status_code, resp.content, dict(resp.headers))
 
-    async def aget(self, client: httpx.AsyncClient, force: bool = False) -> str:
-        if not force and (value := self._fresh()):
+    async def aget(self, client: httpx.AsyncClient, rejected: str | None = None) -> str:
+        if value := self._fresh(rejected):
             return value
         if self._alock is None:
             self._alock = asyncio.Lock()
         async with self._alock:  # one refresh at a time among the triggers of this event loop
-            if not force and (value := self._fresh()):
+            if value := self._fresh(rejected):
                 return value
-            resp = await client.post(
-                self._config.effective_token_url, data=self._form(), headers={"Accept": "application/json"}
-            )
+            try:
+                resp = await client.post(
+                    self._config.effective_token_url, data=self._form(), headers={"Accept": "application/json"}
+                )
+            except httpx.HTTPError as exc:
+                raise _httpx_failure(exc, "POST OAuth2 token", timeout=self._config.timeout_seconds) from None
             return self._store(resp.status_code, resp.content, dict(resp.headers))
 
     def invalidate(self) -> None:
@@ -138,9 +153,11 @@ class TokenProvider:
 
 
 def _retry_wait(state: RetryCallState) -> float:
+    """The server's Retry-After (429, 503) when given, else exponential backoff with full jitter."""
     exc = state.outcome.exception() if state.outcome else None
-    if isinstance(exc, RateLimited) and exc.retry_after is not None:
-        return min(exc.retry_after + 0.1, 300.0)
+    retry_after = getattr(exc, "retry_after", None)
+    if retry_after is not None:
+        return min(retry_after + 0.1, 300.0)
     return wait_random_exponential(multiplier=0.5, max=30)(state)
 
 
@@ -163,22 +180,18 @@ class Transport:
         self._session = session or requests.Session()
         self._tokens = TokenProvider.for_config(config) if config.uses_oauth else None
 
-    def _auth_headers(self, force_refresh: bool = False) -> dict[str, str]:
-        if self._tokens is not None:
-            return {"Authorization": f"Bearer {self._tokens.get(force=force_refresh)}"}
+    def _auth_headers(self, token: str | None) -> dict[str, str]:
+        if token is not None:
+            return {"Authorization": f"Bearer {token}"}
         assert self.config.api_key is not None
         return {"X-API-Key": self.config.api_key.get_secret_value()}
 
     def _send_once(
-        self, method: str, path: str, what: str, *, safe: bool, force_refresh: bool = False, **kwargs: Any
+        self, method: str, path: str, what: str, *, safe: bool, token: str | None, **kwargs: Any
     ) -> requests.Response:
         if self.bucket is not None:
             self.bucket.acquire()
-        headers = {
-            "Accept": "application/json",
-            **self._auth_headers(force_refresh),
-            **kwargs.pop("headers", {}),
-        }
+        headers = {"Accept": "application/json", **self._auth_headers(token), **kwargs.pop("headers", {})}
         try:
             resp = self._session.request(
                 method,
@@ -188,30 +201,25 @@ class Transport:
                 verify=self.config.verify,
                 **kwargs,
             )
-        except requests.ConnectionError as exc:
-            if not safe and not _never_connected(exc):
-                raise AmbiguousSubmission(f"{what}: connection lost after sending ({type(exc).__name__})") from None
-            raise TransientError(f"{what}: cannot connect ({type(exc).__name__})") from None
-        except requests.Timeout:
-            if not safe:
-                raise AmbiguousSubmission(f"{what}: no answer within {self.config.timeout_seconds}s") from None
-            raise TransientError(f"{what}: timed out after {self.config.timeout_seconds}s") from None
-        if resp.status_code >= 500 and not safe:
+        except requests.RequestException as exc:
+            raise _requests_failure(exc, what, safe=safe, timeout=self.config.timeout_seconds) from None
+        if (resp.status_code >= 500 or resp.status_code == 408) and not safe:
             try:
                 raise_for_problem(resp.status_code, resp.content, dict(resp.headers), what)
             except TransientError as exc:
-                raise AmbiguousSubmission(str(exc), status=exc.status) from None
+                raise AmbiguousSubmission(_ambiguous(str(exc)), status=exc.status, trace_id=exc.trace_id) from None
         raise_for_problem(resp.status_code, resp.content, dict(resp.headers), what)
         return resp
 
     def _send_authenticated(self, method: str, path: str, what: str, *, safe: bool, **kwargs: Any):
+        token = self._tokens.get() if self._tokens is not None else None
         try:
-            return self._send_once(method, path, what, safe=safe, **dict(kwargs))
+            return self._send_once(method, path, what, safe=safe, token=token, **dict(kwargs))
         except AuthenticationError:
             if self._tokens is None:
                 raise
             log.info("%s: 401, refreshing the OAuth2 token once", what)
-            return self._send_once(method, path, what, safe=safe, force_refresh=True, **kwargs)
+            return self._send_once(method, path, what, safe=safe, token=self._tokens.get(rejected=token), **kwargs)
 
     def request(self, method: str, path: str, what: str, *, safe: bool, **kwargs: Any) -> requests.Response:
         """Send with the retry rules above. `path` must already be built from quoted ids."""
@@ -224,22 +232,108 @@ class Transport:
         retrying = Retrying(
             retry=retry_if_exception(retryable),
             wait=_retry_wait,
-            stop=stop_after_attempt(self.max_attempts) | stop_after_delay(self.max_retry_seconds),
+            # stop_before_delay: never start a wait (e.g. a long Retry-After) that would end past the budget
+            stop=stop_after_attempt(self.max_attempts) | stop_before_delay(self.max_retry_seconds),
             reraise=True,
             before_sleep=lambda s: log.warning(
-                "%s: %s; retry %d", what, s.outcome.exception() if s.outcome else "?", s.attempt_number
+                "%s; retry %d in %.1fs",
+                s.outcome.exception() if s.outcome else what,
+                s.attempt_number,
+                s.upcoming_sleep,
             ),
         )
         return retrying(self._send_authenticated, method, path, what, safe=safe, **kwargs)
 
     def json(self, method: str, path: str, what: str, *, safe: bool, **kwargs: Any) -> Any:
-        return decode_json(self.request(method, path, what, safe=safe, **kwargs).content)
+        return decode_json(self.request(method, path, what, safe=safe, **kwargs).content, what)
 
 
-def _never_connected(exc: requests.ConnectionError) -> bool:
-    """True when the TCP connection was refused, so the server cannot have seen the request."""
+TLS_HINT = (
+    "check that the URL's scheme matches the server (https needs a TLS server), and the connection's extra "
+    '"verify" (true/false) or "ca_bundle" (path to a PEM CA bundle) for a private CA'
+)
+
+
+def _ambiguous(cause: str) -> str:
+    return (
+        f"{cause}; the call may or may not have taken effect, so it was not resent "
+        "(reconcile with the tenant's task list before trying again)"
+    )
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """The root cause inside requests/urllib3 wrappers (MaxRetryError.reason, nested args)."""
+    inner: BaseException = exc
+    for _ in range(5):
+        nxt = inner.args[0] if inner.args and isinstance(inner.args[0], BaseException) else None
+        nxt = getattr(inner, "reason", None) if isinstance(getattr(inner, "reason", None), BaseException) else nxt
+        if nxt is None:
+            break
+        inner = nxt
+    return inner
+
+
+def _never_connected(exc: requests.RequestException) -> bool:
+    """True when no TCP connection was established (refused, unresolvable, connect timeout): the server cannot
+    have seen the request."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    wrapped = exc.args[0] if exc.args else None
+    if isinstance(getattr(wrapped, "reason", None), ConnectTimeoutError):  # NewConnectionError is one too
+        return True
     text = repr(exc)
     return "ConnectionRefused" in text or "Failed to establish a new connection" in text
+
+
+def _requests_failure(exc: requests.RequestException, what: str, *, safe: bool, timeout: float) -> CognigyError:
+    """The CognigyError for a request that got no HTTP answer."""
+    cause = _innermost(exc)
+    reason = f"{type(cause).__name__}: {cause}"[:300]
+    if isinstance(exc, requests.exceptions.SSLError):
+        return TlsError(f"{what}: TLS handshake or certificate verification failed ({reason}); {TLS_HINT}")
+    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.InvalidSchema):
+        return CognigyError(f"{what}: invalid URL ({reason}); check the connection's host")
+    if _never_connected(exc):
+        return TransientError(f"{what}: cannot connect ({reason})")
+    if isinstance(exc, requests.Timeout):
+        if not safe:
+            return AmbiguousSubmission(_ambiguous(f"{what}: no answer within {timeout:g} s"))
+        return TransientError(f"{what}: no answer within {timeout:g} s")
+    # connection reset/closed after sending, or a broken body while reading the answer
+    if not safe:
+        return AmbiguousSubmission(_ambiguous(f"{what}: connection lost after sending ({type(cause).__name__})"))
+    return TransientError(f"{what}: connection lost ({reason})")
+
+
+def _is_tls_failure(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    for _ in range(6):
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _httpx_failure(exc: httpx.HTTPError, what: str, *, timeout: float) -> CognigyError:
+    """The CognigyError for an async GET that got no HTTP answer (GETs are always safe to repeat)."""
+    if _is_tls_failure(exc):
+        return TlsError(f"{what}: TLS handshake or certificate verification failed ({exc}); {TLS_HINT}")
+    if isinstance(exc, httpx.TimeoutException):
+        return TransientError(f"{what}: no answer within {timeout:g} s ({type(exc).__name__})")
+    if isinstance(exc, httpx.TransportError):
+        return TransientError(f"{what}: {type(exc).__name__}: {exc}"[:300])
+    return CognigyError(f"{what}: {type(exc).__name__}: {exc}"[:300])
+
+
+def _httpx_verify(verify: bool | str) -> bool | ssl.SSLContext:
+    """httpx wants an SSLContext for a CA bundle (a path string is deprecated there)."""
+    if isinstance(verify, bool):
+        return verify
+    if os.path.isdir(verify):
+        return ssl.create_default_context(capath=verify)
+    return ssl.create_default_context(cafile=verify)
 
 
 class AsyncTransport:
@@ -249,27 +343,32 @@ class AsyncTransport:
         self.config = config
         self._tokens = TokenProvider.for_config(config) if config.uses_oauth else None
 
+    async def _get_once(self, client: httpx.AsyncClient, path: str, what: str, token: str | None) -> Any:
+        headers = {"Accept": "application/json"}
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token}"
+        else:
+            assert self.config.api_key is not None
+            headers["X-API-Key"] = self.config.api_key.get_secret_value()
+        try:
+            resp = await client.get(path, headers=headers)
+        except httpx.HTTPError as exc:
+            raise _httpx_failure(exc, what, timeout=self.config.timeout_seconds) from None
+        raise_for_problem(resp.status_code, resp.content, dict(resp.headers), what)
+        return decode_json(resp.content, what)
+
     async def get_json(self, path: str, what: str) -> Any:
+        """One GET (plus one token refresh and resend after a 401); errors as in `Transport`."""
         async with httpx.AsyncClient(
-            base_url=self.config.base_url, timeout=self.config.timeout_seconds, verify=self.config.verify
+            base_url=self.config.base_url,
+            timeout=self.config.timeout_seconds,
+            verify=_httpx_verify(self.config.verify),
         ) as client:
-            for attempt in (1, 2):
-                headers = {"Accept": "application/json"}
-                if self._tokens is not None:
-                    token = await self._tokens.aget(client, force=attempt == 2)
-                    headers["Authorization"] = f"Bearer {token}"
-                else:
-                    assert self.config.api_key is not None
-                    headers["X-API-Key"] = self.config.api_key.get_secret_value()
-                try:
-                    resp = await client.get(path, headers=headers)
-                except (httpx.TimeoutException, httpx.TransportError) as exc:
-                    raise TransientError(f"{what}: {type(exc).__name__}") from None
-                try:
-                    raise_for_problem(resp.status_code, resp.content, dict(resp.headers), what)
-                except AuthenticationError:
-                    if self._tokens is None or attempt == 2:
-                        raise
-                    continue
-                return decode_json(resp.content)
-        raise CognigyError(f"{what}: unreachable")  # pragma: no cover
+            token = await self._tokens.aget(client) if self._tokens is not None else None
+            try:
+                return await self._get_once(client, path, what, token)
+            except AuthenticationError:
+                if self._tokens is None:
+                    raise
+                log.info("%s: 401, refreshing the OAuth2 token once", what)
+                return await self._get_once(client, path, what, await self._tokens.aget(client, rejected=token))

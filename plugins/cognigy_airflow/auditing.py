@@ -6,9 +6,10 @@ Every record carries the same governance fields, whatever the event (``null`` = 
 ``cognigy_job_id``, ``metrics`` (the gate summary), ``latency_seconds`` (training), ``accuracy_delta``
 (challenger − champion) and ``outcome``.
 
-Facts learnt by an earlier task of the same run and target (the Cognigy task id, the metrics, the training
-latency) are carried into later records, so a ``rollback_verified`` record alone tells which training and
-which numbers it is about. They are kept in ``facts.json`` in the run's folder (per DAG run and target).
+Facts learnt by an earlier task of the same run and target (the retrain's Cognigy task id, the metrics, the
+training latency) are carried into later records, so a ``rollback_verified`` record alone tells which training
+and which numbers it is about. They are kept in ``facts.json`` in the run's folder (per DAG run and target).
+Rollback events may name their own Cognigy task (the restoring training) but never replace those facts.
 """
 
 from __future__ import annotations
@@ -36,7 +37,11 @@ DEFAULT_OUTCOMES = {
     "retrain_failed": "failed",
     "validation_passed": "passed",
     "validation_failed": "failed",
+    "training_cancelled": "cancelled",
     "rollback_triggered": "started",
+    "rollback_retrain_started": "started",
+    "rollback_retry": "retrying",
+    "rollback_skipped": "skipped",
     "rollback_verified": "verified",
     "rollback_failed": "failed",
     "mlflow_synced": "synced",
@@ -84,8 +89,8 @@ def _facts_file(ti: Any, target: dict[str, Any]) -> Path:
     return settings.run_dir(ti.dag_id, ti.run_id, Target.from_dict(target).key) / "facts.json"
 
 
-def _carry(ti: Any, target: dict[str, Any] | None, fields: dict[str, Any]) -> dict[str, Any]:
-    """Fill the carried fields from earlier records of this run and target; remember the new ones."""
+def _carry(ti: Any, event: str, target: dict[str, Any] | None, fields: dict[str, Any]) -> dict[str, Any]:
+    """Fill the carried fields from earlier records of this run and target; remember the retrain's new ones."""
     if not target:
         return {}
     path = _facts_file(ti, target)
@@ -93,13 +98,17 @@ def _carry(ti: Any, target: dict[str, Any] | None, fields: dict[str, Any]) -> di
         facts = json.loads(path.read_text()) if path.exists() else {}
     except ValueError:
         facts = {}
-    learnt = {k: fields[k] for k in CARRIED_FIELDS if fields.get(k) not in (None, {}, "")}
+    learnt = {} if event.startswith("rollback") else {k: v for k, v in fields.items() if _known(k, v)}
     if learnt:
         facts.update(learnt)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(facts, default=str))
         tmp.replace(path)
     return facts
+
+
+def _known(key: str, value: Any) -> bool:
+    return key in CARRIED_FIELDS and value not in (None, {}, "")
 
 
 def audit(
@@ -127,10 +136,10 @@ def audit(
         "request_hash": (plan or {}).get("request_hash"),
         "target": _target_ids(plan, target),
     }
-    facts = _carry(ti, target, fields) if carry else {}
+    facts = _carry(ti, event, target, fields) if carry else {}
     for key in CARRIED_FIELDS:
         record[key] = facts.get(key)
     record["outcome"] = DEFAULT_OUTCOMES.get(event)
     # A caller's empty value does not hide a fact an earlier task of the run already recorded.
-    record.update({k: v for k, v in fields.items() if not (k in CARRIED_FIELDS and v in (None, {}, ""))})
+    record.update({k: v for k, v in fields.items() if k not in CARRIED_FIELDS or _known(k, v)})
     return AuditLog(settings.audit_path()).append(event, **record)

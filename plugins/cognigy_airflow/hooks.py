@@ -4,8 +4,10 @@ Connection (conn type `cognigy`, default id `cognigy_default`):
 - host: tenant API base URL with scheme, e.g. https://api-app.cognigy.ai
 - login + password: OAuth2 client id and secret (client-credentials grant); or
 - password alone: the Cognigy API key (sent as X-API-Key)
-- extra: {"api": "rest-v2" | "training-jobs", "token_url": ..., "scopes": "...",
+- extra: {"api": "rest-v2" | "training-jobs", "token_url": ..., "scopes": "a b" | ["a", "b"],
           "verify": true | false, "ca_bundle": "/path/ca.pem", "timeout": 30, "console_url": ...}
+  TLS verification is on unless "verify" is false; "ca_bundle" (or a path given as "verify") names a PEM
+  bundle of the CAs to trust (a private CA).
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ def config_from_connection(host: str | None, login: str | None, password: str | 
     base = (host or "").rstrip("/")
     if base and "://" not in base:
         base = f"https://{base}"
-    verify: bool | str = extra.get("ca_bundle") or _truthy(extra.get("verify", True))
     oauth = bool(login)
+    scopes = extra.get("scopes")
+    if isinstance(scopes, list | tuple):  # JSON extras may list the scopes
+        scopes = " ".join(str(scope) for scope in scopes)
     return ConnectionConfig(
         base_url=base,
         dialect=extra.get("api") or extra.get("dialect") or "rest-v2",
@@ -33,15 +37,30 @@ def config_from_connection(host: str | None, login: str | None, password: str | 
         client_id=login or None,
         client_secret=password if oauth else None,
         token_url=extra.get("token_url"),
-        scopes=extra.get("scopes"),
-        verify=verify,
+        scopes=scopes or None,
+        verify=_verify(extra),
         timeout_seconds=float(extra.get("timeout", 30)),
         console_url=extra.get("console_url"),
     )
 
 
-def _truthy(value: Any) -> bool:
-    return value if isinstance(value, bool) else str(value).lower() not in ("false", "0", "no", "off")
+_FALSE = ("false", "0", "no", "off")
+_TRUE = ("true", "1", "yes", "on")
+
+
+def _verify(extra: dict[str, Any]) -> bool | str:
+    """TLS verification: on unless extra "verify" is false; a CA bundle from "ca_bundle" (or a path in "verify")."""
+    if extra.get("ca_bundle"):
+        return str(extra["ca_bundle"])
+    value = extra.get("verify", True)
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip()
+    if text.lower() in _FALSE:
+        return False
+    if text.lower() in _TRUE or not text:
+        return True
+    return text  # a path to a CA bundle, as requests accepts it
 
 
 class CognigyHook(BaseHook):

@@ -19,7 +19,7 @@ from airflow.sdk.exceptions import AirflowException, AirflowFailException, Airfl
 
 from cognigy_airflow.auditing import audit
 from cognigy_airflow.hooks import CognigyHook
-from cognigy_airflow.links import CognigyTaskLink
+from cognigy_airflow.links import CognigyTaskLink, cognigy_flow_url
 from cognigy_airflow.run_state import RunState
 from cognigy_airflow.triggers import CognigyJobTrigger
 from include import dataset, settings
@@ -104,6 +104,7 @@ def _start_once(
 
 class _CognigyOperator(BaseOperator):
     template_fields = ("target", "plan")
+    cognigy_url = ""  # read by the "Cognigy flow" extra link (CognigyTaskLink) when the task ends
 
     def __init__(self, *, target: Any, plan: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -112,6 +113,12 @@ class _CognigyOperator(BaseOperator):
 
     def hook(self) -> CognigyHook:
         return CognigyHook(self.plan["conn_id"], requests_per_second=self.plan.get("requests_per_second"))
+
+    def link_to(self, job_id: str | None = None) -> None:
+        """Point the task page's "Cognigy flow" button at this flow/locale, and at the Cognigy task once known."""
+        t = Target.from_dict(self.target)
+        console = self.plan.get("console_url") or ""
+        self.cognigy_url = cognigy_flow_url(console, t.project_id, t.flow_id, t.locale, job_id) if console else ""
 
     @property
     def reconcile_seconds(self) -> float:
@@ -171,6 +178,7 @@ class CognigySubmitTrainingOperator(_CognigyOperator):
         return self._result(status, state, reattached=False)
 
     def _result(self, status: JobStatus, state: RunState, *, reattached: bool) -> dict[str, Any]:
+        self.link_to(status.job_id)
         submitted_at = state.get("submit.submitted_at") or state.get("submit.intent_at") or time.time()
         return {
             "job_id": status.job_id,
@@ -218,6 +226,7 @@ class CognigyWaitForTrainingOperator(_CognigyOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         job_id = self.submitted["job_id"]
+        self.link_to(job_id)
         end_time = self.submitted["submitted_at"] + self.plan["deadline_seconds"]
         try:
             status = self.hook().get_client().job_status(job_id)
@@ -241,6 +250,7 @@ class CognigyWaitForTrainingOperator(_CognigyOperator):
         )
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        self.link_to(self.submitted["job_id"])  # a resumed task is a new operator object
         outcome = event["outcome"]
         if outcome == "finished":
             return self._finish(context, JobStatus.from_dict(event["status"]), polls=event.get("polls"))
@@ -318,23 +328,27 @@ class CognigyRollbackOperator(_CognigyOperator):
     On the last try every failure is audited as `rollback_failed` with what a person must do.
     """
 
-    template_fields = ("target", "plan", "captured", "waited")
+    template_fields = ("target", "plan", "captured", "waited", "evaluated")
     operator_extra_links = (CognigyTaskLink(),)
     ui_color = "#ffd6d6"
     MIN_AGREEMENT = 0.95
     MIN_SCORED_SHARE = 0.5  # fewer scored utterances than this is no verdict on the restore, try again
     VERIFY_SAMPLE = 40
 
-    def __init__(self, *, captured: Any, waited: Any = None, **kwargs: Any) -> None:
+    def __init__(self, *, captured: Any, waited: Any = None, evaluated: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.captured = captured
         self.waited = waited
+        self.evaluated = evaluated
 
     @property
     def deadline_seconds(self) -> float:
         return float(self.plan.get("rollback_deadline_seconds") or self.plan["deadline_seconds"])
 
     def execute(self, context: Any) -> dict[str, Any]:
+        if self.evaluated and self.evaluated.get("passed"):  # the branch's skip is not reliable in mapped groups
+            raise AirflowSkipException("the gates passed: the new model stays, nothing to roll back")
+        self.link_to()
         if not self.captured:  # capture failed, so submit never ran: nothing on Cognigy changed
             audit(context, "rollback_skipped", self.plan, self.target, reason="no rollback point: nothing changed")
             return {"verified": False, "needed": False}
@@ -348,6 +362,7 @@ class CognigyRollbackOperator(_CognigyOperator):
             return self._fail(context, f"{type(exc).__name__}: {exc}")
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        self.link_to((event.get("status") or {}).get("job_id") or event.get("job_id"))  # the restoring training
         try:
             if event["outcome"] == "deadline":
                 _cancel_and_settle(self.hook().get_client(), event["job_id"])
@@ -403,6 +418,7 @@ class CognigyRollbackOperator(_CognigyOperator):
                 wait=self.reconcile_seconds,
             )
             audit(context, "rollback_retrain_started", self.plan, self.target, cognigy_job_id=status.job_id)
+        self.link_to(status.job_id)
         if status.terminal:
             return self.execute_complete(context, {"outcome": "finished", "status": status.to_dict()})
         started = float(state.get(f"{prefix}.submitted_at") or time.time())
@@ -432,13 +448,14 @@ class CognigyRollbackOperator(_CognigyOperator):
             job_ids = {j.job_id for j in client.recent_trainings(target, float(submit["submit.intent_at"]))}
         for job_id in sorted(job_ids):
             try:
+                if client.job_status(job_id).terminal:
+                    continue
                 status = _cancel_and_settle(client, job_id)
             except NotFound:
                 continue
             if not status.terminal:
                 raise CognigyError(f"training {job_id} of this run is still {status.raw_status} after cancelling")
-            if status.state == "cancelled":
-                audit(context, "training_cancelled", self.plan, self.target, cognigy_job_id=job_id)
+            audit(context, "training_cancelled", self.plan, self.target, cognigy_job_id=job_id, by="rollback")
 
     def _import_point(self, client: CognigyClient, target: Target, point: dict[str, Any]) -> None:
         """Import the rollback point with mode=overwrite (repeatable), a few times if Cognigy's import fails."""

@@ -19,11 +19,15 @@ class RunState:
         self._file = fallback_file
 
     def get(self, key: str) -> Any:
+        """The store's value, else the file's: a try whose store write failed still left the file copy."""
         if self._store is not None:
             try:
-                return self._store.get(key)
+                value = self._store.get(key)
             except Exception:  # store not reachable (e.g. `airflow dags test` without API): use the file
                 self._store = None
+            else:
+                if value is not None:
+                    return value
         if self._file.exists():
             return json.loads(self._file.read_text()).get(key)
         return None

@@ -71,6 +71,7 @@ class CognigyJobTrigger(BaseTrigger):
         policy = PollPolicy(minimum=self.poll_min, maximum=self.poll_max)
         transport = await self._transport()
         path = status_path(self.dialect, self.job_id)
+        what = f"GET {'training job' if self.dialect == 'training-jobs' else 'task'} {self.job_id}"
         polls = transient = 0
         while True:
             now = time.time()
@@ -80,13 +81,14 @@ class CognigyJobTrigger(BaseTrigger):
             delay = None
             try:
                 polls += 1
-                status = parse_status(self.dialect, await transport.get_json(path, f"GET job {self.job_id}"))
+                status = parse_status(self.dialect, await transport.get_json(path, what))
             except RateLimited as exc:
                 transient += 1
                 delay = exc.retry_after
                 log.warning("job %s: rate limited, polling again in %ss", self.job_id, delay)
-            except TransientError as exc:
+            except TransientError as exc:  # 5xx (a 503 may say Retry-After), timeout, connection failure
                 transient += 1
+                delay = exc.retry_after
                 log.warning("job %s: %s; polling again later", self.job_id, exc)
             except CognigyError as exc:  # 401 after refresh, 403, 404: polling cannot succeed
                 yield TriggerEvent({"outcome": "error", "job_id": self.job_id, "message": str(exc), "polls": polls})

@@ -1,0 +1,15 @@
+# One image for every service of docker-compose.yaml: the Airflow components, the MLflow server and the
+# Cognigy emulator. Direct dependencies from requirements.txt, versions held to requirements.lock.
+FROM apache/airflow:3.3.2-python3.11
+
+COPY requirements.txt requirements.lock /opt/airflow/
+RUN pip install --no-cache-dir -r /opt/airflow/requirements.txt -c /opt/airflow/requirements.lock
+
+# The code is also mounted by docker-compose.yaml for development; copied here so the image runs on its own.
+COPY --chown=airflow:root include /opt/airflow/include
+COPY --chown=airflow:root plugins /opt/airflow/plugins
+COPY --chown=airflow:root dags /opt/airflow/dags
+# Owned by the airflow user so named volumes mounted here start writable.
+RUN mkdir -p /opt/airflow/state /opt/airflow/auth /opt/airflow/mlflow /opt/airflow/emulator-state
+
+ENV PYTHONPATH=/opt/airflow

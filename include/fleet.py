@@ -1,0 +1,139 @@
+"""The fleet: every flow and locale the nightly run retrains, and the tenant's concurrency budget.
+
+The fleet is a JSON list of entries, read from the Airflow Variable `cognigy_fleet` when it is set, else from
+`include/fleet.json`:
+
+    [{"name": "support EN", "projectId": "<24 hex>", "flowId": "<24 hex>", "locales": ["en-US"],
+      "modelId": "<uuid>", "overrides": {"samples_per_intent": 60, "recall_floor": 0.85},
+      "note": "why this entry differs from the run's settings"}]
+
+`overrides` takes the DAG's trigger-form param names (training and gate settings, see OVERRIDABLE); what an
+entry does not override comes from the run's params. Each entry becomes one retraining request (its own
+SHA-256), each of its locales one target.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from include.retrain_request import OBJECT_ID, describe_errors
+
+FLEET_VARIABLE = "cognigy_fleet"
+DEFAULT_FLEET_PATH = Path(__file__).with_name("fleet.json")
+MAX_ENTRIES = 500
+
+# The Airflow pool every task that calls Cognigy runs in (deferred waits included): its slots bound how many
+# tasks talk to the tenant at once, so slots × requests_per_second stays under the tenant's rate limit.
+TENANT_POOL = "cognigy_tenant"
+DEFAULT_POOL_SLOTS = 1
+# Cognigy's default tenant limit: 1,000 API requests per 5 minutes.
+TENANT_REQUESTS = 1000
+TENANT_WINDOW_SECONDS = 300.0
+
+# Trigger-form params a fleet entry may set for itself. Connection, pacing and run-wide switches are not here:
+# they belong to the tenant and the run, not to one flow.
+OVERRIDABLE = frozenset(
+    {
+        "mode", "training_data_source", "samples_per_intent", "training_data_slice_matrix",
+        "convergence_threshold", "max_gpu_memory_mb", "max_cpu_cores", "timeout_seconds", "max_dataset_size",
+        "rollback_trigger_version_id", "held_out_per_intent", "score_threshold",
+        "precision_floor", "recall_floor", "pr_balance_tolerance", "per_intent_recall_floor", "bias_ceiling",
+        "max_accuracy_drop", "significance_alpha", "block_on_feedback_findings",
+    }
+)  # fmt: skip
+
+
+class FleetInvalid(ValueError):
+    """Every problem with a fleet definition at once, each naming the entry and field."""
+
+    def __init__(self, errors: list[str]) -> None:
+        self.errors = errors
+        super().__init__("fleet is invalid:\n" + "\n".join(f"  - {e}" for e in errors))
+
+
+class FleetEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(None, max_length=100, description="Label in logs and error messages.")
+    note: str | None = Field(None, max_length=500, description="Why the entry overrides what it does (for reviewers).")
+    projectId: str = Field(pattern=OBJECT_ID)
+    flowId: str = Field(pattern=OBJECT_ID)
+    locales: list[str] = Field(min_length=1, max_length=20)
+    modelId: UUID
+    overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("overrides")
+    @classmethod
+    def _known_overrides(cls, overrides: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(overrides) - OVERRIDABLE)
+        if unknown:
+            raise ValueError(f"cannot override {unknown}; allowed: {sorted(OVERRIDABLE)}")
+        return overrides
+
+    def label(self, index: int) -> str:
+        return f"fleet[{index}]" + (f" ({self.name})" if self.name else "")
+
+    def params(self, run_params: dict[str, Any]) -> dict[str, Any]:
+        """The run's params with this entry's target and overrides: the input of one retraining request."""
+        merged = {k: v for k, v in run_params.items() if k != "request_json"}
+        merged.update(self.overrides)
+        merged.update(
+            project_id=self.projectId, flow_id=self.flowId, locales=list(self.locales), model_id=str(self.modelId)
+        )
+        return merged
+
+
+def parse_fleet(raw: Any) -> list[FleetEntry]:
+    """A fleet from JSON text or a decoded list; FleetInvalid lists every problem (bad entries, repeats)."""
+    if isinstance(raw, str | bytes):
+        try:
+            raw = json.loads(raw)
+        except ValueError as exc:
+            raise FleetInvalid([f"fleet: not valid JSON ({exc})"]) from None
+    if not isinstance(raw, list):
+        raise FleetInvalid([f"fleet: expected a JSON list of entries, got {type(raw).__name__}"])
+    if not raw:
+        raise FleetInvalid(["fleet: no entries; a fleet run would retrain nothing"])
+    if len(raw) > MAX_ENTRIES:
+        raise FleetInvalid([f"fleet: {len(raw)} entries; at most {MAX_ENTRIES}"])
+    errors: list[str] = []
+    entries: list[tuple[int, FleetEntry]] = []
+    for index, item in enumerate(raw):
+        try:
+            entries.append((index, FleetEntry.model_validate(item)))
+        except ValidationError as exc:
+            errors.extend(f"fleet[{index}].{e}" for e in describe_errors(exc))
+    seen: dict[tuple[str, str], int] = {}
+    for index, entry in entries:
+        for locale in entry.locales:
+            key = (entry.flowId, locale)
+            if key in seen:
+                errors.append(
+                    f"fleet[{index}]: flow {entry.flowId} locale {locale} is already retrained by entry "
+                    f"{seen[key]}; one training per flow/locale and run"
+                )
+            seen.setdefault(key, index)
+    if errors:
+        raise FleetInvalid(errors)
+    return [entry for _, entry in entries]
+
+
+def load_fleet(variable_value: str | None, path: Path = DEFAULT_FLEET_PATH) -> tuple[list[FleetEntry], str]:
+    """The fleet and where it came from: the Variable's JSON when set (non-empty), else the file."""
+    if variable_value is not None and str(variable_value).strip():
+        return parse_fleet(variable_value), f"Airflow Variable {FLEET_VARIABLE}"
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise FleetInvalid([f"fleet: cannot read {path} ({exc.strerror})"]) from None
+    return parse_fleet(text), str(path)
+
+
+def max_requests_per_second(pool_slots: int, share: float = 0.8) -> float:
+    """The pacing each task may use so that `pool_slots` tasks together stay within `share` of the tenant limit."""
+    return share * TENANT_REQUESTS / TENANT_WINDOW_SECONDS / max(1, pool_slots)
