@@ -25,7 +25,7 @@ def dag_facts(tmp_path_factory: pytest.TempPathFactory) -> dict:
         facts = {"errors": {k: str(v)[-400:] for k, v in bag.import_errors.items()}}
         if dag:
             facts.update(
-                tasks={t.task_id: {"downstream": sorted(t.downstream_task_ids), "trigger_rule": str(t.trigger_rule),
+                tasks={t.task_id: {"downstream": sorted(t.downstream_task_ids), "trigger_rule": getattr(t.trigger_rule, "value", str(t.trigger_rule)),
                                    "type": type(t).__name__, "retries": t.retries, "doc": bool(t.doc_md)}
                        for t in dag.tasks},
                 schedule=str(dag.schedule), catchup=dag.catchup, params=dict(dag.params.dump()),
@@ -33,9 +33,15 @@ def dag_facts(tmp_path_factory: pytest.TempPathFactory) -> dict:
         print("FACTS" + json.dumps(facts, default=str))
         """
     )
-    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-           "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "PYTHONPATH": str(ROOT), "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/a.db"}
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "PYTHONPATH": str(ROOT),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/a.db",
+    }
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("FACTS")), None)
     assert line, out.stderr[-2000:]

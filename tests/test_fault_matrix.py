@@ -72,7 +72,7 @@ FAST = {
     "poll_max_seconds": 2.0,
     "reconcile_seconds": 3,
 }
-DAG_FAST = {**FAST, "held_out_per_intent": 4, "poll_min_seconds": 1.0, "poll_max_seconds": 3.0}
+DAG_FAST = {**FAST, "held_out_per_intent": 4, "poll_min_seconds": 1.0, "poll_max_seconds": 5.0}  # the form's minimums
 TASK_ROUTE = "GET /new/v2.0/tasks/{taskId}"
 LENIENT_GATES = {
     "precision_floor": 0.0, "recall_floor": 0.0, "pr_balance_tolerance": 1.0, "per_intent_recall_floor": 0.0,
@@ -304,6 +304,19 @@ def final_of(events: list[dict[str, Any]]) -> dict[str, Any]:
     return completed[-1]
 
 
+def assert_carried_through(events: list[dict[str, Any]], emulator: Emulator, new_data: str, point: str) -> None:
+    """The run ended the way its gates decided (a fault must not decide it), and the flow shows that decision:
+    promoted -> one training and the new data; rejected -> the training + one restoring retrain, and the
+    rollback point. Which of the two the gates pick from a small held-out set is not what these rows test."""
+    outcome = final_of(events)["outcome"]
+    if outcome == "promoted":
+        assert started(emulator) == 1 and export_fingerprint(emulator) == new_data
+    else:
+        assert outcome == "rejected_rolled_back", outcome
+        assert started(emulator) == 2 and export_fingerprint(emulator) == point
+        assert names(events).count("rollback_verified") == 1
+
+
 # --- 1. token expiry during the wait -----------------------------------------------------------------
 def test_token_expiring_during_the_wait_is_refreshed(fresh: Emulator, monkeypatch, state_dir: Path) -> None:
     use_connection(monkeypatch, fresh, oauth=True)  # OAuth2 client credentials instead of the API key
@@ -350,15 +363,7 @@ def test_rate_limit_storm_during_polling_and_evaluation_slows_but_finishes(fresh
     assert eval_seconds >= (len(statuses) / 10 - 1) * 2, "10 requests per 2 s cannot score this fast"
     events = audit_events(state_dir, run.run_id)
     assert out.final_error is None
-    # Whatever the gates decided from the (complete) scores, the run carried it through under the storm.
-    if out.evaluated["passed"]:
-        assert final_of(events)["outcome"] == "promoted"
-        assert started(fresh) == 1
-        assert export_fingerprint(fresh) == new_data_fingerprint(out.plan)
-    else:
-        assert final_of(events)["outcome"] == "rejected_rolled_back"
-        assert started(fresh) == 2  # the training + the restoring retrain
-        assert export_fingerprint(fresh) == out.captured["fingerprint"]
+    assert_carried_through(events, fresh, new_data_fingerprint(out.plan), out.captured["fingerprint"])
 
 
 # --- 3. 5xx and connection resets on every call type -------------------------------------------------
@@ -617,7 +622,8 @@ def test_emulator_restart_mid_run_keeps_state_and_the_run_completes(airflow_home
     try:
         own.knobs(training_seconds=10)
         env = {"AIRFLOW_CONN_COGNIGY_DEFAULT": cognigy_conn(own)}
-        runner = threading.Thread(target=lambda: result.update(run=run_dag(airflow_home, tmp_path, {}, **env)))
+        conf = {**LENIENT_GATES, "held_out_per_intent": 6}
+        runner = threading.Thread(target=lambda: result.update(run=run_dag(airflow_home, tmp_path, conf, **env)))
         runner.start()
         deadline = time.monotonic() + 240
         while started(own) < 1:
@@ -634,12 +640,11 @@ def test_emulator_restart_mid_run_keeps_state_and_the_run_completes(airflow_home
         state, run_id = result["run"]
         events = audit_events(airflow_home.state_dir, run_id)
         assert state == "success", names(events)
-        assert started(own) == 1 and trainings(own)[0]["status"] == "done"
+        assert trainings(own)[0]["_id"] == job and trainings(own)[0]["status"] == "done"
         submitted = [e for e in events if e["event"] == "training_submitted"]
         assert len(submitted) == 1 and submitted[0]["cognigy_job_id"] == job
-        assert final_of(events)["outcome"] == "promoted"
         plan_matrix = {name: DAG_FAST["samples_per_intent"] for name in dataset.intents(LOCALE)}
-        expected = rest_v2.fingerprint(rest_v2.intents_file(dataset.sample_training(LOCALE, plan_matrix)))
-        assert export_fingerprint(own) == expected != captured_fingerprint(events)
+        new_data = rest_v2.fingerprint(rest_v2.intents_file(dataset.sample_training(LOCALE, plan_matrix)))
+        assert_carried_through(events, own, new_data, captured_fingerprint(events))
     finally:
         own.stop()

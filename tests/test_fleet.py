@@ -177,7 +177,9 @@ FORM_PROBE = """
 import json, sys
 from airflow.dag_processing.dagbag import DagBag
 from airflow.sdk.exceptions import ParamValidationError
-dag = DagBag(dag_folder="dags").dags["cognigy_nlu_retrain"]
+from airflow.serialization.serialized_objects import DagSerialization
+# What the API server holds: the serialized DAG, whose params create_dagrun validates against the run's conf.
+dag = DagSerialization.deserialize_dag(DagSerialization.serialize_dag(DagBag(dag_folder="dags").dags[sys.argv[2]]))
 dag.params.validate()  # the defaults themselves are valid
 refused = {}
 for name, value in json.loads(sys.argv[1]).items():
@@ -203,7 +205,8 @@ def test_the_trigger_form_refuses_out_of_range_values(tmp_path: Path) -> None:
 
     from tests.test_provider import _airflow_env
 
-    out = subprocess.run([sys.executable, "-c", FORM_PROBE, json.dumps(OUT_OF_RANGE)], env=_airflow_env(tmp_path),
+    argv = [sys.executable, "-c", FORM_PROBE, json.dumps(OUT_OF_RANGE), "cognigy_nlu_retrain"]
+    out = subprocess.run(argv, env=_airflow_env(tmp_path),
                          cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=180)  # fmt: skip
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith("FORM")), None)
     assert line, (out.stdout + out.stderr)[-3000:]

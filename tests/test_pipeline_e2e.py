@@ -33,8 +33,9 @@ def events_of(airflow_home, run_id: str) -> list[dict]:
     return read(airflow_home.state_dir / "audit" / "retrain_audit.jsonl", run_id=run_id)
 
 
-def test_happy_path_promotes_and_records_everything(airflow_home, emulator: Emulator, mlflow_server: Server,
-                                                     tmp_path: Path) -> None:
+def test_happy_path_promotes_and_records_everything(
+    airflow_home, emulator: Emulator, mlflow_server: Server, tmp_path: Path
+) -> None:
     emulator.reset()
     emulator.knobs(training_seconds=3)
     before = emulator.stats()["trainings_total"]
@@ -43,8 +44,14 @@ def test_happy_path_promotes_and_records_everything(airflow_home, emulator: Emul
     assert emulator.stats()["trainings_total"] == before + 1  # exactly one training
 
     names = [e["event"] for e in events_of(airflow_home, run_id)]
-    for event in ("retrain_initiated", "rollback_point_captured", "training_submitted", "validation_passed",
-                  "mlflow_synced", "retrain_completed"):
+    for event in (
+        "retrain_initiated",
+        "rollback_point_captured",
+        "training_submitted",
+        "validation_passed",
+        "mlflow_synced",
+        "retrain_completed",
+    ):
         assert event in names, names
     assert "rollback_triggered" not in names
     completed = [e for e in events_of(airflow_home, run_id) if e["event"] == "retrain_completed"][-1]
@@ -87,7 +94,9 @@ def _export(emulator: Emulator) -> list[dict]:
     resp = requests.post(
         f"{emulator.url}/new/v2.0/flows/{seed.FLOW_ID}/intents/export",
         json={"localeId": seed.LOCALE_IDS["en-US"], "format": "json"},
-        headers={"X-API-Key": emulator.api_key, "Accept": "application/json"}, timeout=30)
+        headers={"X-API-Key": emulator.api_key, "Accept": "application/json"},
+        timeout=30,
+    )
     resp.raise_for_status()
     return resp.json()
 
@@ -103,11 +112,21 @@ def test_training_jobs_dialect_end_to_end(airflow_home, emulator: Emulator, tmp_
 
 
 def test_invalid_request_stops_at_validate_and_sends_nothing(airflow_home, emulator: Emulator, tmp_path: Path):
+    """Values the form accepts one by one but that break a cross-field rule stop at `validate`."""
     before = emulator.stats()["requests_total"]
-    state, run_id = run_dag(airflow_home, tmp_path, {"flow_id": "../../admin", "timeout_seconds": 300,
-                                                     "max_dataset_size": 100000})
+    state, run_id = run_dag(airflow_home, tmp_path, {"timeout_seconds": 300, "max_dataset_size": 100000})
     assert state == "failed"
     rejected = [e for e in events_of(airflow_home, run_id) if e["event"] == "request_rejected"]
-    assert rejected and any("flowId" in err for err in rejected[0]["errors"])
-    assert any("timeoutSeconds" in err for err in rejected[0]["errors"]) or json.dumps(rejected)
-    assert emulator.stats()["requests_total"] == before
+    assert rejected, events_of(airflow_home, run_id)
+    assert any(
+        err.startswith("computeConstraints.timeoutSeconds:") and "time out" in err for err in rejected[0]["errors"]
+    ), rejected[0]["errors"]
+    assert emulator.stats()["requests_total"] == before  # nothing reached Cognigy
+
+
+def test_a_hostile_flow_id_is_refused_before_the_run_exists(airflow_home, tmp_path: Path) -> None:
+    log = tmp_path / "refused.log"
+    dags_test(airflow_home(), {**FAST, "flow_id": "../../admin"}, log_path=log, timeout=300)
+    text = log.read_text(errors="replace")
+    assert "DagRun Finished" not in text
+    assert "flow_id" in text
