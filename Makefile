@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PROVIDER := providers/cognigy_provider
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock requirements-dev.txt $(PROVIDER)/pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: run test lint bench verify-audit resync clean browser compose-cli distributed
+.PHONY: run test lint bench verify-audit clean browser compose-cli distributed
 
 $(STAMP): requirements.lock requirements-dev.txt $(PROVIDER)/pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -14,14 +14,15 @@ import traceback
 from bench import eval_throughput, pipeline_overhead, poll_economy, slot_seconds, triggerer_fleet
 from bench.common import banner, machine, show, write_result
 
+FLEET = ["--jobs", "1000", "--min", "30", "--max", "180"]
 PLAN = [
     ("poll_economy", poll_economy.main, []),
     ("eval_throughput", eval_throughput.main, ["--utterances", "150", "--trainings", "50"]),
-    ("triggerer_fleet", triggerer_fleet.main, ["--jobs", "1000", "--min", "30", "--max", "180"]),
+    ("triggerer_fleet", triggerer_fleet.main, FLEET),
     (
         "triggerer_fleet_shared_ssl",
         triggerer_fleet.main,
-        ["--jobs", "300", "--min", "20", "--max", "60", "--shared-ssl-context", "--name", "triggerer_fleet_shared_ssl"],
+        [*FLEET, "--shared-ssl-context", "--name", "triggerer_fleet_shared_ssl"],
     ),
     ("slot_seconds", slot_seconds.main, ["--training-seconds", "60"]),
     ("pipeline_overhead", pipeline_overhead.main, ["--training-seconds", "30"]),

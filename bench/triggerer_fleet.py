@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     per_trigger_peak_kb = 1024 * (result["peak_rss_mb"] - result["baseline_rss_mb"]) / args.jobs
     per_trigger_steady_kb = 1024 * (steady - result["baseline_rss_mb"]) / args.jobs
     lag = summary(lags)
+    base = result["baseline_rss_mb"]
     figures = {
         "jobs": args.jobs,
         "outcomes": outcomes,
@@ -130,7 +131,8 @@ def main(argv: list[str] | None = None) -> dict:
         "median_rss_mb_while_polling": round(steady, 1),
         "rss_kb_per_trigger_peak": round(per_trigger_peak_kb, 1),
         "rss_kb_per_trigger_median": round(per_trigger_steady_kb, 1),
-        "projected_rss_mb_10000_triggers": round(result["baseline_rss_mb"] + 10000 * per_trigger_peak_kb / 1024),
+        "projected_rss_mb_10000_triggers_from_peak": round(base + 10000 * per_trigger_peak_kb / 1024),
+        "projected_rss_mb_10000_triggers_from_median": round(base + 10000 * per_trigger_steady_kb / 1024),
         "requests_per_job_mean": round(sum(polls) / max(1, len(polls)), 2),
         "server_counted_gets_per_job": round(server_gets / args.jobs, 2),
         "detection_lag_s": lag,

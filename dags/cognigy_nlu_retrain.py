@@ -299,7 +299,8 @@ with DAG(
             waited=waited.output,
             evaluated=evaluated,
             rolled_back=rolled.output,
-            trigger_rule=TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS,
+            # ALL_DONE_MIN_ONE_SUCCESS: a failed rollback is recorded in MLflow too (status FAILED).
+            trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
             doc_md=MLFLOW_DOC,
         )
         final = task(steps.finalize, trigger_rule=TriggerRule.ALL_DONE, retries=0, doc_md=FINALIZE_DOC)(

@@ -269,7 +269,9 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Se
     return Server(url="", proc=proc, log_path=log_path, argv=argv)
 
 
-def start_stack(base_dir: Path, cognigy_conn: str, mlflow_url: str, timeout: float = 240) -> AirflowStack:
+def start_stack(
+    base_dir: Path, cognigy_conn: str, mlflow_url: str, timeout: float = 240, extra_env: dict[str, str] | None = None
+) -> AirflowStack:
     """Fresh database + Redis DB, `airflow db migrate`, then the five components; returns once all are healthy."""
     base_dir.mkdir(parents=True, exist_ok=True)
     db_name = create_database()
@@ -279,7 +281,7 @@ def start_stack(base_dir: Path, cognigy_conn: str, mlflow_url: str, timeout: flo
         drop_database(db_name)
         raise
     api_port = free_port()
-    env = stack_env(base_dir, db_name, redis_db, api_port, cognigy_conn, mlflow_url)
+    env = {**stack_env(base_dir, db_name, redis_db, api_port, cognigy_conn, mlflow_url), **(extra_env or {})}
     password = secrets.token_urlsafe(18)
     stack = AirflowStack(base_dir, env, f"http://127.0.0.1:{api_port}", db_name, redis_db, password)
     try:

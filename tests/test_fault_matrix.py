@@ -123,6 +123,14 @@ def names(events: list[dict[str, Any]]) -> list[str]:
     return [e["event"] for e in events]
 
 
+def observed(row: str, emulator: Emulator, events: list[dict[str, Any]], **numbers: Any) -> None:
+    """One line per row with what happened (shown by `pytest -rA`), for the fault matrix's report."""
+    stats = emulator.stats()
+    outcome = next((e["outcome"] for e in reversed(events) if e["event"] == "retrain_completed"), None)
+    print(f"FAULT-MATRIX {row}: trainings={stats['trainings_total']} outcome={outcome} "
+          + " ".join(f"{k}={v}" for k, v in numbers.items()))  # fmt: skip
+
+
 # --- an in-process run: real operators and steps, Airflow's retry/deferral semantics ----------------
 class StateStore:
     """Stand-in for Airflow 3.3's `context["task_state_store"]` (dict-backed, kept across tries, like the
@@ -332,6 +340,8 @@ def test_token_expiring_during_the_wait_is_refreshed(fresh: Emulator, monkeypatc
     events = audit_events(state_dir, run.run_id)
     assert names(events).count("training_submitted") == 1
     assert "retrain_failed" not in names(events)
+    observed("1 token expiry", fresh, events, token_requests=tokens, wait=out.waited["state"],
+             status_401=fresh.stats()["by_status"].get("401", 0))  # fmt: skip
 
 
 # --- 2. 429 storm during polling and evaluation ------------------------------------------------------
@@ -364,6 +374,9 @@ def test_rate_limit_storm_during_polling_and_evaluation_slows_but_finishes(fresh
     events = audit_events(state_dir, run.run_id)
     assert out.final_error is None
     assert_carried_through(events, fresh, new_data_fingerprint(out.plan), out.captured["fingerprint"])
+    observed("2 429 storm", fresh, events, polling_429=marks["evaluate"][1] - marks["wait"][1],
+             evaluation_429=done[1] - marks["evaluate"][1], scored=len(statuses),
+             evaluation_seconds=round(eval_seconds, 1))  # fmt: skip
 
 
 # --- 3. 5xx and connection resets on every call type -------------------------------------------------
@@ -418,6 +431,8 @@ def test_5xx_and_connection_resets_on_every_call_type(fresh: Emulator, state_dir
     assert "rollback_verified" in names(events)
     assert final_of(events)["outcome"] == "rejected_rolled_back"
     assert out.final_error is None  # a rejected model rolled back is a completed run
+    observed("3 5xx+resets", fresh, events, injected_5xx=injected["5xx"], injected_resets=injected["resets"],
+             submit_tries=run.tries["submit"], rollback_tries=run.tries["rollback"])  # fmt: skip
 
 
 # --- 4. submit answered by a timeout after the emulator accepted it ---------------------------------
@@ -441,6 +456,7 @@ def test_submit_timeout_after_accept_starts_no_second_training(emulator: Emulato
     events = audit_events(state_dir, run.run_id)
     submitted = [e for e in events if e["event"] == "training_submitted"]
     assert len(submitted) == 1 and submitted[0]["cognigy_job_id"] == tasks[0]["_id"]
+    observed("4 submit timeout after accept", emulator, events, submit_tries=run.tries["submit"])
 
 
 # --- 5. worker killed between submit and wait --------------------------------------------------------
@@ -487,6 +503,7 @@ def test_worker_killed_right_after_the_post_reattaches_on_retry(fresh: Emulator,
     assert len(reattached) == 1 and reattached[0]["via"] == "tenant task list"
     assert reattached[0]["cognigy_job_id"] == posted[0] and reattached[0]["try_number"] == 2
     assert "training_submitted" not in names(events)
+    observed("5 worker killed after POST", fresh, events, via=reattached[0]["via"], retry_try=2)
 
 
 # --- 6. triggerer restarted mid-wait -----------------------------------------------------------------
@@ -540,6 +557,8 @@ def test_triggerer_killed_mid_wait_and_a_fresh_trigger_resumes(fresh: Emulator, 
     stats = fresh.stats()
     polls = stats["by_route"][TASK_ROUTE] - polls_before
     assert stats["requests_total"] - requests_before == polls, "the triggers sent nothing but status GETs"
+    observed("6 triggerer killed", fresh, [], polls_both_triggers=polls, resumed_polls=event["polls"],
+             final=event["status"]["state"])  # fmt: skip
 
 
 # --- 9. rollback import failing once -----------------------------------------------------------------
@@ -560,6 +579,9 @@ def test_rollback_import_failing_once_is_imported_again_and_verified(fresh: Emul
     assert len(verified) == 1 and verified[0]["fingerprint"] == out.captured["fingerprint"]
     assert verified[0]["agreement"] >= CognigyRollbackOperator.MIN_AGREEMENT
     assert final_of(events)["outcome"] == "rejected_rolled_back"
+    assert run.tries["rollback"] == 1, "the rollback task imported again itself"
+    observed("9 rollback import fails once", fresh, events, failed_imports=tasks.get("error"),
+             rollback_tries=run.tries["rollback"], agreement=verified[0]["agreement"])  # fmt: skip
 
 
 # --- whole DAG runs (airflow dags test) --------------------------------------------------------------
@@ -594,6 +616,7 @@ def test_training_error_rolls_back_and_fails_the_run_after_auditing(airflow_home
     assert order.index("retrain_failed") < order.index("rollback_verified") < order.index("retrain_completed")
     assert final_of(events)["outcome"] == "training_failed_rolled_back"
     assert [t["status"] for t in trainings(emulator)] == ["error", "done"]
+    observed("7 training error", emulator, events, run_state=state)
 
 
 # --- 8. deadline exceeded ------------------------------------------------------------------------------
@@ -611,6 +634,8 @@ def test_deadline_cancels_the_training_and_rolls_back(airflow_home, emulator, tm
     assert failed and failed[0]["outcome"] == "deadline" and failed[0]["deadline_seconds"] == 3
     assert "rollback_verified" in names(events)
     assert final_of(events)["outcome"] == "training_deadline_rolled_back"
+    observed("8 deadline", emulator, events, run_state=state,
+             statuses=[t["status"] for t in trainings(emulator)])  # fmt: skip
 
 
 # --- 10. emulator restarted mid-run --------------------------------------------------------------------
@@ -646,5 +671,6 @@ def test_emulator_restart_mid_run_keeps_state_and_the_run_completes(airflow_home
         plan_matrix = {name: DAG_FAST["samples_per_intent"] for name in dataset.intents(LOCALE)}
         new_data = rest_v2.fingerprint(rest_v2.intents_file(dataset.sample_training(LOCALE, plan_matrix)))
         assert_carried_through(events, own, new_data, captured_fingerprint(events))
+        observed("10 emulator restart", own, events, run_state=state, job_kept=job)
     finally:
         own.stop()

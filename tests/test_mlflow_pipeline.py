@@ -175,6 +175,36 @@ def test_scheduled_runs_are_automated_and_manual_runs_name_the_user() -> None:
     assert (triggered_by(manual), retrain_trigger(manual)) == ("user:alice", "manual")
 
 
+def test_mlflow_connection_gives_tracking_uri_and_auth(monkeypatch: pytest.MonkeyPatch) -> None:
+    from cognigy_airflow.steps import mlflow_target
+
+    basic = {"conn_type": "http", "host": "mlflow.example.com", "schema": "https", "port": 8443, "login": "svc",
+             "password": "basic-pass", "extra": {"ca_bundle": "/etc/ca.pem"}}  # fmt: skip
+    token = {
+        "conn_type": "http",
+        "host": "https://mlflow.example.com/ml",
+        "extra": {"token": "tok-123", "insecure": True},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_BASIC", json.dumps(basic))
+    monkeypatch.setenv("AIRFLOW_CONN_MLFLOW_TOKEN", json.dumps(token))
+    uri, auth, secrets = mlflow_target("mlflow_basic")
+    assert (uri, auth.username, auth.password, auth.ca_bundle, secrets) == (
+        "https://mlflow.example.com:8443",
+        "svc",
+        "basic-pass",
+        "/etc/ca.pem",
+        ["basic-pass"],
+    )
+    assert "basic-pass" not in repr(auth)
+    uri, auth, secrets = mlflow_target("mlflow_token")
+    assert (uri, auth.token, auth.insecure_tls, secrets) == (
+        "https://mlflow.example.com/ml",
+        "tok-123",
+        True,
+        ["tok-123"],
+    )
+
+
 # --- a promotion whose MLflow sync Airflow had to retry -------------------------------------------------
 @pytest.fixture(scope="module")
 def promoted(airflow_home, emulator: Emulator, mlflow_server: Server, tmp_path_factory) -> Iterator[dict]:

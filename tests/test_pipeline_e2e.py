@@ -130,3 +130,12 @@ def test_a_hostile_flow_id_is_refused_before_the_run_exists(airflow_home, tmp_pa
     text = log.read_text(errors="replace")
     assert "DagRun Finished" not in text
     assert "flow_id" in text
+
+
+def test_dry_run_validates_and_sends_nothing(airflow_home, emulator: Emulator, tmp_path: Path) -> None:
+    before = emulator.stats()["requests_total"]
+    state, run_id = run_dag(airflow_home, tmp_path, {"dry_run": True})
+    assert state == "success"
+    assert emulator.stats()["requests_total"] == before
+    completed = [e for e in events_of(airflow_home, run_id) if e["event"] == "retrain_completed"]
+    assert completed and completed[-1]["outcome"] == "dry_run"

@@ -394,7 +394,10 @@ class CognigyRollbackOperator(_CognigyOperator):
             self.plan,
             self.target,
             rollback_point=self.captured["rollback_point_path"],
-            reason=(self.waited or {}).get("state") or "training result unknown",
+            reason=(self.evaluated or {}).get("reason")
+            or (self.waited or {}).get("state")
+            or "training result unknown",
+            training_state=(self.waited or {}).get("state"),
         )
         self._stop_run_training(context, client, target)
         prefix = f"rollback.{int(state.get('rollback.round') or 0)}"

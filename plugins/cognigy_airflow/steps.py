@@ -11,7 +11,7 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from airflow.sdk import BaseHook, Variable
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from cognigy_airflow.auditing import audit, retrain_trigger, triggered_by
 from cognigy_airflow.hooks import CognigyHook
@@ -232,6 +232,8 @@ def list_targets(plan: dict[str, Any]) -> list[dict[str, Any]]:
 # --- capture: rollback point + champion evaluation -----------------------------------------------------
 def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dict[str, Any]:
     """Before any change: save what serves now, and score the held-out set against it (the champion)."""
+    if plan.get("dry_run"):
+        raise AirflowSkipException("dry run: the request is valid; nothing is sent to Cognigy")
     t = Target.from_dict(target)
     folder = _run_dir(context, target)
     point_file, champion_file = folder / "rollback_point.json", folder / "champion_predictions.jsonl"
@@ -277,6 +279,9 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
 # --- evaluate ------------------------------------------------------------------------------------------
 def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[str, Any]:
     """Score the held-out set against the new model and run every gate; the branch decides from this only."""
+    if plan.get("dry_run") or not captured:
+        # No rollback point means `capture` did not finish, so nothing was changed and nothing is restored.
+        raise AirflowSkipException("dry run" if plan.get("dry_run") else "no rollback point: nothing was changed")
     t = Target.from_dict(target)
     folder = _run_dir(context, target)
     if not waited or waited.get("state") != "succeeded":
@@ -338,7 +343,8 @@ def mlflow_target(conn_id: str) -> tuple[str, MlflowAuth | None, list[str]]:
     host = (conn.host or "").rstrip("/")
     if not host:
         raise ValueError(f"connection {conn_id!r} has no host (the MLflow tracking URI)")
-    uri = host if "://" in host else f"{conn.schema or 'http'}://{host}"
+    scheme = conn.schema if conn.schema in ("http", "https") else "http"
+    uri = host if "://" in host else f"{scheme}://{host}"
     parts = urlsplit(uri)
     if conn.port and parts.port is None:
         uri = urlunsplit(parts._replace(netloc=f"{parts.netloc}:{conn.port}"))
@@ -372,8 +378,8 @@ def build_payload(context, target, plan, captured, submitted, waited, evaluated,
     trained = (waited or {}).get("state") == "succeeded"
     promoted = bool(evaluated and evaluated.get("passed"))
     outcome = "promoted" if promoted else ("rejected" if trained else f"training_{(waited or {}).get('state')}")
-    if not promoted and rolled_back is not None:
-        outcome += "_rolled_back" if rolled_back.get("verified") else "_rollback_unverified"
+    if not promoted:  # rolled_back is None when the rollback task failed
+        outcome += "_rolled_back" if (rolled_back or {}).get("verified") else "_rollback_unverified"
     counts = (submitted or {}).get("training_counts") or (captured or {}).get("serving_counts") or {}
     metrics = {
         "training_latency_seconds": (waited or {}).get("latency_seconds"),

@@ -1,0 +1,118 @@
+"""A person triggers a dry run from the Airflow UI's trigger form, in Debian's chromium driven by Playwright.
+
+Runs against the session's distributed Airflow stack (tests/fixtures_airflow_stack.py). Screenshots go to
+test-artifacts/ (git-ignored): trigger-form.png (the filled form), triggered-run.png (the run in the UI).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtools.deployment import ADMIN_USER, DAG_ID
+from devtools.distributed import AirflowStack
+from devtools.servers import ROOT
+
+pytest_plugins = ["tests.fixtures_airflow_stack"]
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+# Debian's browser, never a downloaded one; the network flags keep it from calling home on a closed network.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+NEW_LOCALE = "de-DE"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium: `make browser` installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def test_trigger_form_starts_a_dry_run(browser, airflow_stack: AirflowStack) -> None:
+    from playwright.sync_api import expect
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    stack = airflow_stack
+    before = {r["dag_run_id"] for r in stack.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns").json()["dag_runs"]}
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(30_000)
+    try:
+        # Sign in as a person would (simple auth manager's login page), landing on the DAG's page.
+        page.goto(f"{stack.api_url}/dags/{DAG_ID}")
+        page.get_by_label("Username").fill(ADMIN_USER)
+        page.get_by_label("Password").fill(stack.password)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"**/dags/{DAG_ID}**")
+
+        page.get_by_role("button", name="Trigger Dag").click()
+        form = page.get_by_role("dialog")
+        trigger = form.get_by_role("button", name="Trigger", exact=True)
+        expect(form.get_by_text(f"Trigger Dag - {DAG_ID}")).to_be_visible()
+        if not trigger.is_enabled():
+            page.screenshot(path=str(ARTIFACTS / "trigger-form-invalid.png"), full_page=True)
+            pytest.fail(
+                "the trigger form refuses its own defaults (Trigger is disabled; the section marked with ! holds "
+                "a param whose default the form rejects, e.g. an empty string in a non-nullable string param); "
+                "see test-artifacts/trigger-form-invalid.png"
+            )
+
+        form.get_by_role("button", name="Run", exact=True).click()
+        dry_run = form.locator("[name=element_dry_run]")
+        form.locator("label:has([name=element_dry_run])").click()
+        expect(dry_run).to_be_checked()
+
+        form.get_by_role("button", name="Target (manual runs; scheduled runs retrain the fleet)").click()
+        locales = form.locator("[name=element_locales]")
+        locales.fill(NEW_LOCALE)
+        expect(locales).to_have_value(NEW_LOCALE)
+        expect(trigger).to_be_enabled()
+        form.screenshot(path=str(ARTIFACTS / "trigger-form.png"))
+
+        trigger.click()
+        expect(form).to_be_hidden()
+        run = _wait_for_new_run(stack, before)
+        assert run["conf"]["dry_run"] is True, run["conf"]
+        assert run["conf"]["locales"] == [NEW_LOCALE], run["conf"]
+
+        # The run shows up in the UI's list of runs.
+        page.goto(f"{stack.api_url}/dags/{DAG_ID}/runs")
+        expect(page.get_by_text(run["dag_run_id"]).first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "triggered-run.png"), full_page=True)
+
+        # A dry run validates and stops: it must end well (and free the DAG's single active-run slot).
+        assert stack.wait_for_run(run["dag_run_id"], timeout=240)["state"] == "success"
+    except Exception as exc:  # an expect() or a Playwright timeout: attach the screen and the process logs
+        page.screenshot(path=str(ARTIFACTS / "browser-failure.png"), full_page=True)
+        raise AssertionError(f"{exc}\n\n{stack.tails()}") from exc
+    finally:
+        page.close()
+
+
+def _wait_for_new_run(stack: AirflowStack, before: set[str], timeout: float = 30) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = stack.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns").json()["dag_runs"]
+        new = [r for r in runs if r["dag_run_id"] not in before]
+        if new:
+            return new[0]
+        time.sleep(0.5)
+    raise AssertionError("the form's Trigger created no DAG run")
