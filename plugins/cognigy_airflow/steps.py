@@ -3,6 +3,7 @@ returns a small JSON-safe dict for XCom (never a secret, never a large payload: 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -103,7 +104,10 @@ def validate(**context: Any) -> dict[str, Any]:
         errors.extend(f"{label}: {p}" if label else p for p in problems)
         checked.append((plan, request))
     if errors:
-        audit(context, "request_rejected", None, None, errors=errors, fleet=use_fleet, fleet_source=source)
+        # The raw params' hash identifies what was refused (secrets never travel in params).
+        raw = json.dumps(dict(context["params"]), sort_keys=True, separators=(",", ":"), default=str)
+        audit(context, "request_rejected", {"request_hash": hashlib.sha256(raw.encode()).hexdigest()}, None,
+              errors=errors, fleet=use_fleet, fleet_source=source)
         raise AirflowFailException("retraining request is invalid:\n" + "\n".join(f"  - {e}" for e in errors))
 
     targets: list[dict[str, Any]] = []
