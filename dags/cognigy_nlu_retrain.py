@@ -287,6 +287,9 @@ with DAG(
             captured=captured,
             waited=waited.output,
             evaluated=evaluated,
+            # ALL_DONE: a failed submit or wait must still restore the rollback point (the operator skips
+            # itself when nothing changed or the gates passed).
+            trigger_rule=TriggerRule.ALL_DONE,
             doc_md=ROLLBACK_DOC,
             **COGNIGY,
         )

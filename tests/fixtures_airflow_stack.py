@@ -25,4 +25,3 @@ def airflow_stack(
         yield stack
     finally:
         stack.stop()
-

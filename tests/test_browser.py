@@ -53,7 +53,7 @@ def test_trigger_form_starts_a_dry_run(browser, airflow_stack: AirflowStack) -> 
     ARTIFACTS.mkdir(exist_ok=True)
     stack = airflow_stack
     before = {r["dag_run_id"] for r in stack.api("GET", f"/api/v2/dags/{DAG_ID}/dagRuns").json()["dag_runs"]}
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
     page.set_default_timeout(30_000)
     try:
         # Sign in as a person would (simple auth manager's login page), landing on the DAG's page.
@@ -85,7 +85,7 @@ def test_trigger_form_starts_a_dry_run(browser, airflow_stack: AirflowStack) -> 
         locales.fill(NEW_LOCALE)
         expect(locales).to_have_value(NEW_LOCALE)
         expect(trigger).to_be_enabled()
-        form.screenshot(path=str(ARTIFACTS / "trigger-form.png"))
+        page.screenshot(path=str(ARTIFACTS / "trigger-form.png"), animations="disabled")
 
         trigger.click()
         expect(form).to_be_hidden()
@@ -95,7 +95,9 @@ def test_trigger_form_starts_a_dry_run(browser, airflow_stack: AirflowStack) -> 
 
         # The run shows up in the UI's list of runs.
         page.goto(f"{stack.api_url}/dags/{DAG_ID}/runs")
-        expect(page.get_by_text(run["dag_run_id"]).first).to_be_visible()
+        expect(page.get_by_test_id("table-cell-dag_run_id").get_by_text(run["dag_run_id"])).to_be_visible(
+            timeout=30_000
+        )
         page.screenshot(path=str(ARTIFACTS / "triggered-run.png"), full_page=True)
 
         # A dry run validates and stops: it must end well (and free the DAG's single active-run slot).

@@ -124,5 +124,5 @@ class CognigyClient:
 def _after(iso: str | None, since_epoch: float) -> bool:
     from include.cognigy.rest_v2 import _epoch
 
-    created = _epoch(iso)
-    return created is None or created >= since_epoch - 1.0
+    created = _epoch(iso)  # a job without a start time cannot be proven ours: never adopt it
+    return created is not None and created >= since_epoch - 1.0
