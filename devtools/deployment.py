@@ -3,7 +3,7 @@ hand-started distributed stack (devtools/distributed.py) are both built from, an
 
 - ``AIRFLOW_SETTINGS``: same key, same value everywhere (executor, auth manager, ...).
 - ``ENDPOINT_KEYS``: must be set everywhere; the value depends on where things run (URLs, paths, secrets).
-- ``LOCAL_ONLY_KEYS``: set by the hand-started stack only (free ports on one machine, manual runs only).
+- ``LOCAL_ONLY_KEYS``: set by the hand-started stack only (manual runs only, loopback without a proxy).
 
 `python -m devtools.deployment` runs `docker compose config` on docker-compose.yaml and prints what differs.
 """
@@ -62,9 +62,6 @@ LOCAL_ONLY_KEYS: frozenset[str] = frozenset(
     {
         # Unpausing must not start the nightly run on a test machine: only runs triggered by hand.
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE",
-        # Every process on one machine needs its own free port for its log server.
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT",
         "NO_PROXY",
     }
 )

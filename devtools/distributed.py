@@ -1,7 +1,7 @@
 """Airflow as separate real processes on one machine: the docker-compose stack without Docker.
 
-`airflow api-server`, `scheduler`, `dag-processor`, `celery worker` and `triggerer`, each in its own process
-group with its own free ports, against a fresh PostgreSQL database (dropped afterwards) and a Redis DB index of
+`airflow api-server` (on a free loopback port), `scheduler`, `dag-processor`, `celery worker` and `triggerer`,
+each in its own process group, against a fresh PostgreSQL database (dropped afterwards) and a Redis DB index of
 its own, with the settings of devtools/deployment.py. Used by tests/fixtures_airflow_stack.py and by hand:
 
     PYTHONPATH=. .venv/bin/python -m devtools.distributed            # serve until Ctrl-C
@@ -41,8 +41,10 @@ COMPONENTS: dict[str, list[str]] = {
     "api-server": ["api-server"],
     "scheduler": ["scheduler"],
     "dag-processor": ["dag-processor"],
-    "celery-worker": ["celery", "worker"],
-    "triggerer": ["triggerer"],
+    # One machine, one AIRFLOW_HOME: the api-server reads task and trigger logs from the files, so the worker
+    # and the triggerer start no log server (it would listen on every interface).
+    "celery-worker": ["celery", "worker", "--skip-serve-logs"],
+    "triggerer": ["triggerer", "--skip-serve-logs"],
 }
 FAST_CONF = {"requests_per_second": 100, "held_out_per_intent": 6}
 TERMINAL_RUN_STATES = {"success", "failed"}
@@ -255,8 +257,6 @@ def stack_env(
         "PYTHONPATH": str(ROOT),
         # this machine only (deployment.LOCAL_ONLY_KEYS)
         "AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE": "False",
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(free_port()),
         "NO_PROXY": "127.0.0.1,localhost",
     }
 

@@ -8,6 +8,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import psutil
 import pytest
 
 from devtools.deployment import AIRFLOW_SETTINGS, airflow_keys
@@ -29,6 +30,18 @@ def test_stack_runs_with_the_compose_settings(airflow_stack: AirflowStack) -> No
     health = airflow_stack.api("GET", "/api/v2/monitor/health").json()
     for component in ("metadatabase", "scheduler", "triggerer", "dag_processor"):
         assert health[component]["status"] == "healthy", health
+
+
+def test_stack_listens_on_loopback_only(airflow_stack: AirflowStack) -> None:
+    listening = []
+    for name, server in airflow_stack.processes.items():
+        root = psutil.Process(server.proc.pid)
+        for proc in [root, *root.children(recursive=True)]:
+            for conn in proc.net_connections(kind="inet"):
+                if conn.status == psutil.CONN_LISTEN:
+                    listening.append((name, conn.laddr.ip, conn.laddr.port))
+    assert any(name == "api-server" for name, _, _ in listening), listening
+    assert all(ip in ("127.0.0.1", "::1") for _, ip, _ in listening), listening
 
 
 def test_rest_triggered_run_succeeds_and_the_wait_is_deferred(airflow_stack: AirflowStack, emulator: Emulator):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -68,8 +69,15 @@ class CognigyJobTrigger(BaseTrigger):
         return AsyncTransport(config_from_connection(host, conn.login, conn.password, extra or {}))
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        policy = PollPolicy(minimum=self.poll_min, maximum=self.poll_max)
         transport = await self._transport()
+        try:
+            async for event in self._poll(transport):
+                yield event
+        finally:
+            await transport.aclose()
+
+    async def _poll(self, transport: AsyncTransport) -> AsyncIterator[TriggerEvent]:
+        policy = PollPolicy(minimum=self.poll_min, maximum=self.poll_max)
         path = status_path(self.dialect, self.job_id)
         what = f"GET {'training job' if self.dialect == 'training-jobs' else 'task'} {self.job_id}"
         polls = transient = 0
@@ -100,5 +108,6 @@ class CognigyJobTrigger(BaseTrigger):
                     )
                     return
                 policy.observe(status.progress, now)
-            wait = delay if delay is not None else policy.next_delay(time.time())
+            # A little jitter (never longer than the policy says) keeps a fleet of triggers from polling in step.
+            wait = delay if delay is not None else policy.next_delay(time.time()) * random.uniform(0.85, 1.0)
             await asyncio.sleep(max(0.05, min(wait, self.end_time - time.time())))
