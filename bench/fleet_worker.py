@@ -22,27 +22,6 @@ def rss_mb() -> float:
     return 0.0
 
 
-def share_ssl_context() -> None:
-    """Counterfactual for the report: give every httpx.AsyncClient the same SSL context.
-
-    AsyncTransport.get_json opens a new httpx.AsyncClient per poll, and each one builds an SSL context
-    (loading the CA bundle) even for http:// URLs. This patch measures what caching that context would save.
-    """
-    import ssl
-
-    import httpx
-
-    from include.cognigy import transport
-
-    context = ssl.create_default_context()
-
-    class SharedContextClient(httpx.AsyncClient):
-        def __init__(self, *args, verify=True, **kwargs):
-            super().__init__(*args, verify=context if verify is True else verify, **kwargs)
-
-    transport.httpx.AsyncClient = SharedContextClient  # only in this benchmark process
-
-
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -104,10 +83,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--poll-min", type=float, default=2.0)
     parser.add_argument("--poll-max", type=float, default=30.0)
-    parser.add_argument("--shared-ssl-context", action="store_true")
     args = parser.parse_args()
-    if args.shared_ssl_context:
-        share_ssl_context()
     jobs = json.loads(args.jobs.read_text())
     result = asyncio.run(run(jobs, args.poll_min, args.poll_max))
     args.out.write_text(json.dumps(result))

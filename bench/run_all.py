@@ -19,11 +19,6 @@ PLAN = [
     ("poll_economy", poll_economy.main, []),
     ("eval_throughput", eval_throughput.main, ["--utterances", "150", "--trainings", "50"]),
     ("triggerer_fleet", triggerer_fleet.main, FLEET),
-    (
-        "triggerer_fleet_shared_ssl",
-        triggerer_fleet.main,
-        [*FLEET, "--shared-ssl-context", "--name", "triggerer_fleet_shared_ssl"],
-    ),
     ("slot_seconds", slot_seconds.main, ["--training-seconds", "60"]),
     ("pipeline_overhead", pipeline_overhead.main, ["--training-seconds", "30"]),
 ]

@@ -201,7 +201,8 @@ PARAMS = {
                             description="Specification field (training-jobs dialect; informational on Cognigy)."),
     "max_cpu_cores": _p(2, "Max CPU cores", TRAINING_SECTION, type="integer", minimum=1, maximum=32,
                         description="Specification field (training-jobs dialect)."),
-    "rollback_trigger_version_id": _p("", "Rollback version id", TRAINING_SECTION, type="string",
+    # Nullable: the UI form treats a non-null type as required and would block the Trigger button.
+    "rollback_trigger_version_id": _p(None, "Rollback version id", TRAINING_SECTION, type=["null", "string"],
                                       pattern=f"^$|{UUID}",
                                       description="training-jobs: version to roll back to (UUID). Empty: the version "
                                                   "serving when the run starts."),

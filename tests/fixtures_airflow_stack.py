@@ -1,7 +1,8 @@
 """Session fixture `airflow_stack`: Airflow with CeleryExecutor as real processes (devtools/distributed.py).
 
 A test module uses it with `pytest_plugins = ["tests.fixtures_airflow_stack"]`, so the browser test and the
-distributed test share one stack per session (one fresh PostgreSQL database, one Redis DB index).
+distributed test share one stack per session (one fresh PostgreSQL database, one Redis DB index). The tests
+that use it run last, so its five idle Airflow processes do not slow the rest of the suite on two cores.
 """
 
 from __future__ import annotations
@@ -25,3 +26,8 @@ def airflow_stack(
         yield stack
     finally:
         stack.stop()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Move the tests using `airflow_stack` to the end (stable order otherwise)."""
+    items.sort(key=lambda item: "airflow_stack" in getattr(item, "fixturenames", ()))

@@ -45,7 +45,8 @@ def test_stack_listens_on_loopback_only(airflow_stack: AirflowStack) -> None:
 
 
 def test_rest_triggered_run_succeeds_and_the_wait_is_deferred(airflow_stack: AirflowStack, emulator: Emulator):
-    emulator.knobs(training_seconds=8)
+    previous = emulator.knobs()["training_seconds"]
+    emulator.knobs(training_seconds=8)  # long enough to watch the deferral, short enough for CI
     stack = airflow_stack
     states: dict[tuple[str, int], list[str]] = defaultdict(list)
     deferred_on: dict[tuple[str, int], dict] = {}
@@ -98,6 +99,8 @@ def test_rest_triggered_run_succeeds_and_the_wait_is_deferred(airflow_stack: Air
         _write_figures(figures)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n\n{stack.tails()}") from exc
+    finally:
+        emulator.knobs(training_seconds=previous)
 
 
 def _write_figures(figures: dict) -> None:

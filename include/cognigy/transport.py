@@ -350,12 +350,14 @@ class AsyncTransport:
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:
-        """One connection pool for all polls of this transport (keep-alive, no per-poll TLS set-up)."""
+        """One client for all polls of this transport. No keep-alive: polls are seconds to minutes apart (past a
+        server's idle timeout), and 10,000 triggers must not hold 10,000 idle sockets."""
         if self._client is None:
             self._client = httpx.AsyncClient(
                 base_url=self.config.base_url,
                 timeout=self.config.timeout_seconds,
                 verify=_httpx_verify(self.config.verify),
+                limits=httpx.Limits(max_keepalive_connections=0),
             )
         return self._client
 
