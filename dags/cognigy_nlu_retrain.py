@@ -303,8 +303,9 @@ with DAG(
             waited=waited.output,
             evaluated=evaluated,
             rolled_back=rolled.output,
-            # ALL_DONE_MIN_ONE_SUCCESS: a failed rollback is recorded in MLflow too (status FAILED).
-            trigger_rule=TriggerRule.ALL_DONE_MIN_ONE_SUCCESS,
+            # ALL_DONE: a failed rollback is recorded in MLflow too (status FAILED); the operator skips itself when
+            # there is nothing to record. (ALL_DONE_MIN_ONE_SUCCESS never fires inside a mapped group in 3.3.2.)
+            trigger_rule=TriggerRule.ALL_DONE,
             doc_md=MLFLOW_DOC,
         )
         final = task(steps.finalize, trigger_rule=TriggerRule.ALL_DONE, retries=0, doc_md=FINALIZE_DOC)(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk import BaseOperator
+from airflow.sdk.exceptions import AirflowSkipException
 
 from cognigy_airflow import steps
 from cognigy_airflow.links import MlflowRunLink
@@ -40,6 +41,9 @@ class MlflowSyncOperator(BaseOperator):
         self.submitted, self.waited, self.evaluated, self.rolled_back = submitted, waited, evaluated, rolled_back
 
     def execute(self, context: Any) -> dict[str, Any]:
+        if not self.captured or (self.plan or {}).get("dry_run"):
+            # Runs ALL_DONE (a failed rollback is recorded too); without a rollback point nothing was retrained.
+            raise AirflowSkipException("nothing to record: dry run, or the run stopped before any change")
         result = steps.mlflow_sync(
             self.target,
             self.plan,
