@@ -75,11 +75,15 @@ def _verdict(pipeline_state: Path, run_id: str | None, mlflow_url: str, ok: bool
         print(f"flow/locale        {t['flow_id']} / {t['locale']}")
         print(f"Cognigy task id    {o.get('job_id')}   (training {o.get('training_state')})")
         print(f"training latency   {o.get('latency_seconds')} s")
-        print(f"held-out P/R/F1    {s.get('macro_precision')} / {s.get('macro_recall')} / {s.get('macro_f1')}"
-              f"   accuracy {s.get('accuracy')}  Δacc vs champion {s.get('accuracy_delta')} (p={s.get('p_value')})")
+        print(
+            f"held-out P/R/F1    {s.get('macro_precision')} / {s.get('macro_recall')} / {s.get('macro_f1')}"
+            f"   accuracy {s.get('accuracy')}  Δacc vs champion {s.get('accuracy_delta')} (p={s.get('p_value')})"
+        )
         print(f"gate result        {'PASSED' if s.get('passed') else 'FAILED ' + str(s.get('failed_gates'))}")
-        print(f"branch taken       {'mlflow_sync (promote)' if o['outcome'] == 'promoted' else 'rollback'}"
-              f"   outcome: {o['outcome']}")
+        print(
+            f"branch taken       {'mlflow_sync (promote)' if o['outcome'] == 'promoted' else 'rollback'}"
+            f"   outcome: {o['outcome']}"
+        )
         print(f"MLflow run         {o.get('mlflow_run_id')}   {o.get('mlflow_run_url') or mlflow_url}")
         print(f"audit log          {o.get('audit_path')}")
     print(f"DAG run            {run_id}: {'SUCCESS' if ok else 'FAILED'}   ({seconds:.0f} s wall)")

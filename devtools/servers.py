@@ -65,9 +65,7 @@ def _spawn(argv: list[str], log_path: Path, env: dict[str, str] | None = None) -
     log_path.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     log = open(log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-    return subprocess.Popen(
-        argv, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
+    return subprocess.Popen(argv, cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
 EMULATOR_API_KEY = "emulator-api-key"
@@ -99,17 +97,33 @@ class Emulator(Server):
         requests.post(f"{self.url}/_emulator/reset", timeout=60).raise_for_status()
 
 
-def start_emulator(state_dir: Path, port: int | None = None, **env: str) -> Emulator:
+def start_emulator(
+    state_dir: Path,
+    port: int | None = None,
+    *,
+    api_key: str = EMULATOR_API_KEY,
+    client_id: str = EMULATOR_CLIENT_ID,
+    client_secret: str = EMULATOR_CLIENT_SECRET,
+    **env: str,
+) -> Emulator:
+    """An emulator on 127.0.0.1 accepting these credentials. They travel in the environment, not in argv,
+    so they never show in a process list."""
     port = port or free_port()
     argv = [
         sys.executable, "-m", "include.emulator",
         "--host", "127.0.0.1", "--port", str(port), "--state-dir", str(state_dir),
-        "--api-key", EMULATOR_API_KEY,
-        "--client-id", EMULATOR_CLIENT_ID, "--client-secret", EMULATOR_CLIENT_SECRET,
     ]  # fmt: skip
-    proc = _spawn(argv, state_dir / "emulator.log", env)
+    secrets = {
+        "COGNIGY_EMULATOR_API_KEY": api_key,
+        "COGNIGY_EMULATOR_CLIENT_ID": client_id,
+        "COGNIGY_EMULATOR_CLIENT_SECRET": client_secret,
+    }
+    proc = _spawn(argv, state_dir / "emulator.log", {**secrets, **env})
     url = f"http://127.0.0.1:{port}"
-    server = Emulator(url=url, proc=proc, log_path=state_dir / "emulator.log", argv=argv)
+    server = Emulator(
+        url=url, proc=proc, log_path=state_dir / "emulator.log", argv=argv,
+        api_key=api_key, client_id=client_id, client_secret=client_secret,
+    )  # fmt: skip
     try:
         wait_http(f"{url}/_emulator/health", timeout=180, proc=proc)
     except Exception:

@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from include.durable import fsync_dir
 from include.redaction import redact
 
 GENESIS_HASH = "0" * 64
@@ -141,7 +142,7 @@ class AuditLog:
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
         if created:
-            _fsync_dir(self.path.parent)
+            fsync_dir(self.path.parent)
         return record
 
     def verify(self) -> VerifyResult:
@@ -173,14 +174,6 @@ def _last_record(fh: Any) -> dict[str, Any] | None:
     except (ValueError, KeyError, TypeError) as exc:
         raise AuditLogCorrupt(f"the last record is not valid ({exc}); run `verify`") from exc
     return record
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)

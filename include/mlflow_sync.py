@@ -558,3 +558,16 @@ def _register(
         if run.data.tags.get(key) != value:
             client.set_tag(run_id, key, value)
     return version, champion, previous
+
+
+def audit_fields(payload: SyncPayload, result: SyncResult) -> dict[str, Any]:
+    """What an audit record says about a finished sync (the task and the resync DAG write the same)."""
+    return {
+        "mlflow_run_id": result.run_id,
+        "mlflow_run_url": result.run_url,
+        "mlflow_run_created": result.created_run,
+        "registered_model": payload.registry.model_name if payload.registry else None,
+        "model_version": result.model_version,
+        "champion_version": result.champion_version,
+        "previous_champion_version": result.previous_champion_version,
+    }

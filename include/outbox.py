@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+from include.durable import fsync_dir, fsync_file
 from include.mlflow_sync import MlflowAuth, SyncPayload, SyncResult, sync
 from include.redaction import redact_text
 
@@ -48,9 +49,9 @@ class Outbox:
             for index, (name, source) in enumerate(sorted(payload.artifacts.items())):
                 target = artifacts_dir / f"{index:03d}-{Path(source).name}"
                 shutil.copyfile(source, target)
-                _fsync_file(target)
+                fsync_file(target)
                 copied[name] = str(target)
-            _fsync_dir(artifacts_dir)
+            fsync_dir(artifacts_dir)
             stored = replace(payload, artifacts=copied)
             entry = self.dir / f"{stem}.json"
             tmp = self.dir / f".tmp-{stem}-{uuid.uuid4().hex[:8]}"
@@ -60,7 +61,7 @@ class Outbox:
                 os.fsync(fh.fileno())
             with self._lock():
                 os.replace(tmp, entry)
-                _fsync_dir(self.dir)
+                fsync_dir(self.dir)
                 self._remove_artifact_dirs(stem, keep=artifacts_dir)
         except BaseException:
             shutil.rmtree(artifacts_dir, ignore_errors=True)
@@ -77,7 +78,7 @@ class Outbox:
         with self._lock():
             (self.dir / f"{stem}.json").unlink(missing_ok=True)
             self._remove_artifact_dirs(stem)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
 
     def resync(
         self,
@@ -105,7 +106,7 @@ class Outbox:
                 if _identity(entry) == identity:  # not replaced by a newer put meanwhile
                     entry.unlink()
                     self._remove_artifact_dirs(entry.stem)
-                    _fsync_dir(self.dir)
+                    fsync_dir(self.dir)
         return results
 
     # ------------------------------------------------------------------------------------- internals
@@ -155,16 +156,3 @@ def _identity(path: Path) -> tuple[int, int] | None:
     except FileNotFoundError:
         return None
     return st.st_ino, st.st_mtime_ns
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as fh:
-        os.fsync(fh.fileno())
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

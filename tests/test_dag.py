@@ -25,7 +25,8 @@ def dag_facts(tmp_path_factory: pytest.TempPathFactory) -> dict:
         facts = {"errors": {k: str(v)[-400:] for k, v in bag.import_errors.items()}}
         if dag:
             facts.update(
-                tasks={t.task_id: {"downstream": sorted(t.downstream_task_ids), "trigger_rule": getattr(t.trigger_rule, "value", str(t.trigger_rule)),
+                tasks={t.task_id: {"downstream": sorted(t.downstream_task_ids),
+                                   "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
                                    "type": type(t).__name__, "retries": t.retries, "doc": bool(t.doc_md)}
                        for t in dag.tasks},
                 schedule=str(dag.schedule), catchup=dag.catchup, params=dict(dag.params.dump()),

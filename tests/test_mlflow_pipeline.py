@@ -28,7 +28,7 @@ import requests
 from mlflow import MlflowClient
 
 from devtools.airflow_env import cognigy_conn, dags_test
-from devtools.servers import ROOT, Emulator, Server, free_port, start_mlflow, wait_http
+from devtools.servers import ROOT, Emulator, Server, free_port, start_emulator, start_mlflow
 from include import dataset
 from include.audit import read
 from include.emulator import seed
@@ -146,23 +146,7 @@ class FlakyProxy:
 
 def start_emulator_with_secrets(state_dir: Path, api_key: str, client_secret: str) -> Emulator:
     """An emulator accepting only these credentials (given by environment, so not in the process list)."""
-    port = free_port()
-    argv = [sys.executable, "-m", "include.emulator", "--host", "127.0.0.1", "--port", str(port),
-            "--state-dir", str(state_dir)]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COGNIGY_EMULATOR_API_KEY": api_key,
-           "COGNIGY_EMULATOR_CLIENT_ID": "canary-client", "COGNIGY_EMULATOR_CLIENT_SECRET": client_secret}  # fmt: skip
-    state_dir.mkdir(parents=True, exist_ok=True)
-    log_path = state_dir / "emulator.log"
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Emulator(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path, argv=argv, api_key=api_key,
-                      client_id="canary-client", client_secret=client_secret)  # fmt: skip
-    try:
-        wait_http(f"{server.url}/_emulator/health", timeout=60, proc=proc)
-    except Exception:
-        server.stop()
-        raise
-    return server
+    return start_emulator(state_dir, api_key=api_key, client_id="canary-client", client_secret=client_secret)
 
 
 # --- who triggered a run -------------------------------------------------------------------------------

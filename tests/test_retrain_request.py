@@ -604,8 +604,10 @@ def check_outcome(raw: Any) -> None:
         for error in invalid.errors:
             error_path(error)
             quoted_key = error[:1] in ("'", '"') or ".'" in error.split(": ")[0]  # hostile keys: escaped, short
-            assert quoted_key or error.startswith("(request): ") or any(
-                error.startswith(f"{root}: ") or error.startswith(f"{root}.") for root in known_roots
+            assert (
+                quoted_key
+                or error.startswith("(request): ")
+                or any(error.startswith(f"{root}: ") or error.startswith(f"{root}.") for root in known_roots)
             ), f"error does not start with a field path: {error[:200]!r}"
     else:
         assert isinstance(request, RetrainRequest)

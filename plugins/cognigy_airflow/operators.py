@@ -352,8 +352,16 @@ class CognigyRollbackOperator(_CognigyOperator):
         if not self.captured:  # capture failed, so submit never ran: nothing on Cognigy changed
             audit(context, "rollback_skipped", self.plan, self.target, reason="no rollback point: nothing changed")
             return {"verified": False, "needed": False}
+        return self._failing_loudly_on_last_try(context, lambda: self._restore(context))
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        self.link_to((event.get("status") or {}).get("job_id") or event.get("job_id"))  # the restoring training
+        return self._failing_loudly_on_last_try(context, lambda: self._after_restore(context, event))
+
+    def _failing_loudly_on_last_try(self, context: Any, step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Any error: Airflow retries; on the last try, audit `rollback_failed` and say what a person must do."""
         try:
-            return self._restore(context)
+            return step()
         except (AirflowFailException, AirflowSkipException):
             raise
         except Exception as exc:
@@ -361,26 +369,18 @@ class CognigyRollbackOperator(_CognigyOperator):
                 raise
             return self._fail(context, f"{type(exc).__name__}: {exc}")
 
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        self.link_to((event.get("status") or {}).get("job_id") or event.get("job_id"))  # the restoring training
-        try:
-            if event["outcome"] == "deadline":
-                _cancel_and_settle(self.hook().get_client(), event["job_id"])
-                return self._retry_or_fail(context, f"the restoring retrain passed {self.deadline_seconds:g}s")
-            if event["outcome"] != "finished":
-                return self._retry_or_fail(context, f"polling the restoring retrain failed: {event.get('message')}")
-            if event["status"]["state"] != "succeeded":
-                status = event["status"]
-                return self._retry_or_fail(
-                    context, f"the restoring retrain ended {status.get('raw_status')}: {status.get('reason')}"
-                )
-            return self._verify(context)
-        except (AirflowFailException, AirflowSkipException):
-            raise
-        except Exception as exc:
-            if not _last_try(context):
-                raise
-            return self._fail(context, f"{type(exc).__name__}: {exc}")
+    def _after_restore(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        if event["outcome"] == "deadline":
+            _cancel_and_settle(self.hook().get_client(), event["job_id"])
+            return self._retry_or_fail(context, f"the restoring retrain passed {self.deadline_seconds:g}s")
+        if event["outcome"] != "finished":
+            return self._retry_or_fail(context, f"polling the restoring retrain failed: {event.get('message')}")
+        if event["status"]["state"] != "succeeded":
+            status = event["status"]
+            return self._retry_or_fail(
+                context, f"the restoring retrain ended {status.get('raw_status')}: {status.get('reason')}"
+            )
+        return self._verify(context)
 
     # --- steps -----------------------------------------------------------------------------------------
     def _restore(self, context: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from cognigy_airflow.auditing import audit
 from include import settings
-from include.mlflow_sync import SyncPayload, SyncResult, configure_client
+from include.mlflow_sync import SyncPayload, SyncResult, audit_fields, configure_client
 from include.outbox import Outbox
 
 TARGET_TAGS = ("project_id", "flow_id", "locale", "model_id")
@@ -52,13 +52,7 @@ def resync_outbox(conn_id: str = "mlflow_default", **context: Any) -> dict[str, 
             accuracy_delta=metrics.get("accuracy_delta"),
             retrain_outcome=tags.get("status"),
             mlflow_status=payload.status,
-            mlflow_run_id=result.run_id,
-            mlflow_run_url=result.run_url,
-            mlflow_run_created=result.created_run,
-            registered_model=payload.registry.model_name if payload.registry else None,
-            model_version=result.model_version,
-            champion_version=result.champion_version,
-            previous_champion_version=result.previous_champion_version,
+            **audit_fields(payload, result),
         )
         log.info("pushed %s -> MLflow run %s", payload.run_key, result.run_url)
 

@@ -27,6 +27,7 @@ from include.mlflow_sync import (
     MlflowAuth,
     RegistryAction,
     SyncPayload,
+    audit_fields,
     configure_client,
     sync,
 )
@@ -106,8 +107,15 @@ def validate(**context: Any) -> dict[str, Any]:
     if errors:
         # The raw params' hash identifies what was refused (secrets never travel in params).
         raw = json.dumps(dict(context["params"]), sort_keys=True, separators=(",", ":"), default=str)
-        audit(context, "request_rejected", {"request_hash": hashlib.sha256(raw.encode()).hexdigest()}, None,
-              errors=errors, fleet=use_fleet, fleet_source=source)
+        audit(
+            context,
+            "request_rejected",
+            {"request_hash": hashlib.sha256(raw.encode()).hexdigest()},
+            None,
+            errors=errors,
+            fleet=use_fleet,
+            fleet_source=source,
+        )
         raise AirflowFailException("retraining request is invalid:\n" + "\n".join(f"  - {e}" for e in errors))
 
     targets: list[dict[str, Any]] = []
@@ -519,13 +527,7 @@ def mlflow_sync(target, plan, captured, submitted, waited, evaluated, rolled_bac
         plan,
         target,
         **common,
-        mlflow_run_id=result.run_id,
-        mlflow_run_url=result.run_url,
-        mlflow_run_created=result.created_run,
-        registered_model=payload.registry.model_name if payload.registry else None,
-        model_version=result.model_version,
-        champion_version=result.champion_version,
-        previous_champion_version=result.previous_champion_version,
+        **audit_fields(payload, result),
     )
     return {
         "synced": True,
