@@ -48,8 +48,7 @@ class CognigyClient:
     def serving_fingerprint(self, target: Target) -> str:
         if self.v2:
             return rest_v2.fingerprint(self.v2.export_intents(target))
-        assert self.jobs
-        return str(self.jobs.model(target)["activeVersionId"])
+        return str(self.serving_version(target))
 
     def serving_version(self, target: Target) -> str | None:
         """training-jobs: the active version id; rest-v2: None (a flow serves its last training)."""
@@ -74,7 +73,7 @@ class CognigyClient:
         if self.v2:
             return self.v2.recent_trainings(target, since_epoch)
         assert self.jobs
-        return [j for j in self.jobs.recent_trainings(target) if _after(j.created_at, since_epoch)]
+        return [job for job in self.jobs.recent_trainings(target) if job.started_since(since_epoch)]
 
     def job_status(self, job_id: str) -> JobStatus:
         api = self.v2 or self.jobs
@@ -107,22 +106,16 @@ class CognigyClient:
         return {"serverMetrics": self.jobs.metrics(target, version_id)}
 
     # --- rollback ------------------------------------------------------------------------------------
-    def restore(self, target: Target, point: dict[str, Any], mode: str = "full") -> JobStatus | None:
-        """Bring the rollback point back. rest-v2: import (overwrite) and start a retrain to wait on.
-        training-jobs: the rollback call (immediate), returns None."""
+    def restore_point(self, target: Target, point: dict[str, Any]) -> bool:
+        """Put the rollback point back; both calls are repeatable. True when a retrain must follow (rest-v2:
+        the intents were imported with mode=overwrite; start it with `start_training`, exactly once);
+        False when it serves at once (training-jobs: the rollback call)."""
         if point["kind"] == "intents-export":
             assert self.v2
             self.v2.import_intents(target, point["intents"], mode="overwrite")
-            return self.v2.start_training(target, mode)
+            return True
         if point["kind"] == "model-version":
             assert self.jobs
             self.jobs.rollback(target, point["versionId"])
-            return None
+            return False
         raise CognigyError(f"unknown rollback point kind {point['kind']!r}")
-
-
-def _after(iso: str | None, since_epoch: float) -> bool:
-    from include.cognigy.rest_v2 import _epoch
-
-    created = _epoch(iso)  # a job without a start time cannot be proven ours: never adopt it
-    return created is not None and created >= since_epoch - 1.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
 from typing import Any, Literal
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
@@ -47,6 +48,14 @@ class JobStatus:
     @property
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
+
+    def started_since(self, since_epoch: float) -> bool:
+        """Created at or after `since_epoch` (1 s of clock skew allowed). A job without a creation time cannot
+        be proven to be ours, so reconciliation never adopts it."""
+        if not self.created_at:
+            return False
+        created = datetime.fromisoformat(self.created_at.replace("Z", "+00:00")).timestamp()
+        return created >= since_epoch - 1.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -138,8 +138,7 @@ class RestV2Api:
             params = status.extra.get("parameters", {})
             if params.get("flowId") != target.flow_id or params.get("localeId") != locale_id:
                 continue
-            created = _epoch(status.created_at)
-            if created is not None and created >= since_epoch - 1.0:
+            if status.started_since(since_epoch):
                 found.append(status)
         return found
 
@@ -238,9 +237,3 @@ def intents_file(training: dict[str, list[str]]) -> list[dict[str, Any]]:
         {"name": name, "exampleSentences": list(sentences), "isDisabled": False, "tags": []}
         for name, sentences in sorted(training.items())
     ]
-
-
-def _epoch(iso: str | None) -> float | None:
-    if not iso:
-        return None
-    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()

@@ -162,6 +162,14 @@ def _retry_wait(state: RetryCallState) -> float:
     return wait_random_exponential(multiplier=0.5, max=30)(state)
 
 
+def request_headers(config: ConnectionConfig, token: str | None) -> dict[str, str]:
+    """JSON (Cognigy defaults to hal+json) and the credentials: a bearer token, else the API key header."""
+    if token is not None:
+        return {"Accept": "application/json", "Authorization": f"Bearer {token}"}
+    assert config.api_key is not None
+    return {"Accept": "application/json", "X-API-Key": config.api_key.get_secret_value()}
+
+
 class Transport:
     """Synchronous HTTP to one tenant (used on Airflow workers)."""
 
@@ -181,18 +189,12 @@ class Transport:
         self._session = session or requests.Session()
         self._tokens = TokenProvider.for_config(config) if config.uses_oauth else None
 
-    def _auth_headers(self, token: str | None) -> dict[str, str]:
-        if token is not None:
-            return {"Authorization": f"Bearer {token}"}
-        assert self.config.api_key is not None
-        return {"X-API-Key": self.config.api_key.get_secret_value()}
-
     def _send_once(
         self, method: str, path: str, what: str, *, safe: bool, token: str | None, **kwargs: Any
     ) -> requests.Response:
         if self.bucket is not None:
             self.bucket.acquire()
-        headers = {"Accept": "application/json", **self._auth_headers(token), **kwargs.pop("headers", {})}
+        headers = {**request_headers(self.config, token), **kwargs.pop("headers", {})}
         try:
             resp = self._session.request(
                 method,
@@ -367,14 +369,8 @@ class AsyncTransport:
             self._client = None
 
     async def _get_once(self, client: httpx.AsyncClient, path: str, what: str, token: str | None) -> Any:
-        headers = {"Accept": "application/json"}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token}"
-        else:
-            assert self.config.api_key is not None
-            headers["X-API-Key"] = self.config.api_key.get_secret_value()
         try:
-            resp = await client.get(path, headers=headers)
+            resp = await client.get(path, headers=request_headers(self.config, token))
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc, what, timeout=self.config.timeout_seconds) from None
         raise_for_problem(resp.status_code, resp.content, dict(resp.headers), what)

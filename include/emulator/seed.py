@@ -10,13 +10,13 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from include import dataset
+from include import dataset, defaults
 from include.emulator import classifier
 from include.emulator.ids import intent_id
 from include.emulator.store import Store
 
-PROJECT_ID = "6630a1b2c3d4e5f601234567"
-FLOW_ID = "6630a1b2c3d4e5f601234568"
+PROJECT_ID = defaults.DEMO_PROJECT_ID  # the pipeline's defaults name this seeded tenant
+FLOW_ID = defaults.DEMO_FLOW_ID
 FLOW_NAME = "Customer Service"
 FLOW_REFERENCE_ID = "3f1c9a52-8d0e-4b7a-9c61-2f5e8a1d4b70"
 # The API user that "creates" tasks in the emulator (Cognigy's createdBy is a user id).
@@ -38,7 +38,7 @@ LOCALE_IDS: dict[str, str] = {name: locale.id for name, locale in LOCALES.items(
 PRIMARY_LOCALE = "en-US"
 # training-jobs dialect: one model per locale of the flow
 MODEL_IDS: dict[str, str] = {
-    "en-US": "0b6f2c8e-5a4d-4e1f-9c3b-7d8e9f0a1b2c",
+    "en-US": defaults.DEMO_MODEL_ID,
     "de-DE": "1c7a3d9f-6b5e-4f2a-8d4c-8e9f0a1b2c3d",
 }
 SEED_PER_INTENT = 10  # deliberately weak "last quarter" model

@@ -44,6 +44,14 @@ def config_from_connection(host: str | None, login: str | None, password: str | 
     )
 
 
+def config_from_airflow_connection(conn: Any, extra: dict[str, Any]) -> ConnectionConfig:
+    """The same, from an Airflow Connection object: host with its schema and port fields folded in."""
+    host = conn.host if not conn.schema else f"{conn.schema}://{conn.host}"
+    if conn.port and conn.host and ":" not in conn.host.split("//")[-1]:
+        host = f"{host}:{conn.port}"
+    return config_from_connection(host, conn.login, conn.password, extra or {})
+
+
 _FALSE = ("false", "0", "no", "off")
 _TRUE = ("true", "1", "yes", "on")
 
@@ -76,11 +84,7 @@ class CognigyHook(BaseHook):
 
     def get_config(self) -> ConnectionConfig:
         conn = self.get_connection(self.cognigy_conn_id)
-        extra = conn.extra_dejson or {}
-        host = conn.host if not conn.schema else f"{conn.schema}://{conn.host}"
-        if conn.port and conn.host and ":" not in conn.host.split("//")[-1]:
-            host = f"{host}:{conn.port}"
-        return config_from_connection(host, conn.login, conn.password, extra)
+        return config_from_airflow_connection(conn, conn.extra_dejson)
 
     def get_client(self) -> CognigyClient:
         bucket = TokenBucket(self.requests_per_second) if self.requests_per_second else None

@@ -402,7 +402,7 @@ class CognigyRollbackOperator(_CognigyOperator):
         self._stop_run_training(context, client, target)
         prefix = f"rollback.{int(state.get('rollback.round') or 0)}"
         if point["kind"] != "intents-export":  # training-jobs: the rollback call is immediate and repeatable
-            client.restore(target, point, mode=self.plan["request"]["mode"])
+            client.restore_point(target, point)
             return self._verify(context)
 
         earlier = _reattach(client, target, state, prefix, wait=self.reconcile_seconds)
@@ -462,10 +462,9 @@ class CognigyRollbackOperator(_CognigyOperator):
 
     def _import_point(self, client: CognigyClient, target: Target, point: dict[str, Any]) -> None:
         """Import the rollback point with mode=overwrite (repeatable), a few times if Cognigy's import fails."""
-        assert client.v2 is not None
         for attempt in range(1, IMPORT_ATTEMPTS + 1):
             try:
-                client.v2.import_intents(target, point["intents"], mode="overwrite")
+                client.restore_point(target, point)
                 return
             except NOT_WORTH_RETRYING:
                 raise

@@ -6,7 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -587,7 +586,3 @@ def finalize(target, plan, captured, submitted, waited, evaluated, rolled_back, 
             f"(training {training}); see the audit log {settings.audit_path()}"
         )
     return result
-
-
-def _elapsed(since: float) -> float:
-    return round(time.time() - since, 3)

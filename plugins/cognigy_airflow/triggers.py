@@ -17,7 +17,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from cognigy_airflow.hooks import config_from_connection
+from cognigy_airflow.hooks import config_from_airflow_connection
 from include.cognigy.client import parse_status, status_path
 from include.cognigy.errors import CognigyError, RateLimited, TransientError
 from include.cognigy.transport import AsyncTransport
@@ -63,10 +63,7 @@ class CognigyJobTrigger(BaseTrigger):
     async def _transport(self) -> AsyncTransport:
         conn = await BaseHook.aget_connection(self.conn_id)
         extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
-        host = conn.host if not conn.schema else f"{conn.schema}://{conn.host}"
-        if conn.port and conn.host and ":" not in conn.host.split("//")[-1]:
-            host = f"{host}:{conn.port}"
-        return AsyncTransport(config_from_connection(host, conn.login, conn.password, extra or {}))
+        return AsyncTransport(config_from_airflow_connection(conn, extra))
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         transport = await self._transport()
