@@ -96,6 +96,46 @@ class Emulator(Server):
     def reset(self) -> None:
         requests.post(f"{self.url}/_emulator/reset", timeout=60).raise_for_status()
 
+    def create_flow(
+        self,
+        project_id: str,
+        flow_id: str,
+        name: str,
+        locales: dict[str, dict[str, list[str]]],
+        *,
+        trained: bool | dict[str, bool] = True,
+        endpoint: str | None = None,
+        endpoint_channel: str = "webchat",
+        reference_id: str | None = None,
+    ) -> dict:
+        """Create (or replace) a flow with {locale name: {intent: [sentences]}}; trained locales serve at once.
+
+        `trained` is one flag for every locale or {locale name: flag}. Returns the ids: {project_id, flow_id,
+        reference_id, name, locale_ids: {name: _id}, locales: {name: {locale_id, reference_id, model_id,
+        version_id, trained}}, endpoint: {_id, referenceId, name, channel, URLToken} | None}."""
+        flags = trained if isinstance(trained, dict) else dict.fromkeys(locales, trained)
+        body: dict = {
+            "project_id": project_id,
+            "flow_id": flow_id,
+            "name": name,
+            "locales": {loc: {"intents": intents, "trained": flags.get(loc, True)} for loc, intents in locales.items()},
+            "endpoint": endpoint,
+            "endpoint_channel": endpoint_channel,
+        }
+        if reference_id is not None:
+            body["reference_id"] = reference_id
+        resp = requests.post(f"{self.url}/_emulator/flows", json=body, timeout=300)
+        if resp.status_code >= 400:
+            raise RuntimeError(f"create_flow failed with {resp.status_code}: {resp.text}")
+        return resp.json()
+
+    def timeline(self, flow_id: str, locale: str) -> dict:
+        """Serving timeline of a flow in a locale (by NAME): {flow_id, locale, endpoint_served, endpoints,
+        entries: [{task_id, version_id, since, until}]} (epoch seconds; until None = still serving)."""
+        resp = requests.get(f"{self.url}/_emulator/timeline", params={"flowId": flow_id, "locale": locale}, timeout=10)
+        resp.raise_for_status()
+        return resp.json()
+
 
 def start_emulator(
     state_dir: Path,

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends
+from pydantic import BaseModel, ConfigDict, Field
 
 from include.emulator.deps import runtime
 from include.emulator.knobs import KnobError
-from include.emulator.problems import Problem
+from include.emulator.problems import Problem, not_found
 from include.emulator.runtime import Runtime
+from include.emulator.tenant import HEX24, TenantError, build_flow
 
 router = APIRouter(prefix="/_emulator")
 Rt = Annotated[Runtime, Depends(runtime)]
@@ -47,3 +49,68 @@ def stats(rt: Rt) -> dict[str, Any]:
 def reset(rt: Rt) -> dict[str, str]:
     rt.reset()
     return {"status": "reset"}
+
+
+# --- tenant builder -------------------------------------------------------------------------------------
+class LocaleSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    intents: dict[str, list[str]] = Field(default_factory=dict)
+    trained: bool = True  # train synchronously so the flow serves at once (like the seed)
+
+
+class FlowSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project_id: str = Field(pattern=HEX24)
+    flow_id: str = Field(pattern=HEX24)
+    name: str = Field(min_length=1)
+    locales: dict[str, LocaleSpec] = Field(min_length=1)
+    endpoint: str | None = Field(default=None, min_length=1)  # an endpoint of this name serving the flow
+    endpoint_channel: str = Field(default="webchat", min_length=1)
+    reference_id: str | None = Field(default=None, pattern=r"^[0-9a-fA-F-]{36}$")  # default: a fresh UUID
+
+
+@router.post("/flows", status_code=201)
+def create_flow(rt: Rt, spec: FlowSpec) -> dict[str, Any]:
+    """Create or replace a flow (its locales created in the project when missing), trained when asked.
+
+    Answers {project_id, flow_id, reference_id, name, locale_ids: {name: _id},
+    locales: {name: {locale_id, reference_id, model_id, version_id, trained}}, endpoint: {...} | null}."""
+    try:
+        return build_flow(
+            rt.store,
+            project_id=spec.project_id,
+            flow_id=spec.flow_id,
+            name=spec.name,
+            locales={name: (locale.intents, locale.trained) for name, locale in spec.locales.items()},
+            endpoint=spec.endpoint,
+            endpoint_channel=spec.endpoint_channel,
+            now=rt.engine.clock(),
+            reference_id=spec.reference_id,
+        )
+    except TenantError as exc:
+        raise Problem(400, f"Invalid request: {exc}") from exc
+
+
+# --- serving timeline -----------------------------------------------------------------------------------
+@router.get("/timeline")
+def timeline(rt: Rt, flowId: str, locale: str) -> dict[str, Any]:
+    """Every period a trained model served the flow in that locale (locale NAME), and who could reach it.
+
+    Entries: {task_id (null for the seed or a built flow), version_id, since, until (null: still serving)},
+    times in epoch seconds, oldest first."""
+    flow = rt.store.get_flow(flowId)
+    if flow is None:
+        raise not_found("Flow", flowId)
+    found = rt.store.locale_by_name(flow["project_id"], locale)
+    if found is None or rt.store.model_for(flow["id"], found["id"]) is None:
+        raise not_found(f"Locale of flow {flowId}", locale)
+    endpoints = [e["name"] for e in rt.store.list_endpoints(flow_id=flow["id"]) if e["active"]]
+    return {
+        "flow_id": flow["id"],
+        "locale": found["name"],
+        "endpoint_served": bool(endpoints),
+        "endpoints": endpoints,
+        "entries": rt.store.serving_timeline(flow["id"], found["id"]),
+    }

@@ -275,7 +275,7 @@ class Engine:
             self.store.add_version(
                 task["model_id"], task["version_id"], task["id"], finished, blob, report, counts, revision
             )
-            self.store.set_active_version(task["model_id"], task["version_id"])
+            self.store.set_active_version(task["model_id"], task["version_id"], at=finished)
         log.info(
             "training task %s done: model %s now serves version %s", task["id"], task["model_id"], task["version_id"]
         )
@@ -343,11 +343,15 @@ class Engine:
 
     def stats(self) -> dict[str, Any]:
         started: dict[str, int] = {}
+        by_flow_locale: dict[str, int] = {}  # both dialects, keyed by the locale's NAME
         for task in self.store.training_tasks():
             key = task["model_id"] if task["dialect"] == "jobs" else f"{task['flow_id']}/{task['locale_id']}"
             started[key] = started.get(key, 0) + 1
+            named = f"{task['flow_id']}/{task['locale_name'] or task['locale_id']}"
+            by_flow_locale[named] = by_flow_locale.get(named, 0) + 1
         return {
             "trainings_started": started,
+            "trainings_by_flow_locale": by_flow_locale,
             "trainings_total": sum(started.values()),
             "tasks": self.store.task_status_counts(),
         }

@@ -1,7 +1,7 @@
 """Everything that happens to a tenant request before and after its route handler (pure ASGI).
 
 Order: count it -> latency -> fail_next_requests -> drop_connections (before) -> no body on GET ->
-authenticate -> rate limit -> JSON body size -> handler -> drop_connections (after) / hang_after_accept.
+authenticate -> rate limit -> body size (any body) -> handler -> drop_connections (after) / hang_after_accept.
 Admin routes (/_emulator/...) skip all of it. The access log never contains query strings or headers,
 so an `api_key=` query parameter or a token cannot end up in the log.
 """
@@ -32,7 +32,16 @@ log = logging.getLogger("include.emulator.http")
 REST_PREFIX = "/new/v2.0/"
 JOBS_PREFIX = "/api/v2/ai/nlp/"
 ADMIN_PREFIX = "/_emulator/"
-MAX_JSON_BODY_BYTES = 60 * 1024  # Cognigy platform limit for JSON bodies
+MAX_BODY_BYTES = 60 * 1024  # Cognigy platform limit per request body (JSON and multipart alike): 61,440 bytes
+
+
+def body_limit_detail(size: int) -> str:
+    return (
+        f"Request body of {size} bytes exceeds the {MAX_BODY_BYTES} byte (60 kB) limit per request; "
+        "split the payload (e.g. import intents in chunks: first mode=overwrite, then mode=merge)"
+    )
+
+
 RAW_SEND_KEY = "emulator.raw_send"  # the server's own send callable, put into the scope by the app
 
 
@@ -180,15 +189,15 @@ class Gateway:
                 return
             scope.setdefault("state", {})["principal"] = principal
 
-        if method in ("POST", "PUT", "PATCH") and "json" in headers.get("content-type", ""):
-            if int(headers.get("content-length") or 0) > MAX_JSON_BODY_BYTES:
-                await send_problem(send, scope, 413, f"JSON body exceeds the {MAX_JSON_BODY_BYTES} byte limit")
-                return
-            body = await _read_body(receive)
+        if method in ("POST", "PUT", "PATCH") and has_body:
+            # Every body counts (JSON, multipart/form-data imports, forms): read at most the limit, drain the rest.
+            declared = int(headers.get("content-length") or 0)
+            body = await _read_body(receive, MAX_BODY_BYTES)
             if body is None:
                 return  # client went away
-            if len(body) > MAX_JSON_BODY_BYTES:
-                await send_problem(send, scope, 413, f"JSON body exceeds the {MAX_JSON_BODY_BYTES} byte limit")
+            if declared > MAX_BODY_BYTES or len(body) > MAX_BODY_BYTES:
+                size = max(declared, len(body))
+                await send_problem(send, scope, 413, body_limit_detail(size), limitBytes=MAX_BODY_BYTES)
                 return
             receive = _replay(body, receive)
 
@@ -211,13 +220,19 @@ class Gateway:
             await send(message)
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def _read_body(receive: Receive, keep: int | None = None) -> bytes | None:
+    """The whole request body (None if the client went away). With `keep`, bytes beyond `keep` + 1 are read
+    and dropped, so an oversized upload is drained (the client sees the answer) without being held in memory."""
     chunks: list[bytes] = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        if keep is None or size <= keep:
+            chunks.append(chunk)
+            size += len(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
 

@@ -71,6 +71,22 @@ def locale_view(locale: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def endpoint_view(rt: Runtime, endpoint: dict[str, Any]) -> dict[str, Any]:
+    # `flowId` is the served flow's referenceId (UUID) here; a real tenant may answer the flow's `_id` instead
+    # (the client accepts either).
+    flow = rt.store.get_flow(endpoint["flow_id"])
+    return {
+        "_id": endpoint["id"],
+        "referenceId": endpoint["reference_id"],
+        "name": endpoint["name"],
+        "channel": endpoint["channel"],
+        "flowId": flow["reference_id"] if flow else endpoint["flow_id"],
+        "active": endpoint["active"],
+        "projectId": endpoint["project_id"],
+        "URLToken": endpoint["url_token"],
+    }
+
+
 # --- lookups ------------------------------------------------------------------------------------------
 def _flow(rt: Runtime, flow_id: str) -> dict[str, Any]:
     flow = rt.store.get_flow(flow_id)
@@ -211,6 +227,23 @@ def list_locales(
     if not rt.store.project_exists(projectId):
         raise not_found("Project", projectId)
     items = [locale_view(locale) for locale in rt.store.list_locales(projectId)]
+    limit_, skip_ = page_window(limit, skip, next, previous)
+    return page(items[skip_ : skip_ + limit_], len(items), limit_, skip_)
+
+
+# --- endpoints --------------------------------------------------------------------------------------
+@router.get("/endpoints")
+def list_endpoints(
+    rt: Rt,
+    projectId: str,
+    limit: int | None = None,
+    skip: int | None = None,
+    next: str | None = None,
+    previous: str | None = None,
+) -> dict[str, Any]:
+    if not rt.store.project_exists(projectId):
+        raise not_found("Project", projectId)
+    items = [endpoint_view(rt, endpoint) for endpoint in rt.store.list_endpoints(project_id=projectId)]
     limit_, skip_ = page_window(limit, skip, next, previous)
     return page(items[skip_ : skip_ + limit_], len(items), limit_, skip_)
 

@@ -1,4 +1,6 @@
-"""The fixed tenant the emulator starts with: one project, one flow, two locales, a weak trained model.
+"""The fixed tenant the emulator starts with: one project, two locales, a weak trained model per locale in
+two flows -- production ("Customer Service", served by the "Customer Service Webchat" endpoint) and staging
+("Customer Service (staging)", same intents, no endpoint).
 
 The IDs are constants because the pipeline's defaults point at them.
 """
@@ -14,11 +16,22 @@ from include import dataset, defaults
 from include.emulator import classifier
 from include.emulator.ids import intent_id
 from include.emulator.store import Store
+from include.emulator.tenant import EndpointSpec, FlowInstall, LocaleInstall, install_flow
 
 PROJECT_ID = defaults.DEMO_PROJECT_ID  # the pipeline's defaults name this seeded tenant
 FLOW_ID = defaults.DEMO_FLOW_ID
 FLOW_NAME = "Customer Service"
 FLOW_REFERENCE_ID = "3f1c9a52-8d0e-4b7a-9c61-2f5e8a1d4b70"
+STAGING_FLOW_ID = defaults.DEMO_STAGING_FLOW_ID
+STAGING_FLOW_NAME = "Customer Service (staging)"
+STAGING_FLOW_REFERENCE_ID = "5d2e7b14-9a3c-4f6e-8b25-c4d3e2f1a0b9"
+ENDPOINT = EndpointSpec(
+    id="6630a1b2c3d4e5f6012345e1",
+    reference_id="7e4c2a90-3b1d-4c8f-9e5a-6b7c8d9e0f1a",
+    name="Customer Service Webchat",
+    channel="webchat",
+    url_token="c0ffee" + "0123456789abcdef" * 3 + "0a1b2c3d4e",
+)
 # The API user that "creates" tasks in the emulator (Cognigy's createdBy is a user id).
 API_USER_ID = "6630a1b2c3d4e5f6012345ff"
 
@@ -41,6 +54,10 @@ MODEL_IDS: dict[str, str] = {
     "en-US": defaults.DEMO_MODEL_ID,
     "de-DE": "1c7a3d9f-6b5e-4f2a-8d4c-8e9f0a1b2c3d",
 }
+STAGING_MODEL_IDS: dict[str, str] = {
+    "en-US": "2d8b4e0a-7c6f-4a3b-9e5d-9f0a1b2c3d4e",
+    "de-DE": "3e9c5f1b-8d7a-4b4c-8f6e-0a1b2c3d4e5f",
+}
 SEED_PER_INTENT = 10  # deliberately weak "last quarter" model
 SEED_VERSION_ID = "v1"
 SEEDED_META_KEY = "seeded_at"
@@ -60,21 +77,53 @@ def _artifacts(locale: str, examples: dict[str, list[str]]) -> tuple[bytes, dict
     return _seed_artifacts[locale]
 
 
+def _retarget(report: dict[str, Any], flow_id: str, flow_name: str, locale_id: str) -> dict[str, Any]:
+    """The production report as the staging flow's (same training data): only the ids and flow name differ."""
+    intents: dict[str, Any] = {}
+    for name, entry in report["intents"].items():
+        findings = []
+        for finding in entry["findings"]:
+            if "overlappingFlowId" in finding:
+                finding = {
+                    **finding,
+                    "overlappingIntentId": intent_id(flow_id, locale_id, finding["overlappingIntentName"]),
+                    "overlappingFlowId": flow_id,
+                    "overlappingFlowName": flow_name,
+                }
+            findings.append(finding)
+        intents[name] = {**entry, "findings": findings}
+    return {**report, "intents": intents}
+
+
 def seed(store: Store, now: float | None = None) -> None:
     """Write the seed tenant into an empty store and train its serving models synchronously."""
     now = time.time() if now is None else now
     trained = {name: (examples := seed_examples(name), _artifacts(name, examples)) for name in LOCALES}
-    with store.transaction():
-        for locale in LOCALES.values():
-            store.add_locale(locale.id, locale.reference_id, locale.name, locale.name, PROJECT_ID)
-        store.add_flow(FLOW_ID, FLOW_REFERENCE_ID, FLOW_NAME, PROJECT_ID, LOCALE_IDS[PRIMARY_LOCALE])
+
+    def locales(flow_id: str, flow_name: str, model_ids: dict[str, str]) -> list[LocaleInstall]:
+        installs = []
         for name, locale in LOCALES.items():
             examples, (blob, report, counts) = trained[name]
-            store.add_model(MODEL_IDS[name], FLOW_ID, locale.id)
-            store.replace_intents(FLOW_ID, locale.id, examples)
-            revision = store.model_for(FLOW_ID, locale.id)["intents_revision"]
-            store.add_version(MODEL_IDS[name], SEED_VERSION_ID, None, now, blob, report, counts, revision)
-            store.set_active_version(MODEL_IDS[name], SEED_VERSION_ID)
+            if flow_id != FLOW_ID:
+                report = _retarget(report, flow_id, flow_name, locale.id)
+            artifacts = (blob, report, counts)
+            ids = (locale.id, locale.reference_id, name, model_ids[name])
+            installs.append(LocaleInstall(*ids, examples, artifacts, SEED_VERSION_ID))
+        return installs
+
+    production = FlowInstall(
+        PROJECT_ID, FLOW_ID, FLOW_REFERENCE_ID, FLOW_NAME, locales(FLOW_ID, FLOW_NAME, MODEL_IDS), [ENDPOINT]
+    )
+    staging = FlowInstall(
+        PROJECT_ID,
+        STAGING_FLOW_ID,
+        STAGING_FLOW_REFERENCE_ID,
+        STAGING_FLOW_NAME,
+        locales(STAGING_FLOW_ID, STAGING_FLOW_NAME, STAGING_MODEL_IDS),
+    )
+    with store.transaction():
+        install_flow(store, production, now)
+        install_flow(store, staging, now)
         store.set_meta(SEEDED_META_KEY, repr(now))
 
 

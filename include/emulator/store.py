@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,11 +43,21 @@ CREATE TABLE IF NOT EXISTS tasks (
     idempotency_key TEXT, request_hash TEXT, created_by TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS tasks_by_created ON tasks (created_at);
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_idempotency ON tasks (idempotency_key);
+-- Cognigy endpoints: the channels customers talk to; each serves one flow
+CREATE TABLE IF NOT EXISTS endpoints (
+    id TEXT PRIMARY KEY, reference_id TEXT UNIQUE NOT NULL, name TEXT NOT NULL, channel TEXT NOT NULL,
+    flow_id TEXT NOT NULL, project_id TEXT NOT NULL, active INTEGER NOT NULL, url_token TEXT NOT NULL,
+    position INTEGER NOT NULL);
+-- serving timeline: one row per period a model version served a flow/locale (until NULL = still serving)
+CREATE TABLE IF NOT EXISTS serving (
+    flow_id TEXT NOT NULL, locale_id TEXT NOT NULL, model_id TEXT NOT NULL, version_id TEXT NOT NULL,
+    task_id TEXT, since REAL NOT NULL, until REAL);
+CREATE INDEX IF NOT EXISTS serving_by_flow_locale ON serving (flow_id, locale_id, since);
 CREATE TABLE IF NOT EXISTS tokens (
     token_hash TEXT PRIMARY KEY, audience TEXT NOT NULL, scopes TEXT NOT NULL, expires_at REAL NOT NULL);
 """
 
-TENANT_TABLES = ("meta", "flows", "locales", "models", "intents", "versions", "tasks")
+TENANT_TABLES = ("meta", "flows", "locales", "models", "intents", "versions", "tasks", "endpoints", "serving")
 JSON_TASK_COLUMNS = ("parameters", "payload")
 OPEN_STATUSES = ("queued", "active", "cancelling")
 VERSION_COLUMNS_WITHOUT_BLOB = (
@@ -145,6 +156,25 @@ class Store:
     def project_exists(self, project_id: str) -> bool:
         return self._one("SELECT 1 FROM flows WHERE project_id = ?", project_id) is not None
 
+    def remove_flow(self, flow_id: str, now: float) -> None:
+        """Delete a flow with its models, intents, versions, serving timeline and endpoints; cancel its open tasks."""
+        with self.transaction() as conn:
+            models = [r["id"] for r in conn.execute("SELECT id FROM models WHERE flow_id = ?", (flow_id,))]
+            for model_id in models:
+                conn.execute("DELETE FROM versions WHERE model_id = ?", (model_id,))
+            for table in ("models", "intents", "serving", "endpoints"):
+                conn.execute(f"DELETE FROM {table} WHERE flow_id = ?", (flow_id,))
+            conn.execute(
+                f"UPDATE tasks SET status = 'cancelled', finished_at = ?, last_changed = ? "
+                f"WHERE flow_id = ? AND status IN ({', '.join('?' for _ in OPEN_STATUSES)})",
+                (now, now, flow_id, *OPEN_STATUSES),
+            )
+            conn.execute("DELETE FROM flows WHERE id = ?", (flow_id,))
+
+    def locale_by_name(self, project_id: str, name: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM locales WHERE project_id = ? AND name = ? ORDER BY position", project_id, name)
+        return None if row is None else dict(row)
+
     def get_locale(self, locale_id: str) -> dict[str, Any] | None:
         row = self._one("SELECT * FROM locales WHERE id = ?", locale_id)
         return None if row is None else dict(row)
@@ -155,6 +185,35 @@ class Store:
 
     def list_locales(self, project_id: str) -> list[dict[str, Any]]:
         return [dict(r) for r in self._all("SELECT * FROM locales WHERE project_id = ? ORDER BY position", project_id)]
+
+    # --- endpoints ----------------------------------------------------------------------------------
+    def add_endpoint(
+        self,
+        endpoint_id: str,
+        reference_id: str,
+        name: str,
+        channel: str,
+        flow_id: str,
+        project_id: str,
+        url_token: str,
+        active: bool = True,
+    ) -> None:
+        with self.transaction() as conn:
+            position = conn.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM endpoints").fetchone()[0]
+            conn.execute(
+                "INSERT INTO endpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (endpoint_id, reference_id, name, channel, flow_id, project_id, int(active), url_token, position),
+            )
+
+    def list_endpoints(self, project_id: str | None = None, flow_id: str | None = None) -> list[dict[str, Any]]:
+        where, args = [], []
+        for column, value in (("project_id", project_id), ("flow_id", flow_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        condition = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self._all(f"SELECT * FROM endpoints {condition} ORDER BY position", *args)
+        return [{**dict(r), "active": bool(r["active"])} for r in rows]
 
     # --- models (one per flow + locale) -------------------------------------------------------------
     def add_model(self, model_id: str, flow_id: str, locale_id: str) -> None:
@@ -169,9 +228,32 @@ class Store:
         row = self._one("SELECT * FROM models WHERE flow_id = ? AND locale_id = ?", flow_id, locale_id)
         return None if row is None else dict(row)
 
-    def set_active_version(self, model_id: str, version_id: str) -> None:
+    def set_active_version(self, model_id: str, version_id: str, at: float | None = None) -> None:
+        """Make `version_id` serve the model and record the change in the serving timeline (at `at`)."""
+        at = time.time() if at is None else at
         with self.transaction() as conn:
+            model = conn.execute("SELECT * FROM models WHERE id = ?", (model_id,)).fetchone()
+            if model is None or model["active_version_id"] == version_id:
+                return
             conn.execute("UPDATE models SET active_version_id = ? WHERE id = ?", (version_id, model_id))
+            conn.execute("UPDATE serving SET until = ? WHERE model_id = ? AND until IS NULL", (at, model_id))
+            version = conn.execute(
+                "SELECT task_id FROM versions WHERE model_id = ? AND version_id = ?", (model_id, version_id)
+            ).fetchone()
+            task_id = None if version is None else version["task_id"]
+            conn.execute(
+                "INSERT INTO serving VALUES (?, ?, ?, ?, ?, ?, NULL)",
+                (model["flow_id"], model["locale_id"], model_id, version_id, task_id, at),
+            )
+
+    def serving_timeline(self, flow_id: str, locale_id: str) -> list[dict[str, Any]]:
+        rows = self._all(
+            "SELECT task_id, version_id, since, until FROM serving WHERE flow_id = ? AND locale_id = ? "
+            "ORDER BY since, rowid",
+            flow_id,
+            locale_id,
+        )
+        return [dict(r) for r in rows]
 
     # --- intents ------------------------------------------------------------------------------------
     def intents(self, flow_id: str, locale_id: str) -> dict[str, list[str]]:
@@ -312,7 +394,10 @@ class Store:
         return {row["status"]: row["n"] for row in rows}
 
     def training_tasks(self) -> list[dict[str, Any]]:
-        rows = self._all("SELECT dialect, flow_id, locale_id, model_id FROM tasks WHERE type = 'trainIntents'")
+        rows = self._all(
+            "SELECT t.dialect, t.flow_id, t.locale_id, t.model_id, l.name AS locale_name "
+            "FROM tasks t LEFT JOIN locales l ON l.id = t.locale_id WHERE t.type = 'trainIntents'"
+        )
         return [dict(r) for r in rows]
 
     # --- tokens -------------------------------------------------------------------------------------
