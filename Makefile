@@ -18,7 +18,7 @@ $(STAMP): requirements.lock requirements-dev.txt $(PROVIDER)/pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)  ## the main job: emulator + MLflow + SQLite Airflow, one DAG run, a verdict
-	PYTHONPATH=. $(PY) -m devtools.run_demo
+	PYTHONPATH=. $(PY) -m devtools.run_demo --scenario $(or $(SCENARIO),promote)
 
 # Debian's chromium for tests/test_browser.py (Playwright drives this system browser; it downloads none).
 browser:

@@ -13,6 +13,7 @@ from airflow.sdk.exceptions import AirflowFailException
 from cognigy_airflow import steps
 from cognigy_airflow.mlflow_operator import MlflowSyncOperator
 from cognigy_airflow.operators import (
+    CognigyPromoteOperator,
     CognigyRollbackOperator,
     CognigySubmitTrainingOperator,
     CognigyWaitForTrainingOperator,
@@ -33,11 +34,15 @@ fleet when *Retrain the fleet* is ticked. Each fleet entry is its own request (o
 training and gate settings; every target's gate, rollback and MLflow sync stand on their own, so one failing
 flow never rolls back another.
 
-**Tasks** (per flow/locale, inside `retrain`): `capture` (rollback point + champion scores) → `submit`
-(import training data, start ONE training) → `wait_for_training` (deferred: no worker slot) → `evaluate`
-(held-out scoring + gates) → `decide` → `rollback` | `mlflow_sync` → `finalize` (closing audit record).
-A run fails when any target's training failed or its rollback could not be verified — after auditing it;
-`watcher` makes a failure of any task fail the run.
+**Tasks** (per flow/locale, inside `retrain`; each later task skips itself when it has nothing to do):
+`capture` (checks, rollback point, champion scores; or `unchanged`) → `submit` (candidate data into the staging
+flow — or production, in place — and ONE training) → `wait_for_training` (deferred: no worker slot) → `evaluate`
+(your held-out set + gates) → `promote` (staging, gates passed: production gets exactly the staged intents, ONE
+training, verified) → `rollback` (only when production was changed and the new model must not stay) →
+`mlflow_sync` → `finalize` (closing audit record, outcome, ungated exposure).
+With a staging flow a rejected challenger never reaches production. A run fails when a training or a promotion
+failed or a restore could not be verified — after auditing it; `watcher` makes a failure of any task fail the
+run.
 
 **Tenant budget.** Tasks that call Cognigy (`capture`, `submit`, `wait_for_training`, `evaluate`, `rollback`)
 run in the pool `{TENANT_POOL}`, deferred waits included: at most *slots* of them talk to the tenant at once, so
@@ -102,9 +107,14 @@ writes the gate report and confusion matrix. A training that did not succeed cou
 **Failure**: scoring could not finish (tenant unreachable); `decide` then rolls back.
 """
 
-DECIDE_DOC = """
-#### decide
-Branches on the gate report only: every blocking gate passed → `mlflow_sync` (promote), else → `rollback`.
+PROMOTE_DOC = """
+#### promote
+Staging promotion only, and only when every blocking gate passed on the staging flow: imports exactly the staged
+intents into the production flow/locale (chunked, verified by fingerprint), starts ONE training (deferred), then
+verifies that production's held-out answers agree with the judged challenger's (≥ 95 % of a 100-utterance
+sample). Skips itself in place, on rejection, or when nothing was retrained.
+
+**Failure** (training error, deadline, disagreement): `rollback` restores the rollback point and the run fails.
 """
 
 ROLLBACK_DOC = """
@@ -175,10 +185,33 @@ PARAMS = {
     "mode": _p("full", "Training mode", TRAINING_SECTION, type="string", enum=["full", "quick"],
                values_display={"full": "full (NLU + embeddings)", "quick": "quick (faster, less accurate)"},
                description="Cognigy's intent training mode."),
-    "training_data_source": _p("dataset", "Training data", TRAINING_SECTION, type="string", enum=["dataset", "flow"],
-                               values_display={"dataset": "dataset: import the shipped data set first",
-                                               "flow": "flow: retrain on the flow's sentences as they are"},
-                               description="What the new model learns from."),
+    "training_data_source": _p("flow", "Training data", TRAINING_SECTION, type="string",
+                               enum=["flow", "uri", "demo"],
+                               values_display={"flow": "flow: retrain on the flow's sentences as they are",
+                                               "uri": "uri: import my training file (below) first",
+                                               "demo": "demo: the shipped demo set (emulator / make run only)"},
+                               description="What the new model learns from. Nothing is imported for 'flow'."),
+    "training_data_uri": _p("", "Training file", TRAINING_SECTION, type="string", maxLength=2048,
+                            description="Source 'uri': CSV (text,intent) or JSONL ({text,intent}); a path or "
+                                        "file://, s3://, gs://… URI; {locale} is replaced per locale. Imported "
+                                        "with mode=overwrite: the flow ends with exactly these intents."),
+    "promotion": _p("staging", "Promotion", TRAINING_SECTION, type="string", enum=["staging", "in_place"],
+                    values_display={"staging": "staging: train and judge in the staging flow, then promote",
+                                    "in_place": "in place: train production (customers meet the challenger "
+                                                "before the gates judge it)"},
+                    description="staging: production is changed only after every gate passed. in_place: for "
+                                "tenants without a staging flow; customers talk to the challenger from the end "
+                                "of its training until the gates reject it and a restoring training ends."),
+    "staging_flow_id": _p(defaults.DEMO_STAGING_FLOW_ID, "Staging flow id", TRAINING_SECTION,
+                          type=["null", "string"], pattern=f"^$|{OBJECT_ID}",
+                          description="A flow no endpoint serves, with the target's locales (24 hex). Its intents "
+                                      "are overwritten by every run."),
+    "staging_project_id": _p(None, "Staging project id", TRAINING_SECTION, type=["null", "string"],
+                             pattern=f"^$|{OBJECT_ID}",
+                             description="Project of the staging flow when it is not the production project."),
+    "retrain_unchanged": _p(False, "Retrain even if unchanged", TRAINING_SECTION, type="boolean",
+                            description="Unticked: a flow whose intents did not change since its last successful "
+                                        "training (and is not out of date) ends 'unchanged' after a few reads."),
     "samples_per_intent": _p(defaults.SAMPLES_PER_INTENT, "Sentences per intent", TRAINING_SECTION, type="integer",
                              minimum=1, maximum=200,
                              description="Example sentences per intent when no slice matrix is given "
@@ -207,9 +240,14 @@ PARAMS = {
                                       description="training-jobs: version to roll back to (UUID). Empty: the version "
                                                   "serving when the run starts."),
     # --- evaluation and gates ---------------------------------------------------------------------------
-    "held_out_per_intent": _p(defaults.HELD_OUT_PER_INTENT, "Held-out utterances per intent", GATES_SECTION,
+    "held_out_uri": _p("", "Held-out test set", GATES_SECTION, type="string", maxLength=2048,
+                       description="Your labelled test set: CSV (text,intent[,slice columns]) or JSONL "
+                                   "({text,intent,slices}); a path or file://, s3://, gs://… URI, {locale} replaced "
+                                   "per locale. Extra columns are the bias gate's slices. 'demo' = the shipped "
+                                   "demo test set (emulator only)."),
+    "held_out_per_intent": _p(defaults.HELD_OUT_PER_INTENT, "Demo held-out utterances per intent", GATES_SECTION,
                               type="integer", minimum=1, maximum=200,
-                              description="Utterances per intent scored against the champion and the new model."),
+                              description="Only for held-out 'demo': utterances per intent."),
     "score_threshold": _p(0.3, "'No intent' score threshold", GATES_SECTION, type="number", minimum=0, maximum=1,
                           description="A top intent score below this counts as 'no intent'."),
     "precision_floor": _p(0.80, "Precision floor", GATES_SECTION, type="number", minimum=0, maximum=1,
@@ -267,20 +305,19 @@ with DAG(
     def retrain(target: dict, plan: dict) -> None:
         captured = task(steps.capture, doc_md=CAPTURE_DOC, **COGNIGY)(target=target, plan=plan)
         submitted = CognigySubmitTrainingOperator(
-            task_id="submit", target=target, plan=plan, doc_md=SUBMIT_DOC, **COGNIGY
+            task_id="submit", target=target, plan=plan, captured=captured, doc_md=SUBMIT_DOC, **COGNIGY
         )
         waited = CognigyWaitForTrainingOperator(
-            task_id="wait_for_training",
-            target=target,
-            plan=plan,
-            submitted=submitted.output,
-            doc_md=WAIT_DOC,
+            task_id="wait_for_training", target=target, plan=plan, submitted=submitted.output, doc_md=WAIT_DOC,
             **COGNIGY,
-        )
+        )  # fmt: skip
         evaluated = task(steps.evaluate, trigger_rule=TriggerRule.ALL_DONE, doc_md=EVALUATE_DOC, **COGNIGY)(
             target, plan, captured, submitted.output, waited.output
         )
-        branch = task.branch(steps.decide, doc_md=DECIDE_DOC)(evaluated, group="retrain")
+        promoted = CognigyPromoteOperator(
+            task_id="promote", target=target, plan=plan, captured=captured, evaluated=evaluated,
+            doc_md=PROMOTE_DOC, **COGNIGY,
+        )  # fmt: skip
         rolled = CognigyRollbackOperator(
             task_id="rollback",
             target=target,
@@ -288,8 +325,9 @@ with DAG(
             captured=captured,
             waited=waited.output,
             evaluated=evaluated,
-            # ALL_DONE: a failed submit or wait must still restore the rollback point (the operator skips
-            # itself when nothing changed or the gates passed).
+            promoted=promoted.output,
+            # ALL_DONE: a failed submit, wait or promotion must still restore the rollback point (the operator
+            # skips itself when production was not changed or the new model stays).
             trigger_rule=TriggerRule.ALL_DONE,
             doc_md=ROLLBACK_DOC,
             **COGNIGY,
@@ -302,6 +340,7 @@ with DAG(
             submitted=submitted.output,
             waited=waited.output,
             evaluated=evaluated,
+            promoted=promoted.output,
             rolled_back=rolled.output,
             # ALL_DONE: a failed rollback is recorded in MLflow too (status FAILED); the operator skips itself when
             # there is nothing to record. (ALL_DONE_MIN_ONE_SUCCESS never fires inside a mapped group in 3.3.2.)
@@ -309,11 +348,11 @@ with DAG(
             doc_md=MLFLOW_DOC,
         )
         final = task(steps.finalize, trigger_rule=TriggerRule.ALL_DONE, retries=0, doc_md=FINALIZE_DOC)(
-            target, plan, captured, submitted.output, waited.output, evaluated, rolled.output, synced.output
-        )
+            target, plan, captured, submitted.output, waited.output, evaluated, promoted.output, rolled.output,
+            synced.output,
+        )  # fmt: skip
         captured >> submitted
-        branch >> [rolled, synced]
-        rolled >> synced >> final
+        evaluated >> promoted >> rolled >> synced >> final
 
     targets = task(steps.list_targets, task_id="targets", doc_md=TARGETS_DOC)(plan)
     retrain.expand_kwargs(targets)  # each element: {"target": ..., "plan": that target's own plan}

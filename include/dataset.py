@@ -120,3 +120,24 @@ def held_out(locale: str, per_intent: int | None = None) -> list[Utterance]:
     for utts in _by_intent(locale, "test").values():
         out.extend(utts if per_intent is None else utts[:per_intent])
     return out
+
+
+# --- the demo set in the user-facing file format (what `training_data_source=demo` and held-out `demo` read) ---
+DEMO_NAME = "demo:include/data/intents.jsonl"
+
+
+def _jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows).encode()
+
+
+def demo_held_out_file(locale: str, per_intent: int | None = None) -> bytes:
+    """The demo test split of a locale as a held-out JSONL file (text, intent, slices)."""
+    return _jsonl(
+        [{"text": u.text, "intent": u.intent, "slices": u.slice_dict()} for u in held_out(locale, per_intent)]
+    )
+
+
+def demo_training_file(locale: str, matrix: Mapping[str, int] | None = None) -> bytes:
+    """Demo training sentences (first n per intent, see `sample_training`) as a training JSONL file."""
+    sampled = sample_training(locale, matrix or None)
+    return _jsonl([{"text": text, "intent": intent} for intent, texts in sampled.items() for text in texts])

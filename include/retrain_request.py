@@ -52,25 +52,106 @@ class ComputeConstraints(_Strict):
     timeoutSeconds: int = Field(ge=300, le=7200, description="Deadline for the training wait, 300–7200 s.")
 
 
+DATA_URI_MAX = 2048
+LOCALE_PLACEHOLDER = "{locale}"
+
+
+def _check_data_uri(uri: str | None) -> str | None:
+    """A local path or an object-storage URI; credentials belong in an Airflow connection, never in the URI."""
+    if uri is None:
+        return None
+    uri = uri.strip()
+    if not uri:
+        return None
+    if len(uri) > DATA_URI_MAX or any(ord(c) < 32 for c in uri):
+        raise ValueError("must be a path or URI of at most 2048 printable characters")
+    _scheme, sep, rest = uri.partition("://")
+    if sep and "@" in rest.split("/", 1)[0]:
+        raise ValueError("must not carry credentials (user:password@); put them in an Airflow connection")
+    if uri.replace(LOCALE_PLACEHOLDER, "").count("{") or uri.replace(LOCALE_PLACEHOLDER, "").count("}"):
+        raise ValueError("the only placeholder allowed is {locale}")
+    return uri
+
+
 class HeldOut(_Strict):
-    source: Literal["dataset"] = Field("dataset", description="Where the labelled held-out set comes from.")
-    perIntent: int = Field(10, ge=1, le=200, description="Held-out utterances per intent.")
+    source: Literal["uri", "demo"] = Field(
+        "uri",
+        description="uri: your own labelled test set (heldOut.uri); demo: the shipped demo test set (emulator only).",
+    )
+    uri: str | None = Field(
+        None,
+        description="CSV (text,intent[,slice columns…]) or JSONL ({text,intent,slices}); a path or a URI read "
+        "through Airflow object storage (file://, s3://, gs://, …); {locale} is replaced per locale.",
+    )
+    perIntent: int = Field(10, ge=1, le=200, description="demo source: held-out utterances per intent.")
     threshold: float = Field(0.3, ge=0.0, le=1.0, description="Top score below this counts as 'no intent'.")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, uri: str | None) -> str | None:
+        return _check_data_uri(uri)
+
+    @model_validator(mode="after")
+    def _uri_for_source(self) -> HeldOut:
+        if self.source == "uri" and not self.uri:
+            raise ValueError(
+                "source uri needs heldOut.uri: the path or URI of your own labelled test set "
+                "(the shipped demo set is chosen only by name: source demo)"
+            )
+        return self
 
 
 class TrainingData(_Strict):
-    source: Literal["dataset", "flow"] = Field(
-        "dataset",
-        description="dataset: import the shipped data set sampled by trainingDataSliceMatrix before training; "
-        "flow: retrain on the example sentences already in the flow.",
+    source: Literal["flow", "uri", "demo"] = Field(
+        "flow",
+        description="flow: retrain on the example sentences the flow holds (nothing is imported); uri: import "
+        "trainingData.uri (mode=overwrite) first; demo: import the shipped demo data (emulator and make run only).",
     )
+    uri: str | None = Field(None, description="source uri: training file, same formats as heldOut.uri.")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri(cls, uri: str | None) -> str | None:
+        return _check_data_uri(uri)
+
+    @model_validator(mode="after")
+    def _uri_for_source(self) -> TrainingData:
+        if self.source == "uri" and not self.uri:
+            raise ValueError("source uri needs trainingData.uri: the path or URI of the training file")
+        if self.source != "uri" and self.uri:
+            raise ValueError(f"trainingData.uri is only read with source uri (source is {self.source})")
+        return self
+
+
+class Promotion(_Strict):
+    mode: Literal["staging", "in_place"] = Field(
+        "staging",
+        description="staging: train and judge the challenger in a flow no endpoint serves, then bring production "
+        "to the staged intents only when every gate passed; in_place: train production itself (customers meet "
+        "the challenger from the end of its training until the gates reject it and a restoring training ends).",
+    )
+    stagingFlowId: str | None = Field(None, pattern=OBJECT_ID, description="staging flow (24 hex).")
+    stagingProjectId: str | None = Field(
+        None, pattern=OBJECT_ID, description="project of the staging flow, when not the production project."
+    )
+
+    @model_validator(mode="after")
+    def _staging_flow(self) -> Promotion:
+        if self.mode == "staging" and not self.stagingFlowId:
+            raise ValueError(
+                "staging promotion needs promotion.stagingFlowId (a flow no endpoint serves); without one, choose "
+                "in_place explicitly: customers then meet every challenger before the gates judge it"
+            )
+        return self
 
 
 class RetrainRequest(_Strict):
     # The specification's fields.
     modelId: UUID = Field(description="Identity of the model in the registry (and training-jobs dialect).")
     trainingDataSliceMatrix: dict[str, PositiveInt] = Field(
-        description="Intent name -> number of example sentences to train on."
+        default_factory=dict,
+        description="Intent name -> number of example sentences to train on (demo source; with source uri an "
+        "optional selection from the file; empty = everything).",
     )
     convergenceThreshold: float = Field(ge=0.001, le=0.99)
     computeConstraints: ComputeConstraints
@@ -82,14 +163,16 @@ class RetrainRequest(_Strict):
     locales: list[str] = Field(min_length=1, max_length=20, description="Locale names, e.g. en-US.")
     mode: Literal["full", "quick"] = "full"
     trainingData: TrainingData = TrainingData()
-    heldOut: HeldOut = HeldOut()
+    heldOut: HeldOut
+    promotion: Promotion
+    retrainUnchanged: bool = Field(
+        False, description="Retrain even when the flow's intents did not change since its last successful training."
+    )
 
     @field_validator("trainingDataSliceMatrix")
     @classmethod
     def _matrix(cls, matrix: dict[str, int]) -> dict[str, int]:
         problems = []
-        if not matrix:
-            problems.append("must name at least one intent")
         if len(matrix) > COGNIGY_MAX_INTENTS_PER_FLOW:
             problems.append(f"{len(matrix)} intents; Cognigy allows at most {COGNIGY_MAX_INTENTS_PER_FLOW} per flow")
         for name, count in matrix.items():
@@ -117,6 +200,19 @@ class RetrainRequest(_Strict):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> RetrainRequest:
         problems = []
+        if self.trainingData.source == "demo" and not self.trainingDataSliceMatrix:
+            problems.append("trainingDataSliceMatrix: the demo source needs at least one intent")
+        if self.trainingData.source == "flow" and self.trainingDataSliceMatrix:
+            problems.append(
+                "trainingDataSliceMatrix: source flow retrains what the flow holds; a matrix needs source uri or demo"
+            )
+        staging = self.promotion
+        if (
+            staging.mode == "staging"
+            and staging.stagingFlowId == self.flowId
+            and (staging.stagingProjectId in (None, self.projectId))
+        ):
+            problems.append("promotion.stagingFlowId: is the production flow; staging needs a flow of its own")
         needed = self.maxDatasetSize / 1000 * 10
         if self.computeConstraints.timeoutSeconds < needed:
             problems.append(
@@ -157,6 +253,20 @@ class RetrainRequest(_Strict):
             Target(project_id=self.projectId, flow_id=self.flowId, locale=loc, model_id=str(self.modelId))
             for loc in self.locales
         ]
+
+    def staging_target(self, target: Target) -> Target | None:
+        """The flow that trains and judges the challenger for `target` (None: in place)."""
+        if self.promotion.mode != "staging" or not self.promotion.stagingFlowId:
+            return None
+        project = self.promotion.stagingProjectId or target.project_id
+        return Target(project_id=project, flow_id=self.promotion.stagingFlowId, locale=target.locale,
+                      model_id=target.model_id)  # fmt: skip
+
+    def data_uri(self, kind: Literal["heldOut", "trainingData"], locale: str) -> str | None:
+        """The held-out or training file of one locale ({locale} filled in), or None for the other sources."""
+        uri = self.heldOut.uri if kind == "heldOut" else self.trainingData.uri
+        source = self.heldOut.source if kind == "heldOut" else self.trainingData.source
+        return uri.replace(LOCALE_PLACEHOLDER, locale) if uri and source == "uri" else None
 
     def spec_body(self) -> dict[str, Any]:
         """The training-jobs dialect's POST body: the specification's fields only."""

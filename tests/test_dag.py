@@ -62,8 +62,8 @@ def test_pipeline_order_per_target(dag_facts: dict) -> None:
     assert "retrain.submit" in t["retrain.capture"]["downstream"]
     assert "retrain.wait_for_training" in t["retrain.submit"]["downstream"]
     assert "retrain.evaluate" in t["retrain.wait_for_training"]["downstream"]
-    assert "retrain.decide" in t["retrain.evaluate"]["downstream"]
-    assert {"retrain.rollback", "retrain.mlflow_sync"} <= set(t["retrain.decide"]["downstream"])
+    assert "retrain.promote" in t["retrain.evaluate"]["downstream"]
+    assert "retrain.rollback" in t["retrain.promote"]["downstream"]  # a failed promotion restores production
     assert "retrain.mlflow_sync" in t["retrain.rollback"]["downstream"]
     assert "retrain.finalize" in t["retrain.mlflow_sync"]["downstream"]
 
@@ -84,7 +84,12 @@ def test_schedule_params_and_docs(dag_facts: dict) -> None:
     assert dag_facts["schedule"] == "0 2 * * *"
     assert dag_facts["catchup"] is False
     params = dag_facts["params"]
-    for name in ("flow_id", "locales", "mode", "dry_run", "bias_ceiling", "precision_floor"):
+    for name in ("flow_id", "locales", "mode", "dry_run", "bias_ceiling", "precision_floor", "held_out_uri",
+                 "training_data_uri", "promotion", "staging_flow_id", "retrain_unchanged"):  # fmt: skip
         assert name in params
+    # The defaults never import the shipped demo data into a flow: the demo is asked for by name.
+    assert params["training_data_source"] == "flow"
+    assert params["held_out_uri"] == ""
+    assert params["promotion"] == "staging"
     assert dag_facts["doc"] and all(v["doc"] for k, v in dag_facts["tasks"].items())
     assert dag_facts["tasks"]["validate"]["retries"] == 0

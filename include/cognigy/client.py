@@ -55,10 +55,30 @@ class CognigyClient:
         return str(self.jobs.model(target)["activeVersionId"]) if self.jobs else None
 
     # --- training ------------------------------------------------------------------------------------
-    def load_training_data(self, target: Target, training: dict[str, list[str]] | None) -> None:
-        """rest-v2: import the new example sentences (overwrite). training-jobs: the job body carries them."""
+    def load_training_data(self, target: Target, training: dict[str, list[str]] | None) -> str | None:
+        """rest-v2: make the flow/locale hold exactly these example sentences (chunked, overwrite, verified);
+        returns the fingerprint read back. training-jobs: the job body carries them (None)."""
         if self.v2 and training is not None:
-            self.v2.import_intents(target, rest_v2.intents_file(training), mode="overwrite")
+            return self.v2.replace_intents(target, rest_v2.intents_file(training))
+        return None
+
+    def replace_intents(self, target: Target, intents: list[dict[str, Any]]) -> str:
+        """rest-v2: the flow/locale holds exactly `intents` afterwards (chunked import, verified); its fingerprint."""
+        assert self.v2, "only the rest-v2 dialect imports intents"
+        return self.v2.replace_intents(target, intents)
+
+    def flow_intents(self, target: Target) -> list[dict[str, Any]]:
+        """rest-v2: the flow/locale's intents as exported (name, exampleSentences, ...)."""
+        assert self.v2, "only the rest-v2 dialect has flow intents"
+        return self.v2.export_intents(target)
+
+    def training_out_of_date(self, target: Target) -> bool:
+        """True when the flow's model does not reflect its current intents (training-jobs: always False)."""
+        return self.v2.training_state(target)["out_of_date"] if self.v2 else False
+
+    def endpoints_serving(self, target: Target) -> list[str]:
+        """Names of endpoints that serve the target's flow (training-jobs: unknown, empty)."""
+        return self.v2.endpoints_serving(target) if self.v2 else []
 
     def start_training(
         self, target: Target, *, mode: str, spec_body: dict[str, Any], idempotency_key: str
@@ -112,7 +132,7 @@ class CognigyClient:
         False when it serves at once (training-jobs: the rollback call)."""
         if point["kind"] == "intents-export":
             assert self.v2
-            self.v2.import_intents(target, point["intents"], mode="overwrite")
+            self.v2.replace_intents(target, point["intents"])
             return True
         if point["kind"] == "model-version":
             assert self.jobs

@@ -157,8 +157,11 @@ class RestV2Api:
         return data
 
     def import_intents(self, target: Target, intents: list[dict[str, Any]], mode: str = "overwrite") -> JobStatus:
-        """Import (the export's shape) and wait for the import task. Overwrite makes a retry harmless."""
-        payload = json.dumps(intents, ensure_ascii=False).encode()
+        """Import one request's worth of intents (the export's shape) and wait for the import task.
+
+        Overwrite makes a retry harmless. Callers with more than one request's worth use `replace_intents`.
+        """
+        payload = import_payload(intents)
         if len(payload) > MAX_BODY_BYTES:
             raise BadRequest(
                 f"training data for {target.key} is {len(payload)} bytes; "
@@ -169,13 +172,31 @@ class RestV2Api:
             self.t.json(
                 "POST",
                 f"{PREFIX}/flows/{seg(target.flow_id)}/intents/import",
-                f"POST import intents (flow {target.flow_id}, locale {target.locale})",
+                f"POST import intents (flow {target.flow_id}, locale {target.locale}, mode {mode})",
                 safe=mode == "overwrite",
                 data=fields,
                 files={"file": ("intents.json", payload, "application/json")},
             )
         )
         return self.wait_short(task, what="intents import")
+
+    def replace_intents(self, target: Target, intents: list[dict[str, Any]]) -> str:
+        """Make the flow/locale hold exactly `intents`, however large: the first request overwrites, the rest
+        merge (an intent's sentences may span requests). Repeatable (it starts over with an overwrite).
+
+        Returns the fingerprint read back from an export; raises when it differs from the intended one, so
+        leftovers or duplicates never pass silently.
+        """
+        wanted = fingerprint(intents)
+        for index, chunk in enumerate(import_chunks(intents)):
+            self.import_intents(target, chunk, mode="overwrite" if index == 0 else "merge")
+        got = fingerprint(self.export_intents(target))
+        if got != wanted:
+            raise CognigyError(
+                f"after importing into {target.key} the flow holds intents {got[:12]}…, not the intended "
+                f"{wanted[:12]}… (leftovers or lost sentences)"
+            )
+        return got
 
     def wait_short(self, task: JobStatus, what: str, timeout: float = 120.0) -> JobStatus:
         """Wait in place for a task that takes seconds (imports); trainings use the deferrable trigger."""
@@ -188,6 +209,34 @@ class RestV2Api:
         if task.state != "succeeded":
             raise CognigyError(f"{what} task {task.job_id} ended {task.raw_status}: {task.reason}")
         return task
+
+    def training_state(self, target: Target) -> dict[str, Any]:
+        """Whether the flow's model reflects its current intents (`isTrainingOutOfDate`) for this locale."""
+        query = f"?preferredLocaleId={seg(self.locale(target)['_id'])}"
+        flow = self.t.json("GET", f"{PREFIX}/flows/{seg(target.flow_id)}{query}", "GET flow", safe=True)
+        return {"out_of_date": bool(flow.get("isTrainingOutOfDate", True)), "reference_id": flow.get("referenceId")}
+
+    def endpoints_serving(self, target: Target) -> list[str]:
+        """Names of the project's endpoints that serve the target's flow.
+
+        An endpoint names its flow in `flowId`; the emulator (and, we believe, Cognigy) uses the flow's
+        referenceId there; a flow `_id` is accepted too, so a tenant using either is read correctly.
+        """
+        flow = self.flow(target)
+        ids = {target.flow_id, str(flow.get("referenceId"))}
+        names, skip = [], 0
+        while True:
+            page = self.t.json(
+                "GET",
+                f"{PREFIX}/endpoints?projectId={seg(target.project_id)}&limit=100&skip={skip}",
+                f"GET endpoints of project {target.project_id}",
+                safe=True,
+            )
+            items = _items(page)
+            names += [str(i.get("name") or i.get("_id")) for i in items if str(i.get("flowId")) in ids]
+            skip += len(items)
+            if not items or skip >= int(page.get("total") or 0):
+                return names
 
     # --- quality signals -----------------------------------------------------------------------------
     def score(self, target: Target, sentence: str) -> list[dict[str, Any]]:
@@ -229,6 +278,79 @@ def fingerprint(intents: list[dict[str, Any]]) -> str:
     """Order-independent SHA-256 of an intents export: names and their example sentences."""
     canon = sorted((i["name"], sorted(i.get("exampleSentences") or [])) for i in intents)
     return hashlib.sha256(json.dumps(canon, ensure_ascii=False).encode()).hexdigest()
+
+
+def import_payload(intents: list[dict[str, Any]]) -> bytes:
+    """The import request's file: the export's JSON array, compact."""
+    return json.dumps(intents, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+IMPORT_CHUNK_BYTES = MAX_BODY_BYTES - 4096  # room for the multipart envelope and form fields
+
+
+def import_chunks(intents: list[dict[str, Any]], limit: int = IMPORT_CHUNK_BYTES) -> list[list[dict[str, Any]]]:
+    """Split intents into import files of at most `limit` bytes each, splitting an intent's sentences across
+    files when one intent alone is too large (merge imports join them again). Raises BadRequest when a single
+    sentence cannot fit."""
+
+    def item_size(item: dict[str, Any]) -> int:
+        return len(import_payload([item])) - 2  # without the array's brackets
+
+    chunks: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+    used = 2  # "[" and "]"
+
+    def close() -> None:
+        nonlocal current, used
+        if current:
+            chunks.append(current)
+        current, used = [], 2
+
+    for intent in intents:
+        need = item_size(intent) + (1 if current else 0)
+        if used + need > limit:
+            close()
+            need = item_size(intent)
+        if 2 + need <= limit:
+            current.append(dict(intent))
+            used += need
+            continue
+        # One intent larger than a request: spread its sentences over several files.
+        empty = {**intent, "exampleSentences": []}
+        base = item_size(empty)
+        piece: list[str] = []
+        piece_size = base
+        for sentence in intent.get("exampleSentences") or []:
+            extra = len(json.dumps(sentence, ensure_ascii=False)) + (1 if piece else 0)
+            if 2 + piece_size + extra > limit:
+                if not piece:
+                    raise BadRequest(f"intent {intent.get('name')!r}: one example sentence exceeds {limit} bytes")
+                chunks.append([{**intent, "exampleSentences": piece}])
+                piece, piece_size = [], base
+                extra = len(json.dumps(sentence, ensure_ascii=False))
+            piece.append(sentence)
+            piece_size += extra
+        current, used = [{**intent, "exampleSentences": piece}], 2 + piece_size
+    close()
+    return chunks or [[]]
+
+
+def check_restorable(intents: list[dict[str, Any]]) -> list[str]:
+    """Problems that would stop `replace_intents` from restoring this export (shape and size)."""
+    problems = []
+    for index, intent in enumerate(intents):
+        if not isinstance(intent, dict) or not str(intent.get("name") or "").strip():
+            problems.append(f"intent [{index}] has no name")
+            continue
+        sentences = intent.get("exampleSentences") or []
+        if not isinstance(sentences, list) or not all(isinstance(s, str) and s.strip() for s in sentences):
+            problems.append(f"intent {intent['name']!r}: example sentences are not all non-empty strings")
+    if not problems:
+        try:
+            import_chunks(intents)
+        except BadRequest as exc:
+            problems.append(str(exc))
+    return problems
 
 
 def intents_file(training: dict[str, list[str]]) -> list[dict[str, Any]]:

@@ -19,7 +19,7 @@ from cognigy_airflow.links import MlflowRunLink
 class MlflowSyncOperator(BaseOperator):
     """Record one retrain (DAG run × target) in MLflow; see `steps.mlflow_sync`."""
 
-    template_fields = ("target", "plan", "captured", "submitted", "waited", "evaluated", "rolled_back")
+    template_fields = ("target", "plan", "captured", "submitted", "waited", "evaluated", "promoted", "rolled_back")
     operator_extra_links = (MlflowRunLink(),)
     ui_color = "#e2f0d9"
     mlflow_run_url = ""  # read by MlflowRunLink when the task ends
@@ -33,17 +33,19 @@ class MlflowSyncOperator(BaseOperator):
         submitted: Any,
         waited: Any,
         evaluated: Any,
+        promoted: Any,
         rolled_back: Any,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.target, self.plan, self.captured = target, plan, captured
-        self.submitted, self.waited, self.evaluated, self.rolled_back = submitted, waited, evaluated, rolled_back
+        self.submitted, self.waited, self.evaluated = submitted, waited, evaluated
+        self.promoted, self.rolled_back = promoted, rolled_back
 
     def execute(self, context: Any) -> dict[str, Any]:
-        if not self.captured or (self.plan or {}).get("dry_run"):
+        if not self.captured or (self.plan or {}).get("dry_run") or self.captured.get("unchanged"):
             # Runs ALL_DONE (a failed rollback is recorded too); without a rollback point nothing was retrained.
-            raise AirflowSkipException("nothing to record: dry run, or the run stopped before any change")
+            raise AirflowSkipException("nothing to record: dry run, unchanged, or the run stopped before any change")
         result = steps.mlflow_sync(
             self.target,
             self.plan,
@@ -51,6 +53,7 @@ class MlflowSyncOperator(BaseOperator):
             self.submitted,
             self.waited,
             self.evaluated,
+            self.promoted,
             self.rolled_back,
             **context,
         )

@@ -11,18 +11,22 @@ import json
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
+from cognigy_airflow import steps
 from cognigy_airflow.auditing import audit
+from cognigy_airflow.data_files import HELD_OUT, TRAINING, load_frozen, training_intents
 from cognigy_airflow.hooks import CognigyHook
 from cognigy_airflow.links import CognigyTaskLink, cognigy_flow_url
 from cognigy_airflow.run_state import RunState
 from cognigy_airflow.triggers import CognigyJobTrigger
-from include import dataset, settings
+from include import settings
+from include.cognigy import rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.errors import (
     AmbiguousSubmission,
@@ -126,36 +130,53 @@ class _CognigyOperator(BaseOperator):
 
 
 class CognigySubmitTrainingOperator(_CognigyOperator):
-    """Import the run's training data (overwrite, so repeatable) and start the training exactly once.
+    """Put the candidate training data into the training flow and start the training exactly once.
+
+    The training flow is the staging flow (staging promotion: production is not touched) or production itself
+    (in place). Candidate data: the training file (source uri/demo, imported in chunks with overwrite semantics
+    and verified by fingerprint), else the production flow's current intents (source flow; in place nothing is
+    imported). What the challenger trains on is kept in the run folder (`challenger_intents.json`).
 
     Exactly once: the job id is kept in the task-instance state store. Before the POST we record the intent
     (a timestamp); a retry that finds an intent but no job id asks the tenant for trainings of this
     flow/locale started since then and reattaches to one, instead of starting another.
     """
 
+    template_fields = ("target", "plan", "captured")
     operator_extra_links = (CognigyTaskLink(),)
     ui_color = "#d6e9ff"
 
+    def __init__(self, *, captured: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.captured = captured
+
     def execute(self, context: Any) -> dict[str, Any]:
-        plan, target = self.plan, Target.from_dict(self.target)
+        plan, production = self.plan, Target.from_dict(self.target)
         if plan.get("dry_run"):
             raise AirflowSkipException("dry run: nothing is sent to Cognigy")
+        if (self.captured or {}).get("unchanged"):
+            raise AirflowSkipException("unchanged since the last successful training: nothing to retrain")
+        request = steps.request_of(plan)
+        target = request.staging_target(production) or production
         client = self.hook().get_client()
-        state = RunState(context, _run_dir(context, self.target) / "submit_state.json")
+        folder = _run_dir(context, self.target)
+        state = RunState(context, folder / "submit_state.json")
 
         if earlier := _reattach(client, target, state, "submit", wait=self.reconcile_seconds):
             status, via = earlier
             audit(context, "training_reattached", plan, self.target, cognigy_job_id=status.job_id, via=via)
-            return self._result(status, state, reattached=True)
+            return self._result(status, state, target, reattached=True)
 
-        training = None
-        if plan["request"]["trainingData"]["source"] == "dataset":
-            training = dataset.sample_training(target.locale, plan["request"]["trainingDataSliceMatrix"])
-        client.load_training_data(target, training)
-        if training is not None:  # kept before the POST: a try that reattaches still knows what was trained
-            state.set("submit.training_counts", _counts(training))
+        intents = self._candidate(plan, request, folder)
+        fingerprint = rest_v2.fingerprint(intents)
+        if client.v2 and (target != production or plan["data"][production.locale][TRAINING]):
+            fingerprint = client.replace_intents(target, intents)
+            audit(context, "challenger_staged", plan, self.target, flow_id=target.flow_id, fingerprint=fingerprint,
+                  intents=len(intents), sentences=sum(len(i["exampleSentences"]) for i in intents))  # fmt: skip
+        state.set("submit.training_counts", {i["name"]: len(i["exampleSentences"]) for i in intents})
+        state.set("submit.fingerprint", fingerprint)
 
-        idempotency_key = f"{context['ti'].dag_id}/{context['ti'].run_id}/{target.key}/{plan['request_hash']}"
+        idempotency_key = f"{context['ti'].dag_id}/{context['ti'].run_id}/{production.key}/{plan['request_hash']}"
         status = _start_once(
             client,
             target,
@@ -173,11 +194,30 @@ class CognigySubmitTrainingOperator(_CognigyOperator):
             self.target,
             cognigy_job_id=status.job_id,
             cognigy_status=status.raw_status,
-            training_counts=_counts(training),
+            trained_flow=target.flow_id,
+            training_counts=state.get("submit.training_counts"),
         )
-        return self._result(status, state, reattached=False)
+        return self._result(status, state, target, reattached=False)
 
-    def _result(self, status: JobStatus, state: RunState, *, reattached: bool) -> dict[str, Any]:
+    def _candidate(self, plan: dict[str, Any], request: Any, folder: Path) -> list[dict[str, Any]]:
+        """The intents the challenger trains on, written once to the run folder (a retry reads the same)."""
+        path = folder / steps.STAGED_INTENTS
+        if path.exists():
+            return json.loads(path.read_text())
+        training = load_frozen(plan["data"][Target.from_dict(self.target).locale][TRAINING])
+        if training is not None:
+            intents = rest_v2.intents_file(training_intents(request, training))
+        else:  # source flow: what production holds now (the rollback point)
+            point = json.loads(Path(self.captured["rollback_point_path"]).read_text())
+            intents = [
+                {**i, "exampleSentences": list(i.get("exampleSentences") or [])} for i in point.get("intents") or []
+            ]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(intents, ensure_ascii=False))
+        tmp.replace(path)
+        return intents
+
+    def _result(self, status: JobStatus, state: RunState, target: Target, *, reattached: bool) -> dict[str, Any]:
         self.link_to(status.job_id)
         submitted_at = state.get("submit.submitted_at") or state.get("submit.intent_at") or time.time()
         return {
@@ -186,6 +226,8 @@ class CognigySubmitTrainingOperator(_CognigyOperator):
             "submitted_at": submitted_at,
             "reattached": reattached,
             "training_counts": state.get("submit.training_counts"),
+            "fingerprint": state.get("submit.fingerprint"),
+            "trained_flow": target.flow_id,
             "version_id": status.version_id,
         }
 
@@ -313,6 +355,7 @@ class CognigyWaitForTrainingOperator(_CognigyOperator):
             "reason": status.reason,
             "version_id": status.version_id or self.submitted.get("version_id"),
             "latency_seconds": round(latency, 3),
+            "finished_at": finished_epoch(status),
             "polls": polls,
         }
 
@@ -328,26 +371,31 @@ class CognigyRollbackOperator(_CognigyOperator):
     On the last try every failure is audited as `rollback_failed` with what a person must do.
     """
 
-    template_fields = ("target", "plan", "captured", "waited", "evaluated")
+    template_fields = ("target", "plan", "captured", "waited", "evaluated", "promoted")
     operator_extra_links = (CognigyTaskLink(),)
     ui_color = "#ffd6d6"
     MIN_AGREEMENT = 0.95
     MIN_SCORED_SHARE = 0.5  # fewer scored utterances than this is no verdict on the restore, try again
     VERIFY_SAMPLE = 40
 
-    def __init__(self, *, captured: Any, waited: Any = None, evaluated: Any = None, **kwargs: Any) -> None:
+    def __init__(
+        self, *, captured: Any, waited: Any = None, evaluated: Any = None, promoted: Any = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self.captured = captured
         self.waited = waited
         self.evaluated = evaluated
+        self.promoted = promoted
+        self._restored_at: float | None = None
 
     @property
     def deadline_seconds(self) -> float:
         return float(self.plan.get("rollback_deadline_seconds") or self.plan["deadline_seconds"])
 
     def execute(self, context: Any) -> dict[str, Any]:
-        if self.evaluated and self.evaluated.get("passed"):  # the branch's skip is not reliable in mapped groups
-            raise AirflowSkipException("the gates passed: the new model stays, nothing to roll back")
+        needed, why = steps.restore_needed(self.plan, self.captured, self.evaluated, self.promoted)
+        if not needed and self.captured:  # the branch's skip is not reliable in mapped groups
+            raise AirflowSkipException(why)
         self.link_to()
         if not self.captured:  # capture failed, so submit never ran: nothing on Cognigy changed
             audit(context, "rollback_skipped", self.plan, self.target, reason="no rollback point: nothing changed")
@@ -380,6 +428,7 @@ class CognigyRollbackOperator(_CognigyOperator):
             return self._retry_or_fail(
                 context, f"the restoring retrain ended {status.get('raw_status')}: {status.get('reason')}"
             )
+        self._restored_at = finished_epoch(JobStatus.from_dict(event["status"]))
         return self._verify(context)
 
     # --- steps -----------------------------------------------------------------------------------------
@@ -394,9 +443,7 @@ class CognigyRollbackOperator(_CognigyOperator):
             self.plan,
             self.target,
             rollback_point=self.captured["rollback_point_path"],
-            reason=(self.evaluated or {}).get("reason")
-            or (self.waited or {}).get("state")
-            or "training result unknown",
+            reason=steps.restore_needed(self.plan, self.captured, self.evaluated, self.promoted)[1],
             training_state=(self.waited or {}).get("state"),
         )
         self._stop_run_training(context, client, target)
@@ -444,11 +491,14 @@ class CognigyRollbackOperator(_CognigyOperator):
         The job id comes from the wait's result, else the submit's state file (the wait may have failed),
         else the tenant's task list since the submit's intent (the submit may have died after its POST).
         """
-        submit_file = _run_dir(context, self.target) / "submit_state.json"
-        submit = json.loads(submit_file.read_text()) if submit_file.exists() else {}
-        job_ids = {j for j in ((self.waited or {}).get("job_id"), submit.get("submit.job_id")) if j}
-        if not job_ids and submit.get("submit.intent_at"):
-            job_ids = {j.job_id for j in client.recent_trainings(target, float(submit["submit.intent_at"]))}
+        staging = self.plan.get("promotion") == "staging"
+        prefix = "promote" if staging else "submit"  # the run's training of the PRODUCTION flow
+        state_file = _run_dir(context, self.target) / f"{prefix}_state.json"
+        started = json.loads(state_file.read_text()) if state_file.exists() else {}
+        known = (self.promoted or {}) if staging else (self.waited or {})
+        job_ids = {j for j in (known.get("job_id"), started.get(f"{prefix}.job_id")) if j}
+        if not job_ids and started.get(f"{prefix}.intent_at"):
+            job_ids = {j.job_id for j in client.recent_trainings(target, float(started[f"{prefix}.intent_at"]))}
         for job_id in sorted(job_ids):
             try:
                 if client.job_status(job_id).terminal:
@@ -484,8 +534,8 @@ class CognigyRollbackOperator(_CognigyOperator):
                 f"serving state {serving[:12]}… differs from the rollback point {self.captured['fingerprint'][:12]}…",
             )
         champion = load_predictions(Path(self.captured["champion_predictions_path"]))
-        per_intent = self.plan["request"]["heldOut"]["perIntent"]
-        sample = _spread(dataset.held_out(target.locale, per_intent), self.VERIFY_SAMPLE)
+        held = load_frozen(self.plan["data"][target.locale][HELD_OUT])
+        sample = _spread(list(held.utterances), self.VERIFY_SAMPLE)
         now, _ = score_utterances(
             sample, lambda s: client.score(target, s), self.plan["request"]["heldOut"]["threshold"]
         )
@@ -505,7 +555,12 @@ class CognigyRollbackOperator(_CognigyOperator):
             agreement=round(agree, 4),
             scored=scored,
         )
-        return {"verified": True, "fingerprint": serving, "agreement": agree}
+        return {
+            "verified": True,
+            "fingerprint": serving,
+            "agreement": agree,
+            "restored_at": self._restored_at or time.time(),
+        }
 
     def _retry_or_fail(self, context: Any, why: str) -> dict[str, Any]:
         """Not proven either way: the next try starts a new restore round; the last try gives up loudly."""
@@ -523,6 +578,163 @@ class CognigyRollbackOperator(_CognigyOperator):
             f"rollback point by hand: import {self.captured['rollback_point_path']} into the flow with "
             "mode=overwrite, retrain, and check the flow in the Cognigy UI."
         )
+
+
+class CognigyPromoteOperator(_CognigyOperator):
+    """Staging promotion: bring production to exactly the staged intents, train it once, prove it answers like
+    the challenger that passed the gates.
+
+    Runs only when the gates passed on the staging flow. Verified means: production's intents fingerprint equals
+    the staged one AND production's held-out answers agree with the challenger's on at least `MIN_AGREEMENT` of a
+    spread sample (`VERIFY_SAMPLE` utterances; the same classifier trained on the same sentences answers the
+    same, so a lower figure means production did not get what was judged). Anything else ends as
+    `{"promoted": False, "needs_rollback": True}` and `rollback` restores the rollback point.
+    """
+
+    template_fields = ("target", "plan", "captured", "evaluated")
+    operator_extra_links = (CognigyTaskLink(),)
+    ui_color = "#d9f2d9"
+    MIN_AGREEMENT = 0.95
+    VERIFY_SAMPLE = 100
+
+    def __init__(self, *, captured: Any, evaluated: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.captured = captured
+        self.evaluated = evaluated
+
+    @property
+    def deadline_seconds(self) -> float:
+        return float(self.plan.get("rollback_deadline_seconds") or self.plan["deadline_seconds"])
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        if self.plan.get("promotion") != "staging":
+            raise AirflowSkipException("in place: the challenger was trained on production itself")
+        if not self.captured or self.captured.get("unchanged"):
+            raise AirflowSkipException("nothing was retrained")
+        if not (self.evaluated or {}).get("passed"):
+            raise AirflowSkipException("the gates rejected the challenger: production is not touched")
+        return self._or_give_up(context, lambda: self._start(context))
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        self.link_to((event.get("status") or {}).get("job_id") or event.get("job_id"))
+        return self._or_give_up(context, lambda: self._after_training(context, event))
+
+    def _or_give_up(self, context: Any, step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Errors are retried by Airflow; on the last try the promotion is given up and rollback restores."""
+        try:
+            return step()
+        except (AirflowFailException, AirflowSkipException):
+            raise
+        except Exception as exc:
+            if not _last_try(context):
+                raise
+            return self._failed(context, f"{type(exc).__name__}: {exc}")
+
+    def _start(self, context: Any) -> dict[str, Any]:
+        production = Target.from_dict(self.target)
+        client = self.hook().get_client()
+        folder = _run_dir(context, self.target)
+        state = RunState(context, folder / "promote_state.json")
+        staged = json.loads((folder / steps.STAGED_INTENTS).read_text())
+        staged_fingerprint = rest_v2.fingerprint(staged)
+        earlier = _reattach(client, production, state, "promote", wait=self.reconcile_seconds)
+        if earlier is not None:
+            status = earlier[0]
+        else:
+            audit(context, "promotion_started", self.plan, self.target, fingerprint=staged_fingerprint)
+            if client.serving_fingerprint(production) != staged_fingerprint:
+                client.replace_intents(production, staged)
+            status = _start_once(
+                client,
+                production,
+                state,
+                "promote",
+                lambda: client.start_training(
+                    production, mode=self.plan["request"]["mode"], spec_body={}, idempotency_key="promote"
+                ),
+                wait=self.reconcile_seconds,
+            )
+            audit(context, "promotion_training_started", self.plan, self.target, cognigy_job_id=status.job_id)
+        self.link_to(status.job_id)
+        if status.terminal:
+            return self._after_training(context, {"outcome": "finished", "status": status.to_dict()})
+        started = float(state.get("promote.submitted_at") or time.time())
+        self.defer(
+            trigger=CognigyJobTrigger(
+                conn_id=self.plan["conn_id"],
+                dialect=self.plan["dialect"],
+                job_id=status.job_id,
+                end_time=started + self.deadline_seconds,
+                started_at=started,
+                poll_min=self.plan.get("poll_min_seconds", 2.0),
+                poll_max=self.plan.get("poll_max_seconds", 30.0),
+            ),
+            method_name="execute_complete",
+        )
+
+    def _after_training(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        if event["outcome"] == "deadline":
+            _cancel_and_settle(self.hook().get_client(), event["job_id"])
+            return self._failed(context, f"the promotion training passed {self.deadline_seconds:g}s", event["job_id"])
+        if event["outcome"] != "finished":
+            return self._failed(context, f"polling the promotion training failed: {event.get('message')}")
+        status = JobStatus.from_dict(event["status"])
+        if status.state != "succeeded":
+            return self._failed(
+                context, f"the promotion training ended {status.raw_status}: {status.reason}", status.job_id
+            )
+        return self._verify(context, status)
+
+    def _verify(self, context: Any, status: JobStatus) -> dict[str, Any]:
+        production = Target.from_dict(self.target)
+        client = self.hook().get_client()
+        folder = _run_dir(context, self.target)
+        staged_fingerprint = rest_v2.fingerprint(json.loads((folder / steps.STAGED_INTENTS).read_text()))
+        serving = client.serving_fingerprint(production)
+        if serving != staged_fingerprint:
+            return self._failed(
+                context, f"production holds {serving[:12]}…, not the staged {staged_fingerprint[:12]}…", status.job_id
+            )
+        challenger = load_predictions(folder / "challenger_predictions.jsonl")
+        held = load_frozen(self.plan["data"][production.locale][HELD_OUT])
+        sample = _spread(list(held.utterances), self.VERIFY_SAMPLE)
+        now, _ = score_utterances(
+            sample, lambda s: client.score(production, s), self.plan["request"]["heldOut"]["threshold"]
+        )
+        save_predictions(folder / "promotion_check_predictions.jsonl", now)
+        agree = agreement(challenger, now)
+        if agree < self.MIN_AGREEMENT:
+            return self._failed(
+                context,
+                f"production's held-out answers agree with the judged challenger on only {agree:.0%} "
+                f"(< {self.MIN_AGREEMENT:.0%}) of {len(sample)} utterances",
+                status.job_id,
+            )
+        audit(context, "promotion_verified", self.plan, self.target, cognigy_job_id=status.job_id,
+              fingerprint=serving, agreement=round(agree, 4))  # fmt: skip
+        return {
+            "promoted": True,
+            "verified": True,
+            "job_id": status.job_id,
+            "fingerprint": serving,
+            "agreement": agree,
+            "finished_at": finished_epoch(status),
+        }
+
+    def _failed(self, context: Any, why: str, job_id: str | None = None) -> dict[str, Any]:
+        audit(context, "promotion_failed", self.plan, self.target, reason=why, cognigy_job_id=job_id)
+        self.log.error("promotion of %s failed: %s; rollback restores the rollback point", self.target, why)
+        return {"promoted": False, "verified": False, "needs_rollback": True, "reason": why, "job_id": job_id}
+
+
+def finished_epoch(status: JobStatus) -> float:
+    """When Cognigy says the task ended (its own clock), else now."""
+    if status.finished_at:
+        try:
+            return datetime.fromisoformat(status.finished_at.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    return time.time()
 
 
 def _spread(utterances: list[Any], size: int) -> list[Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -14,13 +15,18 @@ from airflow.sdk import BaseHook, Variable
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from cognigy_airflow.auditing import audit, retrain_trigger, triggered_by
+from cognigy_airflow.data_files import HELD_OUT, TRAINING, freeze_request_data, load_frozen, training_intents
 from cognigy_airflow.hooks import CognigyHook
 from include import dataset, settings
+from include.cognigy import rest_v2
+from include.cognigy.client import CognigyClient
+from include.cognigy.errors import NotFound
 from include.cognigy.model import Target
 from include.fleet import FLEET_VARIABLE, FleetInvalid, load_fleet
 from include.gate_report import write_gate_report
 from include.gates import GateConfig, evaluate_gates
 from include.held_out import load_predictions, save_predictions, score_utterances
+from include.labelled_data import check_intents
 from include.mlflow_sync import (
     MAX_TAG_VALUE_LENGTH,
     MlflowAuth,
@@ -32,7 +38,8 @@ from include.mlflow_sync import (
 )
 from include.outbox import Outbox
 from include.redaction import redact_text
-from include.retrain_request import RequestInvalid, parse_request
+from include.retrain_request import RequestInvalid, RetrainRequest, parse_request
+from include.target_memory import cached_champion, champion_key, last_trained, record_trained, store_champion
 
 EXPERIMENT = "cognigy-nlu-retrain"
 GATE_PARAMS = (
@@ -48,14 +55,17 @@ def _run_dir(context: Any, target: dict[str, Any]) -> Path:
 # --- validate ------------------------------------------------------------------------------------------
 def request_from_params(params: dict[str, Any]) -> dict[str, Any]:
     """The trigger form's flat params -> the retraining request (the specification's field names)."""
+    source = params.get("training_data_source") or "flow"
     matrix = params.get("training_data_slice_matrix") or {}
-    if not matrix:
+    if not matrix and source == "demo":
         locale = (params.get("locales") or ["en-US"])[0]
         try:
             intents = dataset.intents(locale)
         except ValueError:
             intents = []
         matrix = {name: int(params["samples_per_intent"]) for name in intents}
+    held_uri = (params.get("held_out_uri") or "").strip()
+    promotion = params.get("promotion") or "staging"
     return {
         "modelId": params.get("model_id"),
         "trainingDataSliceMatrix": matrix,
@@ -71,8 +81,19 @@ def request_from_params(params: dict[str, Any]) -> dict[str, Any]:
         "flowId": params.get("flow_id"),
         "locales": params.get("locales"),
         "mode": params.get("mode"),
-        "trainingData": {"source": params.get("training_data_source")},
-        "heldOut": {"perIntent": params.get("held_out_per_intent"), "threshold": params.get("score_threshold")},
+        "trainingData": {"source": source, "uri": (params.get("training_data_uri") or "").strip() or None},
+        "heldOut": {
+            "source": "demo" if held_uri == "demo" else "uri",
+            "uri": None if held_uri in ("", "demo") else held_uri,
+            "perIntent": params.get("held_out_per_intent"),
+            "threshold": params.get("score_threshold"),
+        },
+        "promotion": {
+            "mode": promotion,
+            "stagingFlowId": (params.get("staging_flow_id") or None) if promotion == "staging" else None,
+            "stagingProjectId": (params.get("staging_project_id") or None) if promotion == "staging" else None,
+        },
+        "retrainUnchanged": bool(params.get("retrain_unchanged")),
     }
 
 
@@ -134,6 +155,8 @@ def validate(**context: Any) -> dict[str, Any]:
             dialect=config.dialect,
             warnings=plan["warnings"],
             dry_run=plan["dry_run"],
+            promotion=plan["promotion"],
+            data=plan["data"],
             fleet=use_fleet,
             fleet_source=source,
         )
@@ -182,10 +205,22 @@ def _request_plan(params: dict[str, Any], config: Any, context: Any) -> tuple[di
     except Exception as exc:  # pydantic ValidationError
         errors.extend(f"gates.{e['loc'][0]}: {e['msg']}" for e in getattr(exc, "errors", lambda: [])())
         gates = None
-    if request and config.dialect == "training-jobs" and len(request.locales) != 1:
-        errors.append("locales: the training-jobs dialect trains one model (modelId) per run; give one locale")
+    if request and config.dialect == "training-jobs":
+        if len(request.locales) != 1:
+            errors.append("locales: the training-jobs dialect trains one model (modelId) per run; give one locale")
+        if request.promotion.mode != "in_place":
+            errors.append(
+                "promotion: the training-jobs dialect trains a new model version and serves it by its rollback "
+                "call; choose in_place (a rejected version is rolled back at once)"
+            )
+        if request.trainingData.source != "demo":
+            errors.append("trainingData.source: the training-jobs dialect trains from trainingDataSliceMatrix (demo)")
     if errors or request is None or gates is None:
         return {}, None, errors
+    data_dir = settings.run_dir(context["ti"].dag_id, context["ti"].run_id, "_request") / f"data-{request.sha256[:16]}"
+    data, data_errors = freeze_request_data(request, data_dir)
+    if data_errors:
+        return {}, None, data_errors
 
     deadline, warning = request.training_deadline_seconds(config.dialect)
     warnings = [warning] if warning else []
@@ -212,6 +247,8 @@ def _request_plan(params: dict[str, Any], config: Any, context: Any) -> tuple[di
         "reconcile_seconds": reconcile,
         "warnings": warnings,
         "gates": gates.model_dump(mode="json"),
+        "data": data,
+        "promotion": request.promotion.mode,
         "conn_id": params["cognigy_conn_id"],
         "mlflow_conn_id": params["mlflow_conn_id"],
         "dialect": config.dialect,
@@ -241,31 +278,130 @@ def list_targets(plan: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 # --- capture: rollback point + champion evaluation -----------------------------------------------------
+def request_of(plan: dict[str, Any]) -> RetrainRequest:
+    return RetrainRequest.model_validate(plan["request"])
+
+
+def training_target(plan: dict[str, Any], target: dict[str, Any]) -> Target:
+    """The flow that trains and is judged: the staging flow, or production itself (in place)."""
+    t = Target.from_dict(target)
+    return request_of(plan).staging_target(t) or t
+
+
+def check_staging(client: CognigyClient, production: Target, staging: Target) -> dict[str, Any]:
+    """Refuse a staging flow that could hurt customers or judge the wrong thing (read-only; raises)."""
+    problems = []
+    if (staging.project_id, staging.flow_id) == (production.project_id, production.flow_id):
+        problems.append(f"staging flow {staging.flow_id} is the production flow")
+    try:
+        client.flow_intents(staging)  # the flow exists and has this locale
+    except NotFound as exc:
+        problems.append(f"staging flow {staging.flow_id} / locale {staging.locale}: {exc}")
+    if not problems:
+        serving = client.endpoints_serving(staging)
+        if serving:
+            problems.append(
+                f"staging flow {staging.flow_id} is served by endpoint(s) {', '.join(sorted(serving))}: customers "
+                "would meet every challenger; point those endpoints elsewhere or name another staging flow"
+            )
+    if problems:
+        raise AirflowFailException("staging flow refused (nothing was changed): " + "; ".join(problems))
+    return {"flow_id": staging.flow_id, "project_id": staging.project_id}
+
+
 def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dict[str, Any]:
-    """Before any change: save what serves now, and score the held-out set against it (the champion)."""
+    """Before any change: prove the rollback point restorable, check the data against the flow, decide whether
+    anything changed since the last training, and score the held-out set against what serves now (the champion).
+    Read-only on Cognigy."""
     if plan.get("dry_run"):
         raise AirflowSkipException("dry run: the request is valid; nothing is sent to Cognigy")
     t = Target.from_dict(target)
+    request = request_of(plan)
     folder = _run_dir(context, target)
     point_file, champion_file = folder / "rollback_point.json", folder / "champion_predictions.jsonl"
     client = CognigyHook(plan["conn_id"], plan.get("requests_per_second")).get_client()
+    data = plan["data"][t.locale]
+    held, training = load_frozen(data[HELD_OUT]), load_frozen(data[TRAINING])
+    staging = request.staging_target(t)
+    staged = check_staging(client, t, staging) if staging else None
+
     if point_file.exists():  # a retry must not overwrite the rollback point with a later state
         point = json.loads(point_file.read_text())
     else:
-        point = client.capture_rollback_point(t, plan["request"].get("rollbackTriggerVersionId"))
+        point = client.capture_rollback_point(
+            t, request.rollbackTriggerVersionId and str(request.rollbackTriggerVersionId)
+        )
+        if point["kind"] == "intents-export" and (problems := rest_v2.check_restorable(point["intents"])):
+            raise AirflowFailException(f"the rollback point of {t.key} could not be restored: {'; '.join(problems)}")
         tmp = point_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(point, ensure_ascii=False))
         tmp.replace(point_file)
-    if point_file.exists() and champion_file.exists():  # scored before: what serves now may be the new model
-        predictions, seconds = load_predictions(champion_file), 0.0
-    else:
-        held = dataset.held_out(t.locale, plan["request"]["heldOut"]["perIntent"])
-        predictions, seconds = score_utterances(
-            held, lambda s: client.score(t, s), plan["request"]["heldOut"]["threshold"]
+        if json.loads(point_file.read_text())["fingerprint"] != point["fingerprint"]:  # read back before any change
+            raise AirflowFailException(f"the rollback point {point_file} did not read back intact")
+
+    # The judged intents: the training file's (uri/demo), else what the flow holds.
+    flow_intents = [i["name"] for i in point.get("intents") or []]
+    known = training.intents if training else flow_intents
+    if (
+        held
+        and known
+        and (problems := check_intents(held, known, "the training data" if training else f"flow {t.flow_id}"))
+    ):
+        raise AirflowFailException(
+            "the held-out set does not fit this flow (nothing was changed):\n  - " + "\n  - ".join(problems[:50])
         )
+
+    out_of_date = client.training_out_of_date(t)
+    endpoints = client.endpoints_serving(t)
+    candidate = (
+        point["fingerprint"]
+        if training is None
+        else rest_v2.fingerprint(rest_v2.intents_file(training_intents(request, training)))
+    )
+    last = last_trained(t.key)
+    common = {
+        "rollback_point_path": str(point_file),
+        "fingerprint": point["fingerprint"],
+        "candidate_fingerprint": candidate,
+        "training_out_of_date": out_of_date,
+        "endpoints": endpoints,
+        "staging": staged,
+        "held_out": (data[HELD_OUT] or {}).get("summary"),
+        "training_data": (data[TRAINING] or {}).get("summary"),
+    }
+    if (
+        not request.retrainUnchanged
+        and point["kind"] == "intents-export"
+        and not out_of_date
+        and last is not None
+        and last["fingerprint"] == candidate == point["fingerprint"]
+    ):
+        audit(
+            context,
+            "retrain_unchanged",
+            plan,
+            target,
+            fingerprint=point["fingerprint"],
+            last_trained_run=last["run_id"],
+        )
+        return {**common, "unchanged": True, "last_trained_run": last["run_id"]}
+
+    threshold = request.heldOut.threshold
+    cache_key = champion_key(point["fingerprint"], held.sha256, threshold)
+    cached = None if out_of_date or point["kind"] != "intents-export" else cached_champion(t.key, cache_key)
+    if champion_file.exists():  # scored before this retry: what serves now may already be the new model
+        predictions, seconds, via = load_predictions(champion_file), 0.0, "earlier try"
+    elif cached is not None:
+        predictions, seconds, via = load_predictions(cached), 0.0, "cache"
+        save_predictions(champion_file, predictions)
+    else:
+        predictions, seconds = score_utterances(list(held.utterances), lambda s: client.score(t, s), threshold)
         tmp = champion_file.with_suffix(".tmp")
         save_predictions(tmp, predictions)
         tmp.replace(champion_file)
+        via = "scored"
+        if not out_of_date and point["kind"] == "intents-export":
+            store_champion(t.key, cache_key, champion_file)
     counts = point.get("intents") and {i["name"]: len(i.get("exampleSentences") or []) for i in point["intents"]}
     audit(
         context,
@@ -275,13 +411,19 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
         rollback_point=str(point_file),
         fingerprint=point["fingerprint"],
         champion_scored=len(predictions),
+        champion_via=via,
         eval_seconds=round(seconds, 2),
+        held_out=held.summary(),
+        training_data=training.summary() if training else None,
+        endpoints=endpoints,
+        staging=staged,
     )
     return {
-        "rollback_point_path": str(point_file),
-        "fingerprint": point["fingerprint"],
+        **common,
+        "unchanged": False,
         "champion_predictions_path": str(champion_file),
         "champion_eval_seconds": round(seconds, 2),
+        "champion_via": via,
         "serving_counts": counts or None,
         "serving_version": point.get("versionId"),
     }
@@ -289,29 +431,44 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
 
 # --- evaluate ------------------------------------------------------------------------------------------
 def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[str, Any]:
-    """Score the held-out set against the new model and run every gate; the branch decides from this only."""
+    """Score the held-out set against the challenger (the staging flow, or production in place) and run every
+    gate; `promote` and `rollback` act on this result only."""
     if plan.get("dry_run") or not captured:
         # No rollback point means `capture` did not finish, so nothing was changed and nothing is restored.
         raise AirflowSkipException("dry run" if plan.get("dry_run") else "no rollback point: nothing was changed")
+    if captured.get("unchanged"):
+        raise AirflowSkipException("unchanged since the last successful training: nothing to judge")
     t = Target.from_dict(target)
+    judged = training_target(plan, target)
     folder = _run_dir(context, target)
     if not waited or waited.get("state") != "succeeded":
         state = (waited or {}).get("state", "not run")
         reason = f"training {state}: {(waited or {}).get('reason') or 'no model to evaluate'}"
         audit(context, "validation_failed", plan, target, reason=reason, cognigy_job_id=(waited or {}).get("job_id"))
-        return {"passed": False, "training_state": state, "reason": reason, "summary": {}, "artifacts": {}}
+        return {"passed": False, "training_state": state, "reason": reason, "summary": {}, "artifacts": {},
+                "decided_at": time.time()}  # fmt: skip
+    request = request_of(plan)
     client = CognigyHook(plan["conn_id"], plan.get("requests_per_second")).get_client()
-    held = dataset.held_out(t.locale, plan["request"]["heldOut"]["perIntent"])
+    held = load_frozen(plan["data"][t.locale][HELD_OUT])
     version = waited.get("version_id")
     predictions, seconds = score_utterances(
-        held, lambda s: client.score(t, s, version_id=version), plan["request"]["heldOut"]["threshold"]
+        list(held.utterances), lambda s: client.score(judged, s, version_id=version), request.heldOut.threshold
     )
     save_predictions(folder / "challenger_predictions.jsonl", predictions)
     champion = load_predictions(Path(captured["champion_predictions_path"]))
-    feedback = client.platform_feedback(t, version)
-    counts = submitted.get("training_counts") or captured.get("serving_counts") or {}
+    feedback = client.platform_feedback(judged, version)
+    trained = trained_intents(folder)
+    counts = {k: len(v) for k, v in trained.items()} if trained else (submitted or {}).get("training_counts") or {}
+    labels = sorted(set(held.intents) | set(counts))
     report = evaluate_gates(
-        predictions, champion, dataset.intents(t.locale), counts, feedback, GateConfig(**plan["gates"])
+        predictions,
+        champion,
+        labels,
+        counts,
+        feedback,
+        GateConfig(**plan["gates"]),
+        training_texts=trained,
+        held_out=held.summary(),
     )
     paths = write_gate_report(report, folder / "report")
     summary = report.summary()
@@ -325,6 +482,8 @@ def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[
         metrics=summary,
         accuracy_delta=summary.get("accuracy_delta"),
         latency_seconds=waited.get("latency_seconds"),
+        judged_flow=judged.flow_id,
+        held_out=held.summary(),
         gate_report=str(paths["gate_report.json"]) if "gate_report.json" in paths else None,
     )
     return {
@@ -334,12 +493,104 @@ def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[
         "reason": "all blocking gates passed" if report.passed else f"failed: {', '.join(report.failed_gates)}",
         "eval_seconds": round(seconds, 2),
         "artifacts": {k: str(v) for k, v in paths.items()},
+        "decided_at": time.time(),
     }
 
 
+def trained_intents(folder: Path) -> dict[str, list[str]] | None:
+    """Intent -> example sentences the challenger was trained on (written by `submit`), if known."""
+    path = folder / STAGED_INTENTS
+    if not path.exists():
+        return None
+    return {i["name"]: list(i.get("exampleSentences") or []) for i in json.loads(path.read_text())}
+
+
+STAGED_INTENTS = "challenger_intents.json"
+
+
 def decide(evaluated: dict[str, Any], group: str, **context: Any) -> str:
-    """Branch on the gate report only: promote (MLflow sync) or roll back."""
-    return f"{group}.mlflow_sync" if evaluated and evaluated.get("passed") else f"{group}.rollback"
+    """Branch on the gate report only: promote, or reject (restoring production when in place)."""
+    return f"{group}.promote" if evaluated and evaluated.get("passed") else f"{group}.rollback"
+
+
+# --- what happened: one place decides it -----------------------------------------------------------------
+def restore_needed(plan, captured, evaluated, promoted) -> tuple[bool, str]:
+    """Whether production must get its rollback point back, and why (shown in the task log and audit)."""
+    if not captured:
+        return False, "no rollback point: nothing was changed"
+    if captured.get("unchanged"):
+        return False, "unchanged since the last successful training: nothing was retrained"
+    passed = bool(evaluated and evaluated.get("passed"))
+    if plan.get("promotion") == "staging":
+        if not passed:
+            return False, "the challenger was not promoted: production was not touched"
+        if promoted and promoted.get("promoted"):
+            return False, "promoted and verified: the new model stays"
+        return True, f"promotion failed: {(promoted or {}).get('reason') or 'the promote task did not finish'}"
+    if passed:
+        return False, "the gates passed: the new model stays"
+    return True, (evaluated or {}).get("reason") or "the training's result is unknown"
+
+
+OUTCOMES = {
+    "dry_run": "validated only; nothing sent",
+    "unchanged": "the flow did not change since its last successful training; nothing retrained",
+    "promoted": "the challenger passed every blocking gate and serves",
+    "rejected": "staging: the gates rejected the challenger; production was not touched",
+    "rejected_rolled_back": "in place: the gates rejected the challenger; production restored and verified",
+    "promotion_failed_rolled_back": "staging: promotion failed; production restored and verified",
+    "incomplete": "a restore was needed and is not verified: a person must act",
+}  # plus training_<state> (staging: production untouched) and training_<state>_rolled_back (in place)
+FAILING = ("incomplete", "promotion_failed_rolled_back")
+
+
+def outcome_of(plan, captured, waited, evaluated, promoted, rolled_back) -> str:
+    """The retrain's outcome, in the words of OUTCOMES (used by MLflow, the audit and the verdict alike)."""
+    if plan and plan.get("dry_run"):
+        return "dry_run"
+    if captured and captured.get("unchanged"):
+        return "unchanged"
+    training = (waited or {}).get("state") or "not_run"
+    passed = bool(evaluated and evaluated.get("passed"))
+    restored = bool(rolled_back and rolled_back.get("verified"))
+    if plan.get("promotion") == "staging":
+        if passed and promoted and promoted.get("promoted"):
+            return "promoted"
+        if passed:
+            return "promotion_failed_rolled_back" if restored else "incomplete"
+        if not captured:
+            return "incomplete" if training != "not_run" else "training_not_run"
+        return "rejected" if training == "succeeded" else f"training_{training}"
+    if passed:
+        return "promoted"
+    if restored:
+        return "rejected_rolled_back" if training == "succeeded" else f"training_{training}_rolled_back"
+    return "incomplete" if captured else "training_not_run"
+
+
+def run_fails(outcome: str) -> bool:
+    return outcome in FAILING or (outcome.startswith("training_") and outcome != "training_succeeded")
+
+
+def ungated_exposure_seconds(plan, captured, waited, evaluated, rolled_back, now: float) -> float:
+    """How long an endpoint-served production flow served a model that had not passed the gates.
+
+    Staging promotion trains production only after the gates passed: 0. In place, production serves the
+    challenger from the end of its training (Cognigy's clock) until the gates pass (decision time) or the
+    restoring training ends (or now, when the restore is not verified). A flow no endpoint serves exposes nobody.
+    """
+    if plan.get("promotion") == "staging" or not captured or captured.get("unchanged"):
+        return 0.0
+    if (waited or {}).get("state") != "succeeded" or not captured.get("endpoints"):
+        return 0.0
+    start = float(waited.get("finished_at") or now)
+    if evaluated and evaluated.get("passed"):
+        end = float(evaluated.get("decided_at") or now)
+    elif rolled_back and rolled_back.get("verified"):
+        end = float(rolled_back.get("restored_at") or now)
+    else:
+        end = now
+    return round(max(0.0, end - start), 3)
 
 
 # --- MLflow --------------------------------------------------------------------------------------------
@@ -381,16 +632,17 @@ def _metric_key(*parts: str) -> str:
     return ".".join(_METRIC_KEY_UNSAFE.sub("_", p) for p in parts)[:250]
 
 
-def build_payload(context, target, plan, captured, submitted, waited, evaluated, rolled_back) -> SyncPayload:
+def build_payload(
+    context, target, plan, captured, submitted, waited, evaluated, promoted_result, rolled_back
+) -> SyncPayload:
     """Everything MLflow gets for one DAG run and target: params, metrics, tags, artifacts, registry action."""
     ti = context["ti"]
     t = Target.from_dict(target)
     summary = (evaluated or {}).get("summary") or {}
     trained = (waited or {}).get("state") == "succeeded"
-    promoted = bool(evaluated and evaluated.get("passed"))
-    outcome = "promoted" if promoted else ("rejected" if trained else f"training_{(waited or {}).get('state')}")
-    if not promoted:  # rolled_back is None when the rollback task failed
-        outcome += "_rolled_back" if (rolled_back or {}).get("verified") else "_rollback_unverified"
+    outcome = outcome_of(plan, captured, waited, evaluated, promoted_result, rolled_back)
+    promoted = outcome == "promoted"
+    exposure = ungated_exposure_seconds(plan, captured, waited, evaluated, rolled_back, time.time())
     counts = (submitted or {}).get("training_counts") or (captured or {}).get("serving_counts") or {}
     metrics = {
         "training_latency_seconds": (waited or {}).get("latency_seconds"),
@@ -407,6 +659,8 @@ def build_payload(context, target, plan, captured, submitted, waited, evaluated,
         "eval_seconds": (evaluated or {}).get("eval_seconds"),
         "champion_eval_seconds": (captured or {}).get("champion_eval_seconds"),
         "gates_failed": len(summary["failed_gates"]) if "failed_gates" in summary else None,
+        "ungated_exposure_seconds": exposure,
+        "held_out_rows": ((captured or {}).get("held_out") or {}).get("rows"),
     }
     report_file = ((evaluated or {}).get("artifacts") or {}).get("gate_report.json")
     if report_file and Path(report_file).exists():
@@ -431,6 +685,8 @@ def build_payload(context, target, plan, captured, submitted, waited, evaluated,
         "airflow_run_url": airflow_run_url(ti.dag_id, ti.run_id),
         "rollback_verified": str(bool(rolled_back and rolled_back.get("verified"))).lower(),
         "gate_result": gate_result[:MAX_TAG_VALUE_LENGTH],
+        "promotion": plan.get("promotion") or "", "trained_flow_id": (submitted or {}).get("trained_flow") or "",
+        "held_out_sha256": ((captured or {}).get("held_out") or {}).get("sha256") or "",
     }  # fmt: skip
     registry = None
     if trained and job_id:
@@ -458,7 +714,20 @@ def build_payload(context, target, plan, captured, submitted, waited, evaluated,
         artifacts=artifacts,
         status="FINISHED" if promoted else "FAILED",
         registry=registry,
+        datasets=_datasets(captured),
     )
+
+
+def _datasets(captured: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The held-out set that judged the model (and the training file, when one was imported)."""
+    found = []
+    for key, context in (("held_out", "evaluation"), ("training_data", "training")):
+        summary = (captured or {}).get(key)
+        if summary:
+            profile = {k: summary.get(k) for k in ("rows", "intents", "slices", "duplicates")}
+            found.append({"name": summary["name"], "digest": summary["sha256"][:36], "source": summary["name"],
+                          "context": context, "profile": profile})  # fmt: skip
+    return found
 
 
 def registry_model_name(t: Target) -> str:
@@ -480,19 +749,16 @@ def airflow_run_url(dag_id: str, run_id: str) -> str:
     return f"{base}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}"
 
 
-def _metrics_summary(metrics: dict[str, float]) -> dict[str, float]:
-    """The run-level metrics (no per-intent rows) for an audit record."""
-    return {k: v for k, v in metrics.items() if not k.startswith("intent.")}
-
-
-def mlflow_sync(target, plan, captured, submitted, waited, evaluated, rolled_back, **context: Any) -> dict[str, Any]:
+def mlflow_sync(
+    target, plan, captured, submitted, waited, evaluated, promoted, rolled_back, **context: Any
+) -> dict[str, Any]:
     """Record this retrain in MLflow (one run per DAG run and target, found again on retry).
 
     The payload is written to a durable outbox first; when MLflow stays down past the task's retries the run
     still ends, the payload waits in the outbox, and the `cognigy_mlflow_resync` DAG pushes it later.
     """
     ti = context["ti"]
-    payload = build_payload(context, target, plan, captured, submitted, waited, evaluated, rolled_back)
+    payload = build_payload(context, target, plan, captured, submitted, waited, evaluated, promoted, rolled_back)
     outbox = Outbox(settings.outbox_dir())
     entry = outbox.put(payload)
     common = {
@@ -503,6 +769,7 @@ def mlflow_sync(target, plan, captured, submitted, waited, evaluated, rolled_bac
         "accuracy_delta": payload.metrics.get("accuracy_delta"),
         "mlflow_status": payload.status,
         "retrain_outcome": payload.tags["status"],
+        "ungated_exposure_seconds": payload.metrics.get("ungated_exposure_seconds"),
     }
     secrets: list[str] = []
     try:
@@ -538,51 +805,71 @@ def mlflow_sync(target, plan, captured, submitted, waited, evaluated, rolled_bac
 
 
 # --- final audit ---------------------------------------------------------------------------------------
-def finalize(target, plan, captured, submitted, waited, evaluated, rolled_back, synced, **context: Any) -> dict:
-    """Write the retrain's closing audit record, then fail the run if training or rollback failed."""
+def finalize(target, plan, captured, submitted, waited, evaluated, promoted, rolled_back, synced, **context) -> dict:
+    """Write the retrain's closing audit record and remember what production was trained on; then fail the run
+    if the training failed, a promotion failed, or a restore is not verified."""
     training = (waited or {}).get("state")
-    promoted = bool(evaluated and evaluated.get("passed"))
-    if plan and plan.get("dry_run"):
-        outcome = "dry_run"
-    elif promoted:
-        outcome = "promoted"
-    elif rolled_back and rolled_back.get("verified"):
-        outcome = "rejected_rolled_back" if training == "succeeded" else f"training_{training}_rolled_back"
-    else:
-        outcome = "incomplete"
+    outcome = outcome_of(plan or {}, captured, waited, evaluated, promoted, rolled_back)
+    exposure = ungated_exposure_seconds(plan or {}, captured, waited, evaluated, rolled_back, time.time())
     summary = (evaluated or {}).get("summary") or {}
+    t = Target.from_dict(target)
+    folder = _run_dir(context, target)
+    if outcome == "promoted":
+        _remember_promotion(t, plan, captured, submitted, folder, context["ti"].run_id)
     record = audit(
         context,
         "retrain_completed",
         plan,
         target,
         outcome=outcome,
+        outcome_meaning=OUTCOMES.get(outcome),
+        promotion=(plan or {}).get("promotion"),
         training_state=training,
         cognigy_job_id=(waited or submitted or {}).get("job_id"),
+        promotion_job_id=(promoted or {}).get("job_id"),
         latency_seconds=(waited or {}).get("latency_seconds"),
         metrics=summary,
         accuracy_delta=summary.get("accuracy_delta"),
         gate_reason=(evaluated or {}).get("reason"),
+        held_out=(captured or {}).get("held_out"),
+        ungated_exposure_seconds=exposure,
         mlflow_run_id=(synced or {}).get("run_id"),
         mlflow_deferred=bool((synced or {}).get("deferred")),
         rollback_verified=bool(rolled_back and rolled_back.get("verified")),
     )
     result = {
         "outcome": outcome,
+        "promotion": (plan or {}).get("promotion"),
         "audit_seq": record.get("seq"),
         "audit_path": str(settings.audit_path()),
         "job_id": (waited or submitted or {}).get("job_id"),
         "training_state": training,
         "latency_seconds": (waited or {}).get("latency_seconds"),
         "summary": summary,
+        "ungated_exposure_seconds": exposure,
+        "held_out": (captured or {}).get("held_out"),
         "mlflow_run_id": (synced or {}).get("run_id"),
         "mlflow_run_url": (synced or {}).get("run_url"),
         "target": target,
     }
-    Path(_run_dir(context, target) / "outcome.json").write_text(json.dumps(result, indent=2))
-    if outcome == "incomplete" or (training and training != "succeeded"):
+    Path(folder / "outcome.json").write_text(json.dumps(result, indent=2))
+    if run_fails(outcome):
         raise AirflowFailException(
-            f"retrain of {Target.from_dict(target).key} ended as {outcome} "
-            f"(training {training}); see the audit log {settings.audit_path()}"
+            f"retrain of {t.key} ended as {outcome} (training {training}): {OUTCOMES.get(outcome, '')}; "
+            f"see the audit log {settings.audit_path()}"
         )
     return result
+
+
+def _remember_promotion(t: Target, plan, captured, submitted, folder: Path, run_id: str) -> None:
+    """Production now serves the challenger's intents: remember them (for `unchanged`) and keep the
+    challenger's held-out predictions as the champion's for that state (not scored again next time)."""
+    fingerprint = (submitted or {}).get("fingerprint")
+    held = (captured or {}).get("held_out") or {}
+    if not fingerprint or plan.get("dialect") != "rest-v2":
+        return
+    record_trained(t.key, fingerprint, run_id)
+    challenger = folder / "challenger_predictions.jsonl"
+    if challenger.exists() and held.get("sha256"):
+        key = champion_key(fingerprint, held["sha256"], plan["request"]["heldOut"]["threshold"])
+        store_champion(t.key, key, challenger)

@@ -1,0 +1,143 @@
+"""The run's labelled data: read the user's files through Airflow object storage, check them, freeze a copy.
+
+`validate` calls `freeze_request_data` before anything is sent to Cognigy: every held-out and training file of
+every locale is read (a local path, file://, s3://, gs://, … — whatever `ObjectStoragePath` reads with the
+installed providers), parsed and checked; a malformed file stops the run with errors naming file, line and
+field. The exact bytes are copied into the run's folder, so every later task (and every retry) judges with the
+same data, whatever happens to the source afterwards. The demo set is used only when a source says `demo`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from airflow.sdk import ObjectStoragePath
+
+from include import dataset
+from include.labelled_data import MAX_FILE_BYTES, DataFileInvalid, LabelledSet, parse_labelled
+from include.retrain_request import RetrainRequest
+
+HELD_OUT, TRAINING = "held_out", "training"
+
+
+def read_data_file(uri: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The file's bytes; a missing file, an unknown scheme or an oversized file is a DataFileInvalid."""
+    location = uri if "://" in uri else Path(uri).expanduser().resolve().as_uri()
+    try:
+        path = ObjectStoragePath(location)
+        size = int((path.stat() or {}).get("size") or 0)
+        if size > max_bytes:
+            raise DataFileInvalid([f"{uri}: file: {size:,} bytes is larger than the {max_bytes:,} bytes allowed"])
+        return path.read_bytes()
+    except DataFileInvalid:
+        raise
+    except FileNotFoundError:
+        raise DataFileInvalid([f"{uri}: file: not found"]) from None
+    except Exception as exc:  # unknown scheme / provider not installed / access denied: say which
+        detail = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise DataFileInvalid([f"{uri}: file: cannot be read ({type(exc).__name__}: {detail})"]) from None
+
+
+def _source_bytes(request: RetrainRequest, kind: str, locale: str) -> tuple[str, bytes, str | None] | None:
+    """(display name, bytes, format) of one data file of a locale, or None when the source has no file."""
+    if kind == HELD_OUT:
+        if request.heldOut.source == "demo":
+            return (
+                f"{dataset.DEMO_NAME}#test/{locale}",
+                dataset.demo_held_out_file(locale, request.heldOut.perIntent),
+                "jsonl",
+            )
+        uri = request.data_uri("heldOut", locale)
+    else:
+        if request.trainingData.source == "demo":
+            data = dataset.demo_training_file(locale, request.trainingDataSliceMatrix)
+            return f"{dataset.DEMO_NAME}#train/{locale}", data, "jsonl"
+        uri = request.data_uri("trainingData", locale)
+    if uri is None:
+        return None
+    return uri, read_data_file(uri), None
+
+
+def freeze_request_data(request: RetrainRequest, folder: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Read, check and copy every data file of the request; returns (per-locale data entries, errors).
+
+    An entry is `{"held_out": {"path", "name", "format", "summary"}, "training": {...} | None}`; `summary` is the
+    XCom-sized description (no intent names). Errors name the field, file and line; nothing is sent anywhere.
+    """
+    data: dict[str, dict[str, Any]] = {}
+    errors: list[str] = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for locale in request.locales:
+        entry: dict[str, Any] = {HELD_OUT: None, TRAINING: None}
+        for kind, field in ((HELD_OUT, "heldOut"), (TRAINING, "trainingData")):
+            try:
+                found = _source_bytes(request, kind, locale)
+                if found is None:
+                    continue
+                name, raw, fmt = found
+                labelled = parse_labelled(raw, name, fmt=fmt)
+                if kind == TRAINING:
+                    labelled_errors = _training_errors(request, labelled)
+                    if labelled_errors:
+                        raise DataFileInvalid(labelled_errors)
+            except DataFileInvalid as exc:
+                errors.extend(f"{field} ({locale}): {e}" for e in exc.errors)
+                continue
+            except ValueError as exc:  # the demo set does not have this locale or intent
+                errors.append(f"{field} ({locale}): {exc}")
+                continue
+            copy = folder / f"{kind}-{locale}-{labelled.sha256[:16]}.{fmt or _format_of(name)}"
+            copy.write_bytes(raw)
+            summary = {k: v for k, v in labelled.summary().items() if k != "intent_names"}
+            entry[kind] = {"path": str(copy), "name": name, "format": fmt or _format_of(name), "summary": summary}
+        data[locale] = entry
+    return data, errors
+
+
+def _format_of(name: str) -> str:
+    return "csv" if name.split("?", 1)[0].lower().endswith(".csv") else "jsonl"
+
+
+def _training_errors(request: RetrainRequest, labelled: LabelledSet) -> list[str]:
+    """A training file must fit one Cognigy flow: ≤ 200 sentences per intent, ≤ 2,500 intents, matrix ⊆ file."""
+    from include.retrain_request import COGNIGY_MAX_INTENTS_PER_FLOW, COGNIGY_MAX_SENTENCES_PER_INTENT
+
+    problems = []
+    by_intent = labelled.by_intent()
+    if len(by_intent) > COGNIGY_MAX_INTENTS_PER_FLOW:
+        problems.append(f"{labelled.name}: {len(by_intent)} intents; a Cognigy flow holds at most 2,500")
+    first_line = {}
+    for u in labelled.utterances:
+        first_line.setdefault(u.intent, u.line)
+    for intent, texts in by_intent.items():
+        distinct = len(dict.fromkeys(texts))
+        if distinct > COGNIGY_MAX_SENTENCES_PER_INTENT:
+            problems.append(
+                f"{labelled.name}:{first_line[intent]}: intent: {intent[:60]!r} has {distinct} example sentences; "
+                f"Cognigy allows at most {COGNIGY_MAX_SENTENCES_PER_INTENT} per intent"
+            )
+    if request.trainingData.source == "uri":
+        for intent, n in request.trainingDataSliceMatrix.items():
+            have = len(dict.fromkeys(by_intent.get(intent, [])))
+            if n > have:
+                problems.append(
+                    f"trainingDataSliceMatrix.{intent[:60]}: asks for {n} sentences; {labelled.name} has {have}"
+                )
+    return problems
+
+
+def load_frozen(entry: dict[str, Any] | None) -> LabelledSet | None:
+    """The run's frozen copy of a data file (as checked by `validate`)."""
+    if not entry:
+        return None
+    return parse_labelled(Path(entry["path"]).read_bytes(), entry["name"], fmt=entry["format"])
+
+
+def training_intents(request: RetrainRequest, labelled: LabelledSet) -> dict[str, list[str]]:
+    """Intent -> distinct example sentences to import; the matrix (source uri) takes the first n per intent."""
+    by_intent = {intent: list(dict.fromkeys(texts)) for intent, texts in labelled.by_intent().items()}
+    matrix = request.trainingDataSliceMatrix if request.trainingData.source == "uri" else {}
+    if matrix:
+        return {intent: by_intent[intent][:n] for intent, n in matrix.items()}
+    return by_intent
