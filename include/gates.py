@@ -1,30 +1,38 @@
 """Quality gates that decide whether a retrained intent model (challenger) may replace the serving one.
 
 Both models are scored on the same frozen held-out set in the same run. Every gate returns a
-``GateResult`` with the numbers it used and a plain-language reason; the model is promoted only when every
-*blocking* gate passed. Definitions and default thresholds follow the NLU evaluation reference
-(nlu-evaluation.md: Rasa/Azure/Lex practice, Dietterich 1998, Dror et al. 2018, fairlearn):
+``GateResult`` with a status ("passed", "failed" or "not_evaluated"), the numbers it used and a plain-language
+reason; the model is promoted only when every *blocking* gate passed. **A gate that cannot measure does not
+pass**: a blocking gate that is not evaluated blocks promotion unless ``GateConfig.allow_unevaluated`` names
+it. Definitions and default thresholds follow the NLU evaluation reference (nlu-evaluation.md:
+Rasa/Azure/Lex practice, Dietterich 1998, Dror et al. 2018, fairlearn):
 
 - ``scoring_coverage``: the share of held-out utterances that could not be scored stays small, so the
   metrics describe the whole set.
+- ``leakage``: held-out utterances whose normalised text also appears in the training sentences stay rare
+  (a test set that overlaps training overstates accuracy).
 - ``precision_recall_balance``: macro P and macro R above their floors and |P − R| within a tolerance.
 - ``per_intent_floor``: every intent with enough test utterances keeps recall and F1 above a floor.
-- ``bias``: accuracy disparity over slices (locale, channel, length) measured with fairlearn ``MetricFrame``:
-  between-groups difference ≤ ceiling and min/max ratio ≥ floor; macro-recall disparity is a warning only.
+- ``bias``: accuracy disparity over slices (by default every slice dimension present in the held-out
+  predictions) measured with fairlearn ``MetricFrame``: between-groups difference ≤ ceiling and min/max
+  ratio ≥ floor; macro-recall disparity is a warning only.
 - ``training_balance``: training-data imbalance ratio max n_c / min n_c and the smallest class size.
 - ``champion_regression``: paired comparison on the same utterances (McNemar exact test, paired bootstrap
   CI of the macro-F1 delta, per-intent F1 drop). Only a *significantly* worse challenger is blocked;
   a non-significant difference is noise and is neither a regression nor an improvement.
-- ``platform_feedback``: findings of the Cognigy NLU feedback report, blocking only when configured.
+- ``platform_feedback``: problem findings of the Cognigy NLU feedback report, blocking only when configured.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fairlearn.metrics import MetricFrame, count
@@ -36,6 +44,7 @@ from include.evaluation import NO_INTENT, Prediction, compute_metrics, true_labe
 
 GATE_ORDER = (
     "scoring_coverage",
+    "leakage",
     "precision_recall_balance",
     "per_intent_floor",
     "bias",
@@ -43,6 +52,10 @@ GATE_ORDER = (
     "champion_regression",
     "platform_feedback",
 )
+GATE_PROFILES = ("default", "strict")
+GATE_STATUSES = ("passed", "failed", "not_evaluated")
+GateStatus = Literal["passed", "failed", "not_evaluated"]
+MAX_LEAKED_LISTED = 50  # leaked held-out utterances listed in the report
 _BOOTSTRAP_CELLS_PER_CHUNK = 2_000_000  # resamples × utterances materialised at once
 
 
@@ -76,6 +89,17 @@ class GateConfig(BaseModel):
     weak_intent_max_share: float = Field(
         0.10, ge=0.0, le=1.0, description="Warn when more than this share of judged intents is weak."
     )
+    max_leakage_share: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description=(
+            "Maximum share of held-out utterances whose normalised text (casefolded, whitespace collapsed) also "
+            "appears among the training sentences. A test set that overlaps training overstates accuracy, "
+            "because the model is graded on sentences it has memorised; 1 % tolerates incidental short "
+            "utterances such as greetings ('hi', 'thanks') that occur in both sets by chance."
+        ),
+    )
     max_unscored_share: float = Field(
         0.05,
         ge=0.0,
@@ -94,9 +118,13 @@ class GateConfig(BaseModel):
     bias_min_group_size: int = Field(
         20, ge=1, description="Groups with fewer scored utterances are excluded from the bias gate (reported)."
     )
-    bias_slices: list[str] = Field(
-        default_factory=lambda: ["locale", "channel", "length"],
-        description="Slice dimensions (keys of Prediction.slices) compared by the bias gate.",
+    bias_slices: list[str] | None = Field(
+        None,
+        description=(
+            "Slice dimensions (keys of Prediction.slices) compared by the bias gate. None (default): every "
+            "dimension present in the challenger's held-out predictions, so no slice is invented or silently "
+            "dropped; a held-out set without slice columns leaves the bias gate not evaluated."
+        ),
     )
     bias_require_ci_above_ceiling: bool = Field(
         False,
@@ -129,33 +157,80 @@ class GateConfig(BaseModel):
     )
     seed: int = Field(0, ge=0, description="Seed of the bootstrap resampling, for reproducible reports.")
     block_on_feedback_findings: bool = Field(
-        False, description="Make findings of the Cognigy feedback report block promotion."
+        False, description="Make problem findings of the Cognigy feedback report block promotion."
+    )
+    allow_unevaluated: list[str] = Field(
+        default_factory=list,
+        description=(
+            "Blocking gates that may be not evaluated without blocking promotion (e.g. champion_regression "
+            "for the very first model of a flow). By default a blocking gate that cannot measure blocks."
+        ),
     )
 
     @field_validator("bias_slices")
     @classmethod
-    def _distinct_slices(cls, value: list[str]) -> list[str]:
+    def _distinct_slices(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
         if any(not s.strip() for s in value):
             raise ValueError("slice names must be non-empty")
         if len(set(value)) != len(value):
             raise ValueError("slice names must be distinct")
         return value
 
+    @field_validator("allow_unevaluated")
     @classmethod
-    def spec_strict(cls, **overrides: Any) -> GateConfig:
-        """The original specification: floor = 1 − tolerance = 0.95 for both macro precision and recall."""
-        tolerance = 0.05
-        values: dict[str, Any] = {
-            "precision_floor": 1 - tolerance,
-            "recall_floor": 1 - tolerance,
-            "pr_balance_tolerance": tolerance,
-        }
+    def _known_gates(cls, value: list[str]) -> list[str]:
+        unknown = sorted(set(value) - set(GATE_ORDER))
+        if unknown:
+            raise ValueError(f"unknown gate(s) {unknown}; gates are {list(GATE_ORDER)}")
+        return list(dict.fromkeys(value))
+
+    @classmethod
+    def profile(cls, name: str, **overrides: Any) -> GateConfig:
+        """A named set of thresholds (``GATE_PROFILES``), with ``overrides`` applied on top.
+
+        ``default``: the field defaults. ``strict``: the specification — macro precision and recall ≥ 0.95,
+        |P − R| ≤ 0.05, between-groups accuracy difference ≤ 0.15.
+        """
+        if name not in GATE_PROFILES:
+            raise ValueError(f"unknown gate profile {name!r}; profiles are {list(GATE_PROFILES)}")
+        values: dict[str, Any] = dict(_PROFILE_VALUES[name])
         values.update(overrides)
         return cls(**values)
+
+    @classmethod
+    def spec_strict(cls, **overrides: Any) -> GateConfig:
+        """Alias of ``GateConfig.profile("strict", **overrides)``."""
+        return cls.profile("strict", **overrides)
+
+    def fingerprint(self) -> str:
+        """SHA-256 of the canonical JSON of every threshold (sorted keys), for audits: same hash, same gates."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+_SPEC_TOLERANCE = 0.05
+_PROFILE_VALUES: dict[str, dict[str, Any]] = {
+    "default": {},
+    "strict": {
+        "precision_floor": 1 - _SPEC_TOLERANCE,
+        "recall_floor": 1 - _SPEC_TOLERANCE,
+        "pr_balance_tolerance": _SPEC_TOLERANCE,
+        "bias_ceiling": 0.15,
+    },
+}
 
 
 @dataclass
 class GateResult:
+    """One gate's verdict.
+
+    ``status`` is "passed", "failed" or "not_evaluated" (the gate could not measure). ``passed`` stays for
+    compatibility: True for "passed", and for "not_evaluated" only when ``allowed_unevaluated`` (the gate is
+    listed in ``GateConfig.allow_unevaluated``). ``skipped`` is True exactly when the gate was not evaluated.
+    """
+
     name: str
     passed: bool
     blocking: bool
@@ -164,14 +239,44 @@ class GateResult:
     reason: str
     warnings: list[str] = field(default_factory=list)
     skipped: bool = False
+    status: GateStatus | None = None
+    allowed_unevaluated: bool = False
+
+    def __post_init__(self) -> None:
+        if self.status is None:
+            self.status = "not_evaluated" if self.skipped else "passed" if self.passed else "failed"
+        if self.status not in GATE_STATUSES:
+            raise ValueError(f"status must be one of {GATE_STATUSES}, got {self.status!r}")
+        self.skipped = self.status == "not_evaluated"
+
+    @property
+    def blocks(self) -> bool:
+        """True when this gate keeps the challenger from being promoted."""
+        return self.blocking and not self.passed
+
+    @property
+    def result_label(self) -> str:
+        """What a reader sees in the report's result column."""
+        if self.status == "passed":
+            return "pass"
+        if self.status == "failed":
+            return "FAIL" if self.blocking else "warn"
+        if not self.blocking:
+            return "not evaluated (not blocking)"
+        if self.allowed_unevaluated:
+            return "not evaluated (allowed by allow_unevaluated)"
+        return "NOT EVALUATED (blocks)"
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(
             {
                 "name": self.name,
+                "status": self.status,
                 "passed": self.passed,
                 "blocking": self.blocking,
                 "skipped": self.skipped,
+                "allowed_unevaluated": self.allowed_unevaluated,
+                "result": self.result_label,
                 "values": self.values,
                 "thresholds": self.thresholds,
                 "reason": self.reason,
@@ -190,6 +295,8 @@ class GateResult:
             reason=d["reason"],
             warnings=list(d.get("warnings") or []),
             skipped=bool(d.get("skipped", False)),
+            status=d.get("status"),
+            allowed_unevaluated=bool(d.get("allowed_unevaluated", False)),
         )
 
 
@@ -203,6 +310,7 @@ class GateReport:
     bias: dict[str, Any]
     training_distribution: dict[str, Any]
     config: GateConfig
+    held_out: dict[str, Any] | None = None
 
     def gate(self, name: str) -> GateResult:
         for gate in self.gates:
@@ -212,13 +320,18 @@ class GateReport:
 
     @property
     def failed_gates(self) -> list[str]:
-        """Blocking gates that failed: the reasons the challenger is not promoted."""
-        return [g.name for g in self.gates if g.blocking and not g.passed]
+        """Blocking gates that keep the challenger from being promoted: failed, or not evaluated and not allowed."""
+        return [g.name for g in self.gates if g.blocks]
 
     @property
     def warning_gates(self) -> list[str]:
-        """Non-blocking gates that did not pass."""
-        return [g.name for g in self.gates if not g.blocking and not g.passed]
+        """Non-blocking gates that failed."""
+        return [g.name for g in self.gates if not g.blocking and g.status == "failed"]
+
+    @property
+    def not_evaluated_gates(self) -> dict[str, str]:
+        """Every gate that could not measure, with the reason (blocking or not, allowed or not)."""
+        return {g.name: g.reason for g in self.gates if g.status == "not_evaluated"}
 
     def to_dict(self) -> dict[str, Any]:
         return _jsonable(
@@ -226,13 +339,16 @@ class GateReport:
                 "passed": self.passed,
                 "failed_gates": self.failed_gates,
                 "warning_gates": self.warning_gates,
+                "not_evaluated_gates": self.not_evaluated_gates,
                 "gates": [g.to_dict() for g in self.gates],
+                "held_out": self.held_out,
                 "metrics": self.metrics,
                 "champion_metrics": self.champion_metrics,
                 "comparison": self.comparison,
                 "bias": self.bias,
                 "training_distribution": self.training_distribution,
                 "config": self.config.model_dump(mode="json"),
+                "config_fingerprint": self.config.fingerprint(),
             }
         )
 
@@ -247,46 +363,67 @@ class GateReport:
             bias=d.get("bias") or {},
             training_distribution=d.get("training_distribution") or {},
             config=GateConfig(**d["config"]),
+            held_out=d.get("held_out"),
         )
 
     def summary(self) -> dict[str, Any]:
         """A small JSON-safe dict for Airflow XCom (well under 2 kB)."""
         comparison = self.comparison or {}
+        leakage = next((g for g in self.gates if g.name == "leakage"), None)
         return _jsonable(
             {
                 "passed": self.passed,
                 "failed_gates": self.failed_gates,
                 "warning_gates": self.warning_gates,
+                "not_evaluated_gates": {
+                    name: _shorten(reason, _SUMMARY_REASON_CHARS) for name, reason in self.not_evaluated_gates.items()
+                },
                 "accuracy": _round(self.metrics.get("accuracy")),
                 "macro_precision": _round(self.metrics.get("macro", {}).get("precision")),
                 "macro_recall": _round(self.metrics.get("macro", {}).get("recall")),
                 "macro_f1": _round(self.metrics.get("macro", {}).get("f1")),
                 "bias_score": _round(self.bias.get("bias_score")),
+                "leaked_share": _round(leakage.values.get("leaked_share")) if leakage else None,
                 "accuracy_delta": _round(comparison.get("accuracy", {}).get("delta")),
                 "macro_f1_delta": _round(comparison.get("macro_f1", {}).get("delta")),
                 "p_value": _significant(comparison.get("mcnemar", {}).get("p_value")),
                 "verdict": comparison.get("verdict"),
                 "n_scored": self.metrics.get("counts", {}).get("scored"),
+                "held_out_sha256": (self.held_out or {}).get("sha256"),
+                "config_fingerprint": self.config.fingerprint(),
             }
         )
+
+
+_SUMMARY_REASON_CHARS = 160
 
 
 def evaluate_gates(
     challenger: list[Prediction],
     champion: list[Prediction] | None,
     labels: list[str],
-    training_counts: Mapping[str, int],
-    feedback: dict | None,
+    training_counts: Mapping[str, int] | None,
+    feedback: Mapping[str, Any] | None,
     config: GateConfig,
+    *,
+    training_texts: Mapping[str, Sequence[str]] | None = None,
+    held_out: Mapping[str, Any] | None = None,
 ) -> GateReport:
-    """Run every gate on the challenger's (and champion's) held-out predictions."""
+    """Run every gate on the challenger's (and champion's) held-out predictions.
+
+    ``training_texts`` (intent → training sentences) feeds the leakage gate (None: not evaluated).
+    ``held_out`` is the provenance of the held-out file (e.g. name, sha256, rows, intents), JSON-safe; it is
+    stored on the report as given.
+    """
+    provenance = _provenance(held_out)
     metrics = compute_metrics(challenger, labels)
     champion_metrics = compute_metrics(champion, labels) if champion is not None else None
     bias_gate, bias = _bias_gate(challenger, config)
-    training_gate, distribution = _training_balance_gate(training_counts, labels, config)
+    training_gate, distribution = _training_balance_gate(training_counts or {}, labels, config)
     regression_gate, comparison = _champion_regression_gate(challenger, champion, labels, config)
     gates = [
         _scoring_coverage_gate(metrics, config),
+        _leakage_gate(challenger, training_texts, config),
         _precision_recall_gate(metrics, config),
         _per_intent_gate(metrics, config),
         bias_gate,
@@ -295,7 +432,7 @@ def evaluate_gates(
         _platform_feedback_gate(feedback, config),
     ]
     return GateReport(
-        passed=all(g.passed for g in gates if g.blocking),
+        passed=not any(g.blocks for g in gates),
         gates=gates,
         metrics=metrics,
         champion_metrics=champion_metrics,
@@ -303,6 +440,49 @@ def evaluate_gates(
         bias=bias,
         training_distribution=distribution,
         config=config,
+        held_out=provenance,
+    )
+
+
+def _provenance(held_out: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    if held_out is None:
+        return None
+    data = _jsonable(dict(held_out))
+    try:
+        json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"held_out must be JSON-safe (name, sha256, rows, intents): {exc}") from exc
+    return data
+
+
+def _not_evaluated(
+    name: str,
+    blocking: bool,
+    why: str,
+    config: GateConfig,
+    values: dict[str, Any] | None = None,
+    thresholds: dict[str, Any] | None = None,
+    warnings: list[str] | None = None,
+) -> GateResult:
+    """A gate that could not measure: it does not pass, and blocks when blocking unless allowed."""
+    allowed = name in config.allow_unevaluated
+    why = why.rstrip(".")
+    if not blocking:
+        effect = "This gate is not blocking."
+    elif allowed:
+        effect = "Not evaluated (allowed by allow_unevaluated), so it does not block promotion."
+    else:
+        effect = "A blocking gate that cannot measure blocks promotion; list it in allow_unevaluated to accept that."
+    return GateResult(
+        name=name,
+        passed=allowed,
+        blocking=blocking,
+        values=values or {},
+        thresholds=thresholds or {},
+        reason=f"Not evaluated: {why}. {effect}",
+        warnings=warnings or [],
+        status="not_evaluated",
+        allowed_unevaluated=allowed,
     )
 
 
@@ -312,25 +492,108 @@ def evaluate_gates(
 def _scoring_coverage_gate(metrics: dict[str, Any], config: GateConfig) -> GateResult:
     counts = metrics["counts"]
     total = counts["total"]
-    unscored = counts["skipped"] + counts["failed"]
-    share = unscored / total if total else 1.0
-    passed = total > 0 and counts["scored"] > 0 and share <= config.max_unscored_share
+    thresholds = {"max_unscored_share": config.max_unscored_share}
     if total == 0:
-        reason = "No held-out predictions were given, so the challenger cannot be judged."
-    else:
-        verdict = "within" if passed else "above"
-        reason = (
-            f"{counts['scored']} of {total} held-out utterances were scored; {counts['skipped']} skipped and "
-            f"{counts['failed']} failed ({share:.1%} unscored, {verdict} the {config.max_unscored_share:.1%} "
-            "allowed)."
+        return _not_evaluated(
+            "scoring_coverage",
+            True,
+            "no held-out predictions were given (0 utterances), so the challenger cannot be judged",
+            config,
+            values={**counts, "unscored_share": None},
+            thresholds=thresholds,
         )
+    unscored = counts["skipped"] + counts["failed"]
+    share = unscored / total
+    passed = counts["scored"] > 0 and share <= config.max_unscored_share
+    verdict = "within" if passed else "above"
+    reason = (
+        f"{counts['scored']} of {total} held-out utterances were scored; {counts['skipped']} skipped and "
+        f"{counts['failed']} failed ({share:.1%} unscored, {verdict} the {config.max_unscored_share:.1%} "
+        "allowed)."
+    )
     return GateResult(
         name="scoring_coverage",
         passed=passed,
         blocking=True,
         values={**counts, "unscored_share": share},
-        thresholds={"max_unscored_share": config.max_unscored_share},
+        thresholds=thresholds,
         reason=reason,
+    )
+
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def normalise_text(text: str) -> str:
+    """The form in which held-out and training sentences are compared: casefolded, whitespace collapsed."""
+    return _WHITESPACE.sub(" ", text.casefold()).strip()
+
+
+def _leakage_gate(
+    predictions: Sequence[Prediction], training_texts: Mapping[str, Sequence[str]] | None, config: GateConfig
+) -> GateResult:
+    thresholds = {"max_leakage_share": config.max_leakage_share}
+    if training_texts is None:
+        return _not_evaluated(
+            "leakage",
+            True,
+            "no training sentences were given, so overlap between the held-out set and training is unknown",
+            config,
+            thresholds=thresholds,
+        )
+    trained: dict[str, set[str]] = defaultdict(set)
+    for intent, sentences in training_texts.items():
+        for sentence in sentences:
+            key = normalise_text(str(sentence))
+            if key:
+                trained[key].add(str(intent))
+    held = [p for p in predictions if normalise_text(p.text)]
+    if not trained or not held:
+        why = "the training sentences are empty" if not trained else "the held-out set has no utterance"
+        return _not_evaluated("leakage", True, why, config, thresholds=thresholds)
+    leaked = [p for p in held if normalise_text(p.text) in trained]
+    share = len(leaked) / len(held)
+    listed = [
+        {
+            "text": p.text,
+            "intent": p.true_intent,
+            "training_intents": sorted(trained[normalise_text(p.text)]),
+        }
+        for p in leaked[:MAX_LEAKED_LISTED]
+    ]
+    mislabelled = sum(1 for p in leaked if p.true_intent not in trained[normalise_text(p.text)])
+    passed = share <= config.max_leakage_share
+    examples = ", ".join(f"{item['text']!r} ({item['intent']})" for item in listed[:5])
+    if not leaked:
+        reason = f"None of the {len(held)} held-out utterances appears among the training sentences."
+    else:
+        verdict = "within" if passed else "above"
+        reason = (
+            f"{len(leaked)} of {len(held)} held-out utterances ({share:.1%}) also appear among the training "
+            f"sentences, {verdict} the {config.max_leakage_share:.1%} allowed; such utterances overstate "
+            f"accuracy. Examples: {examples}."
+        )
+    warnings_ = []
+    if mislabelled:
+        warnings_.append(
+            f"{mislabelled} leaked utterance(s) carry a different intent in training than in the held-out set"
+        )
+    return GateResult(
+        name="leakage",
+        passed=passed,
+        blocking=True,
+        values={
+            "held_out_utterances": len(held),
+            "leaked": len(leaked),
+            "leaked_share": share,
+            "leaked_intents": dict(sorted(Counter(p.true_intent for p in leaked).items())),
+            "leaked_utterances": listed,
+            "listed": len(listed),
+            "normalisation": "casefold, whitespace collapsed, stripped",
+        },
+        thresholds=thresholds,
+        reason=reason,
+        warnings=warnings_,
     )
 
 
@@ -345,7 +608,17 @@ def _precision_recall_gate(metrics: dict[str, Any], config: GateConfig) -> GateR
     if gap > config.pr_balance_tolerance:
         problems.append(f"|P − R| = {gap:.3f} exceeds the tolerance {config.pr_balance_tolerance:.2f}")
     if metrics["counts"]["scored"] == 0:
-        problems = ["no utterance was scored"]
+        return _not_evaluated(
+            "precision_recall_balance",
+            True,
+            "no held-out utterance was scored, so precision and recall cannot be measured",
+            config,
+            thresholds={
+                "precision_floor": config.precision_floor,
+                "recall_floor": config.recall_floor,
+                "pr_balance_tolerance": config.pr_balance_tolerance,
+            },
+        )
     if problems:
         reason = "Failed: " + "; ".join(problems) + "."
     else:
@@ -410,10 +683,38 @@ def _per_intent_gate(metrics: dict[str, Any], config: GateConfig) -> GateResult:
             f"(more than {config.weak_intent_max_share:.0%}): {weak}"
         )
 
+    values = {
+        "offenders": {
+            name: {
+                "recall": s["recall"],
+                "f1": s["f1"],
+                "support": s["support"],
+                "top_confusions": s["top_confusions"],
+            }
+            for name, s in offenders.items()
+        },
+        "judged_intents": len(judged),
+        "not_judged": too_small,
+        "weak_intents": weak,
+    }
+    thresholds = {
+        "per_intent_recall_floor": config.per_intent_recall_floor,
+        "per_intent_f1_floor": config.per_intent_f1_floor,
+        "per_intent_min_support": config.per_intent_min_support,
+    }
     if not judged:
-        passed = False
-        reason = f"No intent has the {config.per_intent_min_support} test utterances needed to be judged."
-    elif offenders:
+        most = max((v["support"] for v in per_intent.values()), default=0)
+        return _not_evaluated(
+            "per_intent_floor",
+            True,
+            f"no intent has the {config.per_intent_min_support} test utterances needed to be judged "
+            f"(the most any intent has is {most})",
+            config,
+            values=values,
+            thresholds=thresholds,
+            warnings=notes,
+        )
+    if offenders:
         passed = False
         details = "; ".join(
             f"{name}: recall {s['recall']:.2f}, F1 {s['f1']:.2f}, {_describe_confusion(s)}"
@@ -434,25 +735,8 @@ def _per_intent_gate(metrics: dict[str, Any], config: GateConfig) -> GateResult:
         name="per_intent_floor",
         passed=passed,
         blocking=True,
-        values={
-            "offenders": {
-                name: {
-                    "recall": s["recall"],
-                    "f1": s["f1"],
-                    "support": s["support"],
-                    "top_confusions": s["top_confusions"],
-                }
-                for name, s in offenders.items()
-            },
-            "judged_intents": len(judged),
-            "not_judged": too_small,
-            "weak_intents": weak,
-        },
-        thresholds={
-            "per_intent_recall_floor": config.per_intent_recall_floor,
-            "per_intent_f1_floor": config.per_intent_f1_floor,
-            "per_intent_min_support": config.per_intent_min_support,
-        },
+        values=values,
+        thresholds=thresholds,
         reason=reason,
         warnings=notes,
     )
@@ -519,8 +803,12 @@ def one_vs_rest_equalized_odds(y_true: np.ndarray, y_pred: np.ndarray, groups: n
 
 
 def _bias_for_slice(scored: list[Prediction], slice_name: str, config: GateConfig) -> dict[str, Any]:
+    """One slice dimension. ``state``: "measured" (≥ 2 groups big enough), "single_group" (the data hold one
+    group only: nothing to compare) or "unmeasured" (the dimension is missing, or has several groups but fewer
+    than two with ``bias_min_group_size`` scored utterances: disparity exists but cannot be measured)."""
     have = [p for p in scored if slice_name in p.slices]
     sizes = Counter(p.slices[slice_name] for p in have)
+    hits = Counter(p.slices[slice_name] for p in have if p.correct)
     kept = {g for g, n in sizes.items() if n >= config.bias_min_group_size}
     excluded = {g: n for g, n in sorted(sizes.items()) if g not in kept}
     result: dict[str, Any] = {
@@ -528,14 +816,27 @@ def _bias_for_slice(scored: list[Prediction], slice_name: str, config: GateConfi
         "evaluated": False,
         "missing": len(scored) - len(have),
         "excluded_groups": excluded,
+        "group_sizes": dict(sorted(sizes.items())),
+        "raw_accuracy": {g: hits[g] / n for g, n in sorted(sizes.items())},
         "by_group": {},
     }
+    if not sizes:
+        result["state"] = "unmeasured"
+        result["note"] = f"no scored held-out utterance has a {slice_name!r} slice value"
+        return result
+    if len(sizes) == 1:
+        result["state"] = "single_group"
+        result["note"] = f"one group only ({next(iter(sizes))}, n={len(have)}): nothing to compare"
+        return result
     if len(kept) < 2:
+        observed = ", ".join(f"{g} {hits[g] / n:.2f} (n={n})" for g, n in sorted(sizes.items()))
+        result["state"] = "unmeasured"
         result["note"] = (
-            f"fewer than 2 groups with ≥ {config.bias_min_group_size} scored utterances "
-            f"(group sizes: {dict(sorted(sizes.items()))})"
+            f"fewer than 2 groups with ≥ {config.bias_min_group_size} scored utterances, so the disparity cannot "
+            f"be measured (accuracy by group: {observed})"
         )
         return result
+    result["state"] = "measured"
     rows = [p for p in have if p.slices[slice_name] in kept]
     y_true = np.array([p.true_intent for p in rows])
     y_pred = np.array([p.label for p in rows])
@@ -576,8 +877,11 @@ def _bias_for_slice(scored: list[Prediction], slice_name: str, config: GateConfi
 
 def _bias_gate(challenger: list[Prediction], config: GateConfig) -> tuple[GateResult, dict[str, Any]]:
     scored = [p for p in challenger if p.status == "scored"]
-    slices = {name: _bias_for_slice(scored, name, config) for name in config.bias_slices}
-    evaluated = {name: s for name, s in slices.items() if s["evaluated"]}
+    from_data = config.bias_slices is None
+    dimensions = sorted({k for p in challenger for k in p.slices}) if from_data else list(config.bias_slices or [])
+    slices = {name: _bias_for_slice(scored, name, config) for name in dimensions}
+    evaluated = {name: s for name, s in slices.items() if s["state"] == "measured"}
+    unmeasured = {name: s for name, s in slices.items() if s["state"] == "unmeasured"}
     failures, notes = [], []
     for name, s in evaluated.items():
         too_different = s["accuracy_difference"] > config.bias_ceiling
@@ -603,54 +907,78 @@ def _bias_gate(challenger: list[Prediction], config: GateConfig) -> tuple[GateRe
         if s["excluded_groups"]:
             notes.append(f"{name}: groups smaller than {config.bias_min_group_size} excluded: {s['excluded_groups']}")
     for name, s in slices.items():
-        if not s["evaluated"]:
+        if s["state"] != "measured":
             notes.append(f"{name}: not evaluated, {s['note']}")
     bias_score = max((s["accuracy_difference"] for s in evaluated.values()), default=None)
     worst_ratio = min((s["accuracy_ratio"] for s in evaluated.values()), default=None)
+    values = {
+        "bias_score": bias_score,
+        "worst_ratio": worst_ratio,
+        "slice_dimensions": dimensions,
+        "slices_from": "data" if from_data else "config",
+        "evaluated_slices": sorted(evaluated),
+        "not_evaluated_slices": sorted(n for n in slices if n not in evaluated),
+        "unmeasured_slices": sorted(unmeasured),
+        "failed_slices": sorted(n for n, s in evaluated.items() if not s["passed"]),
+    }
+    thresholds = {
+        "bias_ceiling": config.bias_ceiling,
+        "bias_ratio_floor": config.bias_ratio_floor,
+        "bias_min_group_size": config.bias_min_group_size,
+        "bias_slices": config.bias_slices,
+    }
+    bias = {
+        "definition": (
+            "Per slice dimension, fairlearn MetricFrame over groups with at least bias_min_group_size scored "
+            "utterances; disparity = max − min group accuracy (difference, between_groups) and min / max "
+            "(ratio). bias_score = largest accuracy difference over the slice dimensions. A dimension with "
+            "several groups of which fewer than two are big enough cannot be measured, and the gate is then "
+            "not evaluated."
+        ),
+        "bias_score": bias_score,
+        "slice_dimensions": dimensions,
+        "slices_from": values["slices_from"],
+        "slices": slices,
+    }
     if failures:
         reason = (
             f"Accuracy differs too much between groups (ceiling {config.bias_ceiling:.2f}, ratio floor "
             f"{config.bias_ratio_floor:.2f}): " + "; ".join(failures) + "."
         )
-    elif evaluated:
-        reason = (
-            f"Largest between-groups accuracy difference is {bias_score:.3f} (≤ {config.bias_ceiling:.2f}) and "
-            f"the lowest ratio {worst_ratio:.3f} (≥ {config.bias_ratio_floor:.2f}) over slices "
-            f"{sorted(evaluated)}."
+        if unmeasured:
+            unmeasured_notes = "; ".join(f"{n}: {s['note']}" for n, s in unmeasured.items())
+            reason += f" Not measured: {unmeasured_notes}."
+        gate = GateResult(
+            name="bias",
+            passed=False,
+            blocking=True,
+            values=values,
+            thresholds=thresholds,
+            reason=reason,
+            warnings=notes,
         )
-    else:
-        reason = (
-            f"No slice among {config.bias_slices} has two groups with ≥ {config.bias_min_group_size} scored "
-            "utterances, so disparity could not be measured."
+        return gate, bias
+    if not dimensions:
+        why = (
+            "the held-out set has no slice columns"
+            if from_data
+            else "bias_slices is empty, so no slice dimension is compared"
         )
-    gate = GateResult(
-        name="bias",
-        passed=not failures,
-        blocking=True,
-        values={
-            "bias_score": bias_score,
-            "worst_ratio": worst_ratio,
-            "evaluated_slices": sorted(evaluated),
-            "failed_slices": sorted(n for n, s in evaluated.items() if not s["passed"]),
-        },
-        thresholds={
-            "bias_ceiling": config.bias_ceiling,
-            "bias_ratio_floor": config.bias_ratio_floor,
-            "bias_min_group_size": config.bias_min_group_size,
-        },
-        reason=reason,
-        warnings=notes,
-        skipped=not evaluated,
+        return _not_evaluated("bias", True, why, config, values, thresholds, notes), bias
+    if unmeasured or not evaluated:
+        parts = [f"{n}: {s['note']}" for n, s in slices.items() if s["state"] != "measured"]
+        why = "disparity could not be measured for " + "; ".join(parts)
+        if evaluated:
+            why += f" (measured and within limits: {sorted(evaluated)}, largest difference {bias_score:.3f})"
+        return _not_evaluated("bias", True, why, config, values, thresholds, notes), bias
+    reason = (
+        f"Largest between-groups accuracy difference is {bias_score:.3f} (≤ {config.bias_ceiling:.2f}) and "
+        f"the lowest ratio {worst_ratio:.3f} (≥ {config.bias_ratio_floor:.2f}) over slices "
+        f"{sorted(evaluated)}."
     )
-    bias = {
-        "definition": (
-            "Per slice dimension, fairlearn MetricFrame over groups with at least bias_min_group_size scored "
-            "utterances; disparity = max − min group accuracy (difference, between_groups) and min / max "
-            "(ratio). bias_score = largest accuracy difference over the slice dimensions."
-        ),
-        "bias_score": bias_score,
-        "slices": slices,
-    }
+    gate = GateResult(
+        name="bias", passed=True, blocking=True, values=values, thresholds=thresholds, reason=reason, warnings=notes
+    )
     return gate, bias
 
 
@@ -678,20 +1006,27 @@ def _training_balance_gate(
         "largest": {"intent": largest[0], "count": largest[1]},
         "normalized_entropy": entropy,
     }
-    problems = []
+    thresholds = {"imbalance_ratio_max": config.imbalance_ratio_max, "min_class_count": config.min_class_count}
     if not counts or total == 0:
-        problems.append("no training counts were given")
-    else:
-        if missing:
-            problems.append(f"intents without training examples: {missing}")
-        if below_min:
-            detail = ", ".join(f"{n} ({counts[n]})" for n in below_min)
-            problems.append(f"intents with fewer than {config.min_class_count} examples: {detail}")
-        if ratio is not None and ratio > config.imbalance_ratio_max:
-            problems.append(
-                f"imbalance ratio {ratio:.1f} ({largest[0]} {largest[1]} / {smallest[0]} {smallest[1]}) "
-                f"exceeds {config.imbalance_ratio_max:.1f}"
-            )
+        gate = _not_evaluated(
+            "training_balance",
+            True,
+            "no training counts were given, so the class balance of the training data is unknown",
+            config,
+            thresholds=thresholds,
+        )
+        return gate, distribution
+    problems = []
+    if missing:
+        problems.append(f"intents without training examples: {missing}")
+    if below_min:
+        detail = ", ".join(f"{n} ({counts[n]})" for n in below_min)
+        problems.append(f"intents with fewer than {config.min_class_count} examples: {detail}")
+    if ratio is not None and ratio > config.imbalance_ratio_max:
+        problems.append(
+            f"imbalance ratio {ratio:.1f} ({largest[0]} {largest[1]} / {smallest[0]} {smallest[1]}) "
+            f"exceeds {config.imbalance_ratio_max:.1f}"
+        )
     if problems:
         reason = "Training data is unbalanced: " + "; ".join(problems) + "."
     else:
@@ -712,7 +1047,7 @@ def _training_balance_gate(
             "below_min_class_count": below_min,
             "normalized_entropy": entropy,
         },
-        thresholds={"imbalance_ratio_max": config.imbalance_ratio_max, "min_class_count": config.min_class_count},
+        thresholds=thresholds,
         reason=reason,
     )
     return gate, distribution
@@ -838,19 +1173,13 @@ def _champion_regression_gate(
         "confidence_level": config.confidence_level,
         "require_non_inferiority": config.require_non_inferiority,
     }
-    if champion is None:
-        return (
-            GateResult(
-                name="champion_regression",
-                passed=True,
-                blocking=True,
-                values={},
-                thresholds=thresholds,
-                reason="Skipped: no champion is serving yet, so there is nothing to regress against.",
-                skipped=True,
-            ),
-            None,
+    if champion is None or not any(p.status == "scored" for p in champion):
+        why = (
+            "no champion predictions were given (no model is serving yet), so there is nothing to regress against"
+            if not champion
+            else f"none of the {len(champion)} champion predictions was scored, so the champion cannot be compared"
         )
+        return _not_evaluated("champion_regression", True, why, config, thresholds=thresholds), None
     pairs, unpaired_chall, unpaired_champ = pair_predictions(challenger, champion)
     if not pairs:
         reason = (
@@ -1019,63 +1348,105 @@ def _champion_regression_gate(
 # --- Cognigy feedback report ----------------------------------------------------------------------------
 
 
-def _platform_feedback_gate(feedback: dict | None, config: GateConfig) -> GateResult:
+_PROBLEM_FINDINGS = frozenset({"lowDataIntents", "fewSentences", "unclearIntent", "strongOverlap"})
+
+
+def feedback_finding_kind(finding_type: str) -> Literal["problem", "warning", "good"]:
+    """How a Cognigy feedback finding type counts: ``poor*`` and data/overlap problems are findings,
+    ``good*`` is no finding at all, ``fair*`` and anything else (e.g. ``someOverlap``) is a warning."""
+    if finding_type.startswith("poor") or finding_type in _PROBLEM_FINDINGS:
+        return "problem"
+    if finding_type.startswith("good"):
+        return "good"
+    return "warning"
+
+
+def _feedback_parts(feedback: Mapping[str, Any]) -> tuple[dict[str, Any] | None, list[tuple[str, dict[str, Any]]]]:
+    """(flow report with info/findings, [(intent name, intent report)]) from either shape the callers pass:
+    the rest-v2 client's ``{info, findings, isTrainingOutOfDate, intents}`` or a flow with ``feedbackReport``."""
+    flow: dict[str, Any] | None = None
+    if isinstance(feedback.get("feedbackReport"), Mapping):
+        flow = dict(feedback["feedbackReport"])
+    elif "info" in feedback or "findings" in feedback:
+        flow = {"info": feedback.get("info"), "findings": feedback.get("findings")}
+    raw_intents = feedback.get("intents") or []
+    if isinstance(raw_intents, Mapping):  # {name: report}
+        intents = [(str(name), dict(report or {})) for name, report in raw_intents.items()]
+    else:
+        intents = [(str(i.get("name", "?")), dict(i.get("feedbackReport") or {})) for i in raw_intents]
+    return flow, intents
+
+
+def _platform_feedback_gate(feedback: Mapping[str, Any] | None, config: GateConfig) -> GateResult:
     thresholds = {"block_on_feedback_findings": config.block_on_feedback_findings}
-    if not feedback:
-        return GateResult(
-            name="platform_feedback",
-            passed=True,
-            blocking=config.block_on_feedback_findings,
-            values={},
-            thresholds=thresholds,
-            reason="Skipped: no Cognigy feedback report was provided.",
-            skipped=True,
-        )
-    flow_report = feedback.get("feedbackReport") or {}
-    info = flow_report.get("info") or {}
-    findings: list[dict[str, Any]] = [
-        {"scope": "flow", "type": f.get("type", "unknown")} for f in flow_report.get("findings") or []
-    ]
+    blocking = config.block_on_feedback_findings
+    flow, intents = _feedback_parts(feedback or {})
+    if flow is None and not intents:
+        why = "no Cognigy feedback report was provided"
+        if feedback and "serverMetrics" in feedback:
+            why = "the platform returned server-side metrics only, no feedback report"
+        values = {"server_metrics": feedback.get("serverMetrics")} if feedback and "serverMetrics" in feedback else {}
+        return _not_evaluated("platform_feedback", blocking, why, config, values, thresholds)
+    info = (flow or {}).get("info") or {}
+    classified: dict[str, list[dict[str, Any]]] = {"problem": [], "warning": [], "good": []}
+    for f in (flow or {}).get("findings") or []:
+        finding = {"scope": "flow", "type": str(f.get("type", "unknown"))}
+        if f.get("intents"):
+            finding["intents"] = list(f["intents"])
+        classified[feedback_finding_kind(finding["type"])].append(finding)
     intent_scores = {}
-    for intent in feedback.get("intents") or []:
-        report = intent.get("feedbackReport") or {}
-        name = intent.get("name", "?")
+    for name, report in intents:
         if (report.get("info") or {}).get("fScore") is not None:
             intent_scores[name] = report["info"]["fScore"]
         for f in report.get("findings") or []:
-            finding = {"scope": "intent", "intent": name, "type": f.get("type", "unknown")}
+            finding = {"scope": "intent", "intent": name, "type": str(f.get("type", "unknown"))}
             if f.get("overlappingIntentName"):
                 finding["overlapping_intent"] = f["overlappingIntentName"]
-            findings.append(finding)
+            classified[feedback_finding_kind(finding["type"])].append(finding)
+    findings, cautions = classified["problem"], classified["warning"]
 
     def describe(f: dict[str, Any]) -> str:
         where = "flow" if f["scope"] == "flow" else f"intent {f['intent']}"
         overlap = f" with {f['overlapping_intent']}" if f.get("overlapping_intent") else ""
-        return f"{f['type']} ({where}{overlap})"
+        listed = f": {', '.join(map(str, f['intents']))}" if f.get("intents") else ""
+        return f"{f['type']} ({where}{overlap}{listed})"
 
-    headline = f"flow accuracy {info.get('accuracy')}, fScore {info.get('fScore')}"
+    numbers = [
+        f"flow {label} {_round(info[key], 3)}"
+        for key, label in (("accuracy", "accuracy"), ("fScore", "fScore"))
+        if isinstance(info.get(key), int | float) and not isinstance(info.get(key), bool)
+    ]
+    headline = ", ".join(numbers) if numbers else "the report gives no flow accuracy or fScore"
+    warnings_ = [f"{describe(f)}: not a problem finding, reported as a warning" for f in cautions]
+    out_of_date = feedback.get("isTrainingOutOfDate") if feedback else None
+    if out_of_date:
+        warnings_.append("the platform says the training is out of date: its feedback may describe an older model")
     if findings:
-        effect = "blocking" if config.block_on_feedback_findings else "not blocking (warning only)"
+        effect = "blocking" if blocking else "not blocking (warning only)"
         reason = (
-            f"The Cognigy feedback report has {len(findings)} finding(s), {effect}: "
+            f"The Cognigy feedback report has {len(findings)} problem finding(s), {effect}: "
             + ", ".join(describe(f) for f in findings)
             + f"; {headline}."
         )
     else:
-        reason = f"The Cognigy feedback report has no findings; {headline}."
+        reason = f"The Cognigy feedback report has no problem findings; {headline}."
     return GateResult(
         name="platform_feedback",
         passed=not findings,
-        blocking=config.block_on_feedback_findings,
+        blocking=blocking,
         values={
             "accuracy": info.get("accuracy"),
             "f_score": info.get("fScore"),
             "findings": findings,
             "finding_types": dict(Counter(f["type"] for f in findings)),
+            "warning_findings": cautions,
+            "good_findings": [f["type"] for f in classified["good"]],
+            "is_training_out_of_date": out_of_date,
             "intent_f_scores": intent_scores,
         },
         thresholds=thresholds,
         reason=reason,
+        warnings=warnings_,
     )
 
 
@@ -1083,7 +1454,13 @@ def _platform_feedback_gate(feedback: dict | None, config: GateConfig) -> GateRe
 
 
 def _round(value: Any, digits: int = 4) -> Any:
+    if isinstance(value, bool):
+        return value
     return round(float(value), digits) if isinstance(value, int | float | np.number) else value
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 def _significant(value: Any, digits: int = 3) -> Any:

@@ -24,8 +24,10 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from threadpoolctl import threadpool_limits
 
 from include.evaluation import NO_INTENT, Prediction, label_from_scores
-from include.gate_report import write_gate_report
+from include.gate_report import REPORT_FILES, write_gate_report
 from include.gates import (
+    GATE_ORDER,
+    GATE_PROFILES,
     GateConfig,
     GateReport,
     evaluate_gates,
@@ -158,7 +160,17 @@ def counts_of(rows) -> dict[str, int]:
     return dict(Counter(intent for _, intent in rows))
 
 
-def run(challenger, champion=None, training=None, feedback=None, config=None) -> GateReport:
+def texts_of(rows) -> dict[str, list[str]]:
+    texts: dict[str, list[str]] = {}
+    for text, intent in rows:
+        texts.setdefault(intent, []).append(text)
+    return texts
+
+
+FIRST_MODEL = GateConfig(allow_unevaluated=["champion_regression"])  # no champion serves yet
+
+
+def run(challenger, champion=None, training=None, feedback=None, config=None, texts=None, **kwargs) -> GateReport:
     return evaluate_gates(
         challenger,
         champion,
@@ -166,6 +178,8 @@ def run(challenger, champion=None, training=None, feedback=None, config=None) ->
         training if training is not None else counts_of(subset()),
         feedback,
         config or GateConfig(),
+        training_texts=texts if texts is not None else texts_of(subset()),
+        **kwargs,
     )
 
 
@@ -175,7 +189,9 @@ def run(challenger, champion=None, training=None, feedback=None, config=None) ->
 def test_defaults_are_documented_and_bounded():
     config = GateConfig()
     assert (config.precision_floor, config.recall_floor, config.pr_balance_tolerance) == (0.80, 0.80, 0.05)
-    assert config.bias_slices == ["locale", "channel", "length"]
+    assert config.bias_slices is None  # every slice dimension present in the held-out predictions
+    assert config.allow_unevaluated == [] and config.max_leakage_share == 0.01
+    assert "overstates accuracy" in GateConfig.model_fields["max_leakage_share"].description
     assert all(field.description for field in GateConfig.model_fields.values())
     with pytest.raises(ValidationError):
         GateConfig(precision_floor=1.2)
@@ -193,16 +209,18 @@ def test_defaults_are_documented_and_bounded():
 
 def test_good_model_passes_default_gates_but_not_the_strict_specification():
     predictions = predict(full_model())
-    report = run(predictions)
+    report = run(predictions, config=FIRST_MODEL)
     assert report.passed, [g.reason for g in report.gates if not g.passed]
     balance = report.gate("precision_recall_balance")
     macro_p, macro_r = report.metrics["macro"]["precision"], report.metrics["macro"]["recall"]
     assert 0.80 <= min(macro_p, macro_r) < 0.95  # a realistic model: good, not perfect
     assert f"{macro_p:.3f}" in balance.reason and f"{macro_r:.3f}" in balance.reason
-    assert report.gate("champion_regression").skipped
-    assert "no champion" in report.gate("champion_regression").reason
+    regression = report.gate("champion_regression")
+    assert regression.status == "not_evaluated" and regression.skipped and regression.passed
+    assert "no champion predictions" in regression.reason and "allowed by allow_unevaluated" in regression.reason
+    assert [g.status for g in report.gates if g.name != "champion_regression" and g.blocking] == ["passed"] * 6
 
-    strict = run(predictions, config=GateConfig.spec_strict())
+    strict = run(predictions, config=GateConfig.profile("strict", allow_unevaluated=["champion_regression"]))
     assert not strict.passed
     assert strict.failed_gates == ["precision_recall_balance"]
     assert "below the floor 0.95" in strict.gate("precision_recall_balance").reason
@@ -446,16 +464,19 @@ FEEDBACK = {
 
 def test_platform_feedback_is_listed_and_blocks_only_when_configured():
     predictions = predict(full_model())
-    report = run(predictions, feedback=FEEDBACK)
+    report = run(predictions, feedback=FEEDBACK, config=FIRST_MODEL)
     gate = report.gate("platform_feedback")
-    assert not gate.passed and not gate.blocking
+    assert not gate.passed and not gate.blocking and gate.status == "failed"
     assert report.passed and report.warning_gates == ["platform_feedback"]
     assert "poorAccuracy (flow)" in gate.reason
     assert "strongOverlap (intent card_lost with report_fraud)" in gate.reason
+    assert "flow accuracy 0.71, flow fScore 0.69" in gate.reason
 
-    blocking = run(predictions, feedback=FEEDBACK, config=GateConfig(block_on_feedback_findings=True))
+    blocking_config = GateConfig(block_on_feedback_findings=True, allow_unevaluated=["champion_regression"])
+    blocking = run(predictions, feedback=FEEDBACK, config=blocking_config)
     assert not blocking.passed and blocking.failed_gates == ["platform_feedback"]
-    assert run(predictions).gate("platform_feedback").skipped
+    without = run(predictions).gate("platform_feedback")
+    assert without.skipped and without.status == "not_evaluated" and not without.passed
 
 
 def test_many_unscored_utterances_fail_scoring_coverage():
@@ -478,9 +499,11 @@ def test_summary_is_small_and_report_files_round_trip(tmp_path):
     assert len(json.dumps(summary)) < 2048
     assert summary["passed"] is False and "bias" in summary["failed_gates"]
     assert summary["accuracy_delta"] > 0 and summary["bias_score"] > 0.15
+    assert summary["not_evaluated_gates"] == {} and summary["leaked_share"] == 0.0
 
     paths = write_gate_report(report, tmp_path / "out")
-    assert set(paths) == {"gate_report.json", "confusion_matrix.png", "per_intent.csv", "per_intent.md"}
+    assert list(paths) == list(REPORT_FILES)
+    assert {"top_confusions.csv", "top_confusions.md", "top_confusions.png", "per_intent_f1_change.png"} <= set(paths)
     assert all(path.parent == tmp_path / "out" and path.name == name for name, path in paths.items())
     with Image.open(paths["confusion_matrix.png"]) as image:
         assert image.format == "PNG" and image.size[0] > 500
@@ -493,3 +516,240 @@ def test_summary_is_small_and_report_files_round_trip(tmp_path):
     markdown = paths["per_intent.md"].read_text()
     assert "# Gate report: BLOCKED" in markdown and "| bias | FAIL |" in markdown
     assert all(f"| {intent} |" in markdown for intent in INTENTS)
+
+
+# --- a gate that cannot measure does not pass -------------------------------------------------------------
+
+
+def _hand_built(per_intent: int, slices=None, right=lambda i, k: True) -> list[Prediction]:
+    """``per_intent`` utterances per intent; ``right(intent_index, k)`` decides whether it is predicted right."""
+    predictions = []
+    for i, intent in enumerate(INTENTS):
+        for k in range(per_intent):
+            predicted = intent if right(i, k) else INTENTS[(i + 1) % len(INTENTS)]
+            extra = slices(i, k) if slices else {}
+            predictions.append(Prediction(f"{intent} utterance {k}", intent, predicted, 0.9, extra))
+    return predictions
+
+
+def test_first_model_without_champion_is_not_evaluated_and_blocks_unless_allowed(tmp_path):
+    predictions = predict(full_model())
+    report = run(predictions)
+    gate = report.gate("champion_regression")
+    assert gate.status == "not_evaluated" and not gate.passed and gate.blocking
+    assert not report.passed and report.failed_gates == ["champion_regression"]
+    assert gate.reason.startswith("Not evaluated: no champion predictions were given")
+    assert "blocks promotion" in gate.reason
+    summary = report.summary()
+    assert list(summary["not_evaluated_gates"]) == ["champion_regression", "platform_feedback"]
+    assert summary["not_evaluated_gates"]["champion_regression"].startswith("Not evaluated: no champion")
+    assert summary["failed_gates"] == ["champion_regression"] and summary["warning_gates"] == []
+    markdown = write_gate_report(report, tmp_path)["per_intent.md"].read_text()
+    assert "| champion_regression | NOT EVALUATED (blocks) |" in markdown
+    assert "| platform_feedback | not evaluated (not blocking) |" in markdown
+    assert "## Not evaluated" in markdown and "- **champion_regression**: Not evaluated" in markdown
+
+    allowed = run(predictions, config=FIRST_MODEL)
+    gate = allowed.gate("champion_regression")
+    assert allowed.passed and gate.passed and gate.status == "not_evaluated"
+    assert gate.result_label == "not evaluated (allowed by allow_unevaluated)"
+    assert "champion_regression" in allowed.summary()["not_evaluated_gates"]
+    assert "champion_regression" not in allowed.failed_gates
+
+
+def test_perfect_on_chat_and_wrong_on_voice_with_few_utterances_does_not_pass_bias():
+    # 8 chat utterances, all right; 8 voice utterances, all wrong: both groups are below the 20 utterances
+    # the bias gate needs to measure a group, so the disparity is visible but cannot be measured.
+    predictions = _hand_built(
+        per_intent=2, slices=lambda i, k: {"channel": "chat" if k == 0 else "voice"}, right=lambda i, k: k == 0
+    )[:16]
+    report = run(predictions)
+    gate = report.gate("bias")
+    assert gate.status == "not_evaluated" and not gate.passed
+    assert "bias" in report.failed_gates and not report.passed
+    assert "chat 1.00 (n=8), voice 0.00 (n=8)" in gate.reason
+    assert "fewer than 2 groups with ≥ 20 scored utterances" in gate.reason
+    assert gate.values["unmeasured_slices"] == ["channel"] and gate.values["bias_score"] is None
+    assert report.bias["slices"]["channel"]["raw_accuracy"] == {"chat": 1.0, "voice": 0.0}
+
+    # allowed: reported as not evaluated, does not block, and never as "passed"
+    allowed = run(predictions, config=GateConfig(allow_unevaluated=["bias"]))
+    assert allowed.gate("bias").status == "not_evaluated" and "bias" not in allowed.failed_gates
+
+
+def test_a_measured_slice_does_not_hide_an_unmeasurable_one():
+    # locale: two big groups, equally good; channel: 50 chat all right, 10 voice all wrong (too few to measure)
+    def slices(i, k):
+        return {"locale": "en-US" if i % 2 else "en-GB", "channel": "voice" if k == 0 else "chat"}
+
+    predictions = _hand_built(per_intent=6, slices=slices, right=lambda i, k: k != 0)
+    report = run(predictions)
+    gate = report.gate("bias")
+    assert gate.values["evaluated_slices"] == ["locale"] and gate.values["unmeasured_slices"] == ["channel"]
+    assert gate.status == "not_evaluated" and not gate.passed
+    assert "could not be measured for channel" in gate.reason and "voice 0.00 (n=10)" in gate.reason
+
+
+def test_bias_slices_come_from_the_data_and_none_are_invented():
+    one_locale = _hand_built(per_intent=6, slices=lambda i, k: {"channel": ["chat", "voice"][k % 2], "locale": "de"})
+    report = run(one_locale)
+    gate = report.gate("bias")
+    assert report.bias["slice_dimensions"] == ["channel", "locale"] and gate.values["slices_from"] == "data"
+    assert gate.status == "passed" and gate.values["evaluated_slices"] == ["channel"]
+    assert any("locale: not evaluated, one group only (de, n=60)" in w for w in gate.warnings)
+    assert "length" not in report.bias["slices"]
+
+    no_slices = run(_hand_built(per_intent=6))
+    gate = no_slices.gate("bias")
+    assert gate.status == "not_evaluated" and "bias" in no_slices.failed_gates
+    assert gate.reason.startswith("Not evaluated: the held-out set has no slice columns.")
+
+    explicit = run(one_locale, config=GateConfig(bias_slices=["channel"]))
+    assert explicit.bias["slice_dimensions"] == ["channel"] and explicit.gate("bias").status == "passed"
+    missing = run(one_locale, config=GateConfig(bias_slices=["length"])).gate("bias")
+    assert missing.status == "not_evaluated" and "no scored held-out utterance has a 'length' slice" in missing.reason
+
+
+def test_every_gate_that_cannot_measure_is_not_evaluated():
+    empty = evaluate_gates([], [], INTENTS, {}, None, GateConfig(), training_texts=None)
+    statuses = {g.name: g.status for g in empty.gates}
+    assert statuses == dict.fromkeys(GATE_ORDER, "not_evaluated")
+    assert not empty.passed and empty.failed_gates == [g for g in GATE_ORDER if g != "platform_feedback"]
+    assert "0 utterances" in empty.gate("scoring_coverage").reason
+    assert "no training counts were given" in empty.gate("training_balance").reason
+    assert "no training sentences were given" in empty.gate("leakage").reason
+    assert "no Cognigy feedback report" in empty.gate("platform_feedback").reason
+
+    few = run(_hand_built(per_intent=3, slices=lambda i, k: {"channel": "chat"}))
+    per_intent = few.gate("per_intent_floor")
+    assert per_intent.status == "not_evaluated" and not per_intent.passed
+    assert "no intent has the 5 test utterances needed to be judged (the most any intent has is 3)" in per_intent.reason
+
+    predictions = predict(full_model())
+    unscored_champion = [Prediction(p.text, p.true_intent, None, None, p.slices, "failed") for p in predictions]
+    regression = run(predictions, unscored_champion).gate("champion_regression")
+    assert (
+        regression.status == "not_evaluated" and "none of the 600 champion predictions was scored" in regression.reason
+    )
+
+
+# --- leakage ---------------------------------------------------------------------------------------------
+
+
+def test_held_out_utterances_seen_in_training_fail_leakage():
+    predictions = _hand_built(per_intent=10, slices=lambda i, k: {"channel": ["chat", "voice"][k % 2]})
+    training = {intent: [f"other sentence {k}" for k in range(5)] for intent in INTENTS}
+    training["card_lost"].append("  CARD_LOST   utterance 3 ")  # same text after casefold and whitespace
+    training["loan_info"].append("check_balance utterance 7")  # and one labelled differently in training
+    report = run(predictions, texts=training)
+    gate = report.gate("leakage")
+    assert GATE_ORDER.index("leakage") == GATE_ORDER.index("scoring_coverage") + 1
+    assert gate.status == "failed" and "leakage" in report.failed_gates
+    assert gate.values["leaked"] == 2 and gate.values["leaked_share"] == pytest.approx(0.02)
+    assert gate.values["leaked_utterances"] == [
+        {"text": "card_lost utterance 3", "intent": "card_lost", "training_intents": ["card_lost"]},
+        {"text": "check_balance utterance 7", "intent": "check_balance", "training_intents": ["loan_info"]},
+    ]
+    assert "2 of 100 held-out utterances (2.0%) also appear among the training sentences" in gate.reason
+    assert "above the 1.0% allowed" in gate.reason
+    assert any("different intent in training" in w for w in gate.warnings)
+    assert report.summary()["leaked_share"] == 0.02
+
+    training["loan_info"].pop()
+    one = run(predictions, texts=training).gate("leakage")
+    assert one.status == "passed" and one.values["leaked_share"] == pytest.approx(0.01)
+
+    clean = run(predictions, texts={"card_lost": ["nothing alike"]}).gate("leakage")
+    assert clean.passed and "None of the 100 held-out utterances" in clean.reason
+
+
+def test_leakage_lists_at_most_fifty_utterances():
+    predictions = _hand_built(per_intent=10)
+    training = {"any": [p.text.upper() for p in predictions[:60]]}
+    gate = run(predictions, texts=training).gate("leakage")
+    assert gate.values["leaked"] == 60 and gate.values["listed"] == 50
+    assert len(gate.values["leaked_utterances"]) == 50 and gate.values["leaked_share"] == pytest.approx(0.6)
+
+
+# --- platform feedback as the client returns it -------------------------------------------------------------
+
+CLIENT_FEEDBACK = {  # include.cognigy.rest_v2.feedback(): the flow's feedbackReport plus the intents
+    "info": {"accuracy": 0.8123, "fScore": 0.79},
+    "findings": [{"type": "fairAccuracy"}, {"type": "lowDataIntents", "intents": ["loan_info"]}],
+    "isTrainingOutOfDate": True,
+    "intents": [
+        {"name": "card_lost", "feedbackReport": {"info": {"fScore": 0.55}, "findings": [{"type": "poorFScore"}]}},
+        {"name": "loan_info", "feedbackReport": {"info": {"fScore": 0.7}, "findings": [{"type": "fewSentences"}]}},
+        {
+            "name": "report_fraud",
+            "feedbackReport": {
+                "info": {"fScore": 0.9},
+                "findings": [{"type": "goodFScore"}, {"type": "someOverlap", "overlappingIntentName": "card_lost"}],
+            },
+        },
+    ],
+}
+
+
+def test_platform_feedback_counts_only_problem_findings_and_reads_the_flow_numbers():
+    gate = run(predict(full_model()), feedback=CLIENT_FEEDBACK).gate("platform_feedback")
+    assert gate.status == "failed"
+    assert [f["type"] for f in gate.values["findings"]] == ["lowDataIntents", "poorFScore", "fewSentences"]
+    assert "3 problem finding(s)" in gate.reason and "lowDataIntents (flow: loan_info)" in gate.reason
+    assert "flow accuracy 0.812, flow fScore 0.79" in gate.reason and "None" not in gate.reason
+    assert gate.values["accuracy"] == 0.8123 and gate.values["f_score"] == 0.79
+    assert gate.values["good_findings"] == ["goodFScore"]
+    assert [f["type"] for f in gate.values["warning_findings"]] == ["fairAccuracy", "someOverlap"]
+    assert any(w.startswith("fairAccuracy (flow)") for w in gate.warnings)
+    assert any("training is out of date" in w for w in gate.warnings)
+    assert gate.values["intent_f_scores"] == {"card_lost": 0.55, "loan_info": 0.7, "report_fraud": 0.9}
+
+    only_fair = {"info": {"accuracy": 0.75, "fScore": None}, "findings": [{"type": "fairAccuracy"}], "intents": []}
+    fair = run(predict(full_model()), feedback=only_fair).gate("platform_feedback")
+    assert fair.status == "passed" and fair.values["findings"] == []
+    assert fair.reason == "The Cognigy feedback report has no problem findings; flow accuracy 0.75."
+
+    server_only = run(predict(full_model()), feedback={"serverMetrics": {"accuracy": 0.9}}).gate("platform_feedback")
+    assert server_only.status == "not_evaluated" and "server-side metrics only" in server_only.reason
+    blocking = run(predict(full_model()), config=GateConfig(block_on_feedback_findings=True))
+    assert blocking.gate("platform_feedback").status == "not_evaluated"
+    assert "platform_feedback" in blocking.failed_gates
+
+
+# --- profiles, fingerprint, provenance ---------------------------------------------------------------------
+
+
+def test_profiles_and_fingerprint():
+    assert GATE_PROFILES == ("default", "strict")
+    assert GateConfig.profile("default") == GateConfig()
+    strict = GateConfig.profile("strict")
+    assert (strict.precision_floor, strict.recall_floor) == (pytest.approx(0.95), pytest.approx(0.95))
+    assert (strict.pr_balance_tolerance, strict.bias_ceiling) == (0.05, 0.15)
+    assert GateConfig.spec_strict() == strict
+    assert GateConfig.profile("strict", recall_floor=0.9).recall_floor == 0.9
+    with pytest.raises(ValueError, match="unknown gate profile"):
+        GateConfig.profile("lenient")
+    with pytest.raises(ValidationError):
+        GateConfig(allow_unevaluated=["bias", "champion_regresion"])  # typo is an error
+
+    fingerprint = GateConfig().fingerprint()
+    assert len(fingerprint) == 64 and int(fingerprint, 16) >= 0
+    assert fingerprint == GateConfig().fingerprint() == GateConfig(**GateConfig().model_dump()).fingerprint()
+    assert fingerprint != strict.fingerprint() != GateConfig(seed=1).fingerprint()
+
+
+def test_held_out_provenance_is_stored_and_written(tmp_path):
+    provenance = {"name": "held_out_en.jsonl", "sha256": "ab" * 32, "rows": 600, "intents": len(INTENTS)}
+    report = run(predict(full_model()), config=FIRST_MODEL, held_out=provenance)
+    assert report.held_out == provenance
+    summary = report.summary()
+    assert summary["held_out_sha256"] == "ab" * 32 and summary["config_fingerprint"] == FIRST_MODEL.fingerprint()
+    paths = write_gate_report(report, tmp_path)
+    loaded = json.loads(paths["gate_report.json"].read_text())
+    assert loaded["held_out"] == provenance and loaded["config_fingerprint"] == FIRST_MODEL.fingerprint()
+    assert GateReport.from_dict(loaded).held_out == provenance
+    markdown = paths["per_intent.md"].read_text()
+    assert "| sha256 | " + "ab" * 32 + " |" in markdown and "| rows | 600 |" in markdown
+    assert f"`{FIRST_MODEL.fingerprint()}`" in markdown
+    with pytest.raises(TypeError, match="JSON-safe"):
+        run(predict(full_model()), held_out={"opened": object()})
