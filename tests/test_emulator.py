@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 import requests
 
-from include import dataset
+from include import dataset, defaults
+from include.emulator.gateway import MAX_BODY_BYTES
 from include.emulator.seed import (
     FLOW_ID,
     FLOW_REFERENCE_ID,
@@ -21,6 +22,7 @@ from include.emulator.seed import (
     PROJECT_ID,
     SEED_PER_INTENT,
     SEED_VERSION_ID,
+    STAGING_FLOW_ID,
 )
 from tests.servers import Emulator, start_emulator
 
@@ -310,6 +312,315 @@ def test_platform_limits(emu: Emulator, api: requests.Session) -> None:
         api.post(f"{emu.url}{BASE}/projects/{PROJECT_ID}/nlu/scores", json=missing), 400, "localeReferenceId"
     )
     assert export_intents(api, emu.url)[0]["exampleSentences"], "nothing was imported"
+
+
+def multipart_import(
+    api: requests.Session, url: str, flow_id: str, locale_id: str, raw: bytes, mode: str
+) -> tuple[requests.Response, int]:
+    """POST an import file as multipart/form-data; also return the size of the body that was sent."""
+    request = requests.Request(
+        "POST",
+        f"{url}{BASE}/flows/{flow_id}/intents/import",
+        data={"mode": mode, "flowId": flow_id, "localeId": locale_id},
+        files={"file": ("intents.json", raw, "application/json")},
+    )
+    prepared = api.prepare_request(request)
+    return api.send(prepared, timeout=60), len(prepared.body)
+
+
+def compact(intents: list[dict]) -> bytes:
+    return json.dumps(intents, separators=(",", ":")).encode()
+
+
+def test_every_request_body_is_limited_to_60_kb(emu: Emulator, api: requests.Session) -> None:
+    assert MAX_BODY_BYTES == 61_440
+    before = export_intents(api, emu.url)
+
+    # multipart/form-data (the intents import) over the limit: refused before anything happens
+    big = [
+        {"name": f"Intent{n}", "exampleSentences": [f"sentence {n} number {i:03d}" for i in range(100)]}
+        for n in range(30)
+    ]
+    resp, sent = multipart_import(api, emu.url, FLOW_ID, EN, compact(big), "overwrite")
+    assert sent > MAX_BODY_BYTES
+    body = assert_problem(resp, 413, "61440", str(sent))
+    assert body["limitBytes"] == MAX_BODY_BYTES and body["code"] == 1005
+
+    # JSON over the limit (an oversized scores request) and a 1.2 MB upload (drained, still answered)
+    scores_body = {"flowReferenceId": FLOW_REFERENCE_ID, "localeReferenceId": LOCALES["en-US"].reference_id}
+    resp = api.post(
+        f"{emu.url}{BASE}/projects/{PROJECT_ID}/nlu/scores", json={**scores_body, "sentence": "x" * MAX_BODY_BYTES}
+    )
+    assert_problem(resp, 413, "61440")
+    huge = big * 20
+    resp, sent = multipart_import(api, emu.url, FLOW_ID, EN, compact(huge), "overwrite")
+    assert sent > 1_000_000
+    assert_problem(resp, 413, "61440")
+
+    # just under the limit is accepted
+    fits = big[:23]
+    resp, sent = multipart_import(api, emu.url, FLOW_ID, EN, compact(fits), "merge")
+    assert MAX_BODY_BYTES - 10_000 < sent <= MAX_BODY_BYTES, sent
+    assert resp.status_code == 201, resp.text
+    assert wait_task(api, emu.url, resp.json()["_id"])[0]["status"] == "done"
+    merged = {i["name"]: i["exampleSentences"] for i in export_intents(api, emu.url)}
+    assert len(merged) == len(before) + 23
+    assert emu.stats()["tasks"] == {"done": 1}, "the refused imports started no task"
+
+    # the per-file platform limits still name the intent, also over multipart
+    too_many = [{"name": f"i{n}"} for n in range(2_501)]
+    resp, sent = multipart_import(api, emu.url, FLOW_ID, EN, compact(too_many), "overwrite")
+    assert sent <= MAX_BODY_BYTES
+    assert_problem(resp, 400, "2500", "'i2500'")
+    chatty = [{"name": "Chatty", "exampleSentences": [f"s{i}" for i in range(201)]}]
+    assert_problem(multipart_import(api, emu.url, FLOW_ID, EN, compact(chatty), "merge")[0], 400, "Chatty", "200")
+
+
+def test_large_intent_set_imported_in_chunks_ends_exactly_in_the_export(emu: Emulator, api: requests.Session) -> None:
+    """300 intents x 200 sentences (~1.2 MB): first chunk overwrite, the rest merge, intents split across chunks."""
+    full = {f"Intent{n:03d}": [f"ask {n:03d} about {i:03d} now" for i in range(200)] for n in range(300)}
+    assert len(compact([{"name": n, "exampleSentences": s} for n, s in full.items()])) > 1_200_000
+    file_budget = MAX_BODY_BYTES - 1_000  # room for the multipart envelope
+
+    chunks: list[list[dict]] = [[]]
+    size = 2
+    for name, sentences in full.items():
+        for sentence in sentences:
+            current = chunks[-1]
+            entry_overhead = 0 if current and current[-1]["name"] == name else len(name) + 40
+            extra = len(sentence) + 3 + entry_overhead
+            if size + extra > file_budget:
+                chunks.append([])
+                current, size, entry_overhead = chunks[-1], 2, len(name) + 40
+                extra = len(sentence) + 3 + entry_overhead
+            if entry_overhead:
+                current.append({"name": name, "exampleSentences": []})
+            current[-1]["exampleSentences"].append(sentence)
+            size += extra
+    assert len(chunks) >= 20
+    split = {c[0]["name"] for c in chunks[1:]} & {c[-1]["name"] for c in chunks[:-1]}
+    assert split, "some intents have their sentences in two chunks"
+
+    for index, chunk in enumerate(chunks):
+        mode = "overwrite" if index == 0 else "merge"
+        resp, sent = multipart_import(api, emu.url, FLOW_ID, EN, compact(chunk), mode)
+        assert sent <= MAX_BODY_BYTES, (index, sent)
+        assert resp.status_code == 201, resp.text
+        assert wait_task(api, emu.url, resp.json()["_id"])[0]["status"] == "done"
+
+    assert {i["name"]: i["exampleSentences"] for i in export_intents(api, emu.url)} == full
+    assert api.get(f"{emu.url}{BASE}/flows/{FLOW_ID}").json()["isTrainingOutOfDate"] is True
+    # importing the first chunk again with merge changes nothing (no duplicate sentences)
+    wait_task(api, emu.url, multipart_import(api, emu.url, FLOW_ID, EN, compact(chunks[0]), "merge")[0].json()["_id"])
+    assert {i["name"]: i["exampleSentences"] for i in export_intents(api, emu.url)} == full
+
+
+# --- the seeded staging flow, endpoints, the tenant builder and the serving timeline ---------------------------
+def test_seed_has_a_staging_flow_and_a_webchat_endpoint(emu: Emulator, api: requests.Session) -> None:
+    assert STAGING_FLOW_ID == defaults.DEMO_STAGING_FLOW_ID == "6630a1b2c3d4e5f601234569"
+    flows = api.get(f"{emu.url}{BASE}/flows", params={"projectId": PROJECT_ID}).json()
+    assert [(f["_id"], f["name"]) for f in flows["items"]] == [
+        (FLOW_ID, "Customer Service"),
+        (STAGING_FLOW_ID, "Customer Service (staging)"),
+    ]
+    staging_ref = flows["items"][1]["referenceId"]
+    assert staging_ref != FLOW_REFERENCE_ID
+    for name, locale in LOCALES.items():
+        staging = api.get(
+            f"{emu.url}{BASE}/flows/{STAGING_FLOW_ID}",
+            params={"includeFeedbackReport": "true", "preferredLocaleId": locale.id},
+        ).json()
+        assert staging["isTrainingOutOfDate"] is False and staging["projectId"] == PROJECT_ID
+        assert staging["feedbackReport"]["info"]["accuracy"] > 0
+        body = {"localeId": locale.id}
+        production = api.post(f"{emu.url}{BASE}/flows/{FLOW_ID}/intents/export", json=body).json()
+        assert api.post(f"{emu.url}{BASE}/flows/{STAGING_FLOW_ID}/intents/export", json=body).json() == production
+        scored = api.post(
+            f"{emu.url}{BASE}/projects/{PROJECT_ID}/nlu/scores",
+            json={"flowReferenceId": staging_ref, "localeReferenceId": locale.reference_id, "sentence": "licht an"},
+        )
+        assert scored.status_code == 200 and scored.json()["scores"][0]["flow"] == staging_ref
+        timeline = emu.timeline(STAGING_FLOW_ID, name)
+        assert timeline["endpoint_served"] is False and timeline["endpoints"] == []
+        assert [(e["task_id"], e["version_id"], e["until"]) for e in timeline["entries"]] == [
+            (None, SEED_VERSION_ID, None)
+        ]
+        served = emu.timeline(FLOW_ID, name)
+        assert served["endpoint_served"] is True and served["endpoints"] == ["Customer Service Webchat"]
+        assert served["flow_id"] == FLOW_ID and served["locale"] == name
+    assert api.get(f"{emu.url}{BASE}/locales", params={"projectId": PROJECT_ID}).json()["total"] == 2
+    intents = api.get(
+        f"{emu.url}{BASE}/flows/{STAGING_FLOW_ID}/intents",
+        params={"includeFeedbackReport": "true", "preferredLocaleId": EN, "limit": 100},
+    ).json()["items"]
+    for item in intents:
+        for finding in item["feedbackReport"]["findings"]:
+            if "overlappingFlowId" in finding:
+                assert finding["overlappingFlowId"] == STAGING_FLOW_ID
+
+    endpoints = api.get(f"{emu.url}{BASE}/endpoints", params={"projectId": PROJECT_ID})
+    assert endpoints.status_code == 200, endpoints.text
+    page = endpoints.json()
+    assert page["total"] == 1 and page["nextCursor"] is None and page["previousCursor"] is None
+    (endpoint,) = page["items"]
+    assert set(endpoint) == {"_id", "referenceId", "name", "channel", "flowId", "active", "projectId", "URLToken"}
+    assert (endpoint["name"], endpoint["channel"], endpoint["flowId"], endpoint["active"]) == (
+        "Customer Service Webchat",
+        "webchat",
+        FLOW_REFERENCE_ID,
+        True,
+    )
+    assert len(endpoint["_id"]) == 24 and endpoint["projectId"] == PROJECT_ID and endpoint["URLToken"]
+    assert_problem(requests.get(f"{emu.url}{BASE}/endpoints", params={"projectId": PROJECT_ID}, timeout=10), 401)
+    assert_problem(api.get(f"{emu.url}{BASE}/endpoints", params={"projectId": "0" * 24}), 404)
+    assert_problem(api.get(f"{emu.url}{BASE}/endpoints", params={"projectId": PROJECT_ID, "limit": 0}), 400, "limit")
+    assert emu.stats()["by_route"][f"GET {BASE}/endpoints"] == 4
+
+    emu.knobs(rate_limit_requests=1, rate_limit_window_seconds=60)
+    assert api.get(f"{emu.url}{BASE}/endpoints", params={"projectId": PROJECT_ID}).status_code == 200
+    assert_problem(api.get(f"{emu.url}{BASE}/endpoints", params={"projectId": PROJECT_ID}), 429)
+
+
+def test_serving_timeline_and_training_counts(emu: Emulator, api: requests.Session) -> None:
+    emu.knobs(training_seconds=FAST)
+    seeded = emu.timeline(FLOW_ID, "en-US")["entries"]
+    assert len(seeded) == 1 and seeded[0]["task_id"] is None and seeded[0]["until"] is None
+    assert abs(seeded[0]["since"] - time.time()) < 60
+
+    task = start_training(api, emu.url)
+    assert wait_task(api, emu.url, task["_id"])[0]["status"] == "done"
+    emu.knobs(fail_next_trainings=1)
+    assert wait_task(api, emu.url, start_training(api, emu.url)["_id"])[0]["status"] == "error"
+    entries = emu.timeline(FLOW_ID, "en-US")["entries"]
+    assert len(entries) == 2, "a failed training never starts serving"
+    assert entries[0]["until"] == entries[1]["since"] and entries[1]["until"] is None
+    assert entries[1]["task_id"] == task["_id"] and entries[1]["version_id"] not in (None, SEED_VERSION_ID)
+    assert entries[1]["since"] >= entries[0]["since"]
+    assert len(emu.timeline(FLOW_ID, "de-DE")["entries"]) == 1
+
+    # the training-jobs dialect serves through the same pointer: its trainings show up too
+    jobs = jobs_session(emu)
+    job = jobs.post(
+        f"{emu.url}{JOBS}/training/jobs",
+        json={"modelId": MODEL_IDS["de-DE"], "trainingDataSliceMatrix": {"HassTurnOn": 5, "HassTurnOff": 5}},
+    ).json()
+    assert wait_job(jobs, emu.url, job["jobId"])["status"] == "completed"
+    assert emu.timeline(FLOW_ID, "de-DE")["entries"][-1]["task_id"] == job["jobId"]
+
+    stats = emu.stats()
+    assert stats["trainings_by_flow_locale"] == {f"{FLOW_ID}/en-US": 2, f"{FLOW_ID}/de-DE": 1}
+    assert stats["trainings_started"] == {f"{FLOW_ID}/{EN}": 2, MODEL_IDS["de-DE"]: 1}
+    assert stats["requests_total"] >= 6 and stats["by_route"][f"POST {BASE}/flows/{{flowId}}/intents/train"] == 2
+
+    for params in ({"flowId": "f" * 24, "locale": "en-US"}, {"flowId": FLOW_ID, "locale": "fr-FR"}):
+        assert_problem(requests.get(f"{emu.url}/_emulator/timeline", params=params, timeout=10), 404)
+
+
+FRENCH = {
+    "Allumer": ["allume la lumière", "allume la lampe du salon", "mets la lumière", "lumière allumée s'il te plaît"],
+    "Eteindre": ["éteins la lumière", "éteins la lampe du salon", "coupe la lumière", "plus de lumière merci"],
+    "Meteo": ["quel temps fait-il", "va-t-il pleuvoir demain", "la météo de paris", "fait-il beau aujourd'hui"],
+}
+PORTUGUESE = {
+    "Ligar": ["ligue a luz", "acenda a luz da sala", "liga a lâmpada"],
+    "Desligar": ["desligue a luz", "apague a luz da sala", "desliga a lâmpada"],
+}
+
+
+def test_tenant_builder_any_locale_end_to_end(emu: Emulator, api: requests.Session) -> None:
+    emu.knobs(training_seconds=FAST)
+    project, flow_id = "77aa00000000000000000001", "77aa000000000000000000f1"
+    requests_before = emu.stats()["requests_total"]
+    built = emu.create_flow(
+        project, flow_id, "Service Client", {"fr-FR": FRENCH, "pt-BR": PORTUGUESE}, endpoint="Webchat"
+    )
+    assert emu.stats()["requests_total"] == requests_before, "admin routes are not tenant traffic"
+    assert built["flow_id"] == flow_id and built["project_id"] == project
+    fr, pt = built["locales"]["fr-FR"], built["locales"]["pt-BR"]
+    assert built["locale_ids"] == {"fr-FR": fr["locale_id"], "pt-BR": pt["locale_id"]}
+    assert all(len(loc["locale_id"]) == 24 and len(loc["reference_id"]) == 36 for loc in (fr, pt))
+    assert built["endpoint"]["name"] == "Webchat" and built["endpoint"]["channel"] == "webchat"
+
+    locales = api.get(f"{emu.url}{BASE}/locales", params={"projectId": project}).json()["items"]
+    assert [(loc["name"], loc["_id"], loc["referenceId"]) for loc in locales] == [
+        ("fr-FR", fr["locale_id"], fr["reference_id"]),
+        ("pt-BR", pt["locale_id"], pt["reference_id"]),
+    ]
+    flow_url = f"{emu.url}{BASE}/flows/{flow_id}"
+    flow = api.get(flow_url, params={"includeFeedbackReport": "true"}).json()
+    assert (flow["name"], flow["referenceId"], flow["projectId"]) == ("Service Client", built["reference_id"], project)
+    assert flow["isTrainingOutOfDate"] is False and flow["feedbackReport"]["info"]["accuracy"] is not None
+    items = api.get(
+        f"{flow_url}/intents", params={"includeFeedbackReport": "true", "preferredLocaleId": pt["locale_id"]}
+    ).json()["items"]
+    assert {i["name"]: i["exampleSentenceCount"] for i in items} == {"Ligar": 3, "Desligar": 3}
+    assert all(i["feedbackReport"] is not None for i in items)
+
+    def top(locale: dict, sentence: str) -> str:
+        body = {
+            "flowReferenceId": built["reference_id"],
+            "localeReferenceId": locale["reference_id"],
+            "sentence": sentence,
+        }
+        resp = api.post(f"{emu.url}{BASE}/projects/{project}/nlu/scores", json=body)
+        assert resp.status_code == 200, resp.text
+        return resp.json()["scores"][0]["name"]
+
+    assert top(fr, "éteins la lumière de la cuisine") == "Eteindre"
+    assert top(pt, "desligue a lâmpada") == "Desligar"
+
+    def export(locale: dict) -> dict[str, list[str]]:
+        resp = api.post(f"{flow_url}/intents/export", json={"localeId": locale["locale_id"]})
+        return {i["name"]: i["exampleSentences"] for i in resp.json()}
+
+    assert export(fr) == FRENCH and export(pt) == PORTUGUESE
+    endpoints = api.get(f"{emu.url}{BASE}/endpoints", params={"projectId": project}).json()["items"]
+    assert [(e["name"], e["flowId"], e["_id"]) for e in endpoints] == [
+        ("Webchat", built["reference_id"], built["endpoint"]["_id"])
+    ]
+
+    # isTrainingOutOfDate: false right after training the current intents, true after an import changed them
+    def out_of_date() -> bool:
+        return api.get(flow_url, params={"preferredLocaleId": fr["locale_id"]}).json()["isTrainingOutOfDate"]
+
+    extra = [{"name": "Meteo", "exampleSentences": ["quelle température fait-il dehors"]}]
+    resp, _ = multipart_import(api, emu.url, flow_id, fr["locale_id"], compact(extra), "merge")
+    assert wait_task(api, emu.url, resp.json()["_id"])[0]["status"] == "done"
+    assert out_of_date() is True
+    assert export(fr)["Meteo"] == [*FRENCH["Meteo"], "quelle température fait-il dehors"]
+    train = api.post(f"{flow_url}/intents/train", json={"localeId": fr["locale_id"]})
+    assert train.status_code == 201, train.text
+    assert wait_task(api, emu.url, train.json()["_id"])[0]["status"] == "done"
+    assert out_of_date() is False
+    assert top(fr, "quelle température fait-il") == "Meteo"
+    assert emu.stats()["trainings_by_flow_locale"] == {f"{flow_id}/fr-FR": 1}
+
+    timeline = emu.timeline(flow_id, "fr-FR")
+    assert timeline["endpoint_served"] is True and timeline["endpoints"] == ["Webchat"]
+    assert [e["task_id"] for e in timeline["entries"]] == [None, train.json()["_id"]]
+    assert timeline["entries"][0]["until"] == timeline["entries"][1]["since"]
+
+    # a second flow in the project reuses its locales; replacing a flow drops its endpoint and old models
+    other = emu.create_flow(project, "77aa000000000000000000f2", "Autre", {"fr-FR": FRENCH}, trained=False)
+    assert other["locale_ids"] == {"fr-FR": fr["locale_id"]}
+    assert api.get(f"{emu.url}{BASE}/flows/{other['flow_id']}").json()["isTrainingOutOfDate"] is True
+    replaced = emu.create_flow(project, flow_id, "Service Client v2", {"pt-BR": PORTUGUESE}, trained=False)
+    assert replaced["locale_ids"] == {"pt-BR": pt["locale_id"]} and replaced["reference_id"] != built["reference_id"]
+    assert api.get(f"{emu.url}{BASE}/endpoints", params={"projectId": project}).json()["total"] == 0
+    assert_problem(api.get(flow_url, params={"preferredLocaleId": fr["locale_id"]}), 404)
+    body = {"flowReferenceId": replaced["reference_id"], "localeReferenceId": pt["reference_id"], "sentence": "luz"}
+    assert_problem(api.post(f"{emu.url}{BASE}/projects/{project}/nlu/scores", json=body), 409)
+    assert emu.timeline(flow_id, "pt-BR")["entries"] == []
+
+    def refused(*in_detail: str, **changes: Any) -> None:
+        spec = {"project_id": project, "flow_id": flow_id, "name": "x", "locales": {"fr-FR": {"intents": FRENCH}}}
+        resp = requests.post(f"{emu.url}/_emulator/flows", json={**spec, **changes}, timeout=30)
+        assert_problem(resp, 400, *in_detail)
+
+    refused("flow_id", flow_id="not-hex")
+    refused("english", locales={"english": {"intents": FRENCH}})
+    refused("Big", "200", locales={"fr-FR": {"intents": {"Big": [f"s {i}" for i in range(201)], "B": ["x"]}}})
+    refused("at least 2 intents", locales={"fr-FR": {"intents": {"Seul": ["une phrase"]}, "trained": True}})
 
 
 # --- knobs and faults --------------------------------------------------------------------------------------
