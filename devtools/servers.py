@@ -110,9 +110,10 @@ class Emulator(Server):
     ) -> dict:
         """Create (or replace) a flow with {locale name: {intent: [sentences]}}; trained locales serve at once.
 
-        `trained` is one flag for every locale or {locale name: flag}. Returns the ids: {project_id, flow_id,
-        reference_id, name, locale_ids: {name: _id}, locales: {name: {locale_id, reference_id, model_id,
-        version_id, trained}}, endpoint: {_id, referenceId, name, channel, URLToken} | None}."""
+        `trained` is one flag for every locale or {locale name: flag}. Returns the ids: {project_id,
+        flow_id (also as _id), reference_id (also as referenceId), name, locale_ids: {name: _id},
+        locales: {name: {locale_id, reference_id, model_id, version_id, trained}},
+        endpoint: {_id, referenceId, name, channel, URLToken} | None}."""
         flags = trained if isinstance(trained, dict) else dict.fromkeys(locales, trained)
         body: dict = {
             "project_id": project_id,

@@ -535,7 +535,8 @@ def test_tenant_builder_any_locale_end_to_end(emu: Emulator, api: requests.Sessi
         project, flow_id, "Service Client", {"fr-FR": FRENCH, "pt-BR": PORTUGUESE}, endpoint="Webchat"
     )
     assert emu.stats()["requests_total"] == requests_before, "admin routes are not tenant traffic"
-    assert built["flow_id"] == flow_id and built["project_id"] == project
+    assert built["flow_id"] == built["_id"] == flow_id and built["project_id"] == project
+    assert built["referenceId"] == built["reference_id"]
     fr, pt = built["locales"]["fr-FR"], built["locales"]["pt-BR"]
     assert built["locale_ids"] == {"fr-FR": fr["locale_id"], "pt-BR": pt["locale_id"]}
     assert all(len(loc["locale_id"]) == 24 and len(loc["reference_id"]) == 36 for loc in (fr, pt))

@@ -75,7 +75,7 @@ class FlowSpec(BaseModel):
 def create_flow(rt: Rt, spec: FlowSpec) -> dict[str, Any]:
     """Create or replace a flow (its locales created in the project when missing), trained when asked.
 
-    Answers {project_id, flow_id, reference_id, name, locale_ids: {name: _id},
+    Answers {project_id, flow_id (= _id), reference_id (= referenceId), name, locale_ids: {name: _id},
     locales: {name: {locale_id, reference_id, model_id, version_id, trained}}, endpoint: {...} | null}."""
     try:
         return build_flow(

@@ -157,6 +157,8 @@ def build_flow(
         "project_id": project_id,
         "flow_id": flow_id,
         "reference_id": flow.reference_id,
+        "_id": flow_id,  # the same two ids under the names the REST API uses
+        "referenceId": flow.reference_id,
         "name": name,
         "locale_ids": {locale.name: locale.id for locale in installs},
         "locales": {
