@@ -376,7 +376,10 @@ class GateReport:
                 "failed_gates": self.failed_gates,
                 "warning_gates": self.warning_gates,
                 "not_evaluated_gates": {
-                    name: _shorten(reason, _SUMMARY_REASON_CHARS) for name, reason in self.not_evaluated_gates.items()
+                    g.name: "not evaluated: "
+                    + _shorten(g.values.get("not_evaluated_because") or g.reason, _SUMMARY_REASON_CHARS)
+                    for g in self.gates
+                    if g.status == "not_evaluated"
                 },
                 "accuracy": _round(self.metrics.get("accuracy")),
                 "macro_precision": _round(self.metrics.get("macro", {}).get("precision")),
@@ -395,7 +398,7 @@ class GateReport:
         )
 
 
-_SUMMARY_REASON_CHARS = 160
+_SUMMARY_REASON_CHARS = 100
 
 
 def evaluate_gates(
@@ -477,7 +480,7 @@ def _not_evaluated(
         name=name,
         passed=allowed,
         blocking=blocking,
-        values=values or {},
+        values={**(values or {}), "not_evaluated_because": why},
         thresholds=thresholds or {},
         reason=f"Not evaluated: {why}. {effect}",
         warnings=warnings or [],

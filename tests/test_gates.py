@@ -542,7 +542,10 @@ def test_first_model_without_champion_is_not_evaluated_and_blocks_unless_allowed
     assert "blocks promotion" in gate.reason
     summary = report.summary()
     assert list(summary["not_evaluated_gates"]) == ["champion_regression", "platform_feedback"]
-    assert summary["not_evaluated_gates"]["champion_regression"].startswith("Not evaluated: no champion")
+    assert summary["not_evaluated_gates"]["champion_regression"] == (
+        "not evaluated: no champion predictions were given (no model is serving yet), so there is nothing to "
+        "regress against"
+    )
     assert summary["failed_gates"] == ["champion_regression"] and summary["warning_gates"] == []
     markdown = write_gate_report(report, tmp_path)["per_intent.md"].read_text()
     assert "| champion_regression | NOT EVALUATED (blocks) |" in markdown
@@ -619,6 +622,9 @@ def test_every_gate_that_cannot_measure_is_not_evaluated():
     assert "no training counts were given" in empty.gate("training_balance").reason
     assert "no training sentences were given" in empty.gate("leakage").reason
     assert "no Cognigy feedback report" in empty.gate("platform_feedback").reason
+    summary = empty.summary()
+    assert list(summary["not_evaluated_gates"]) == list(GATE_ORDER) and len(json.dumps(summary)) < 2048
+    assert summary["not_evaluated_gates"]["bias"] == "not evaluated: the held-out set has no slice columns"
 
     few = run(_hand_built(per_intent=3, slices=lambda i, k: {"channel": "chat"}))
     per_intent = few.gate("per_intent_floor")
