@@ -20,6 +20,7 @@ from cognigy_airflow.operators import (
 )
 from include import defaults
 from include.fleet import TENANT_POOL
+from include.gates import GATE_ORDER
 
 DOC = f"""
 ### Cognigy NLU retrain
@@ -248,6 +249,15 @@ PARAMS = {
     "held_out_per_intent": _p(defaults.HELD_OUT_PER_INTENT, "Demo held-out utterances per intent", GATES_SECTION,
                               type="integer", minimum=1, maximum=200,
                               description="Only for held-out 'demo': utterances per intent."),
+    "gate_profile": _p("default", "Gate profile", GATES_SECTION, type="string", enum=["default", "strict"],
+                       values_display={"default": "default (floors 0.80, bias 0.15)",
+                                       "strict": "strict: the specification (precision/recall ≥ 0.95, bias ≤ 0.15)"},
+                       description="Named thresholds; a threshold below that you change from its default wins."),
+    "allow_unevaluated_gates": _p([], "Gates allowed to be unevaluated", GATES_SECTION, type="array",
+                                  items={"type": "string", "enum": list(GATE_ORDER)},
+                                  uniqueItems=True,
+                                  description="A gate that could not measure (e.g. bias without slice columns) "
+                                              "blocks promotion unless named here; the report says 'not evaluated'."),
     "score_threshold": _p(0.3, "'No intent' score threshold", GATES_SECTION, type="number", minimum=0, maximum=1,
                           description="A top intent score below this counts as 'no intent'."),
     "precision_floor": _p(0.80, "Precision floor", GATES_SECTION, type="number", minimum=0, maximum=1,

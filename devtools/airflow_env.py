@@ -12,6 +12,9 @@ from pathlib import Path
 from devtools.servers import ROOT, Emulator
 from include.fleet import DEFAULT_POOL_SLOTS, TENANT_POOL
 
+# The shipped demo data set, asked for BY NAME (the DAG's defaults never import it into a flow).
+DEMO_CONF = {"training_data_source": "demo", "held_out_uri": "demo"}
+
 
 def cognigy_conn(emulator: Emulator, dialect: str = "rest-v2", oauth: bool = False) -> str:
     conn: dict = {"conn_type": "cognigy", "host": emulator.url, "extra": {"api": dialect}}

@@ -14,17 +14,14 @@ import sys
 import time
 from pathlib import Path
 
-from devtools.airflow_env import airflow_env, dags_test, migrate
+from devtools.airflow_env import DEMO_CONF, airflow_env, dags_test, migrate
 from devtools.servers import ROOT, start_emulator, start_mlflow
 
-
-# The demo asks for the shipped demo data BY NAME: the DAG's defaults never import it anywhere.
-DEMO = {"training_data_source": "demo", "held_out_uri": "demo"}
 SCENARIOS = {
     # The seeded champion learnt from 10 sentences per intent, this challenger from 40: it wins by design.
-    "promote": {**DEMO, "samples_per_intent": 40},
+    "promote": {**DEMO_CONF, "samples_per_intent": 40},
     # The challenger learns from 3 sentences per intent: worse than the champion; staging keeps it away.
-    "worse": {**DEMO, "samples_per_intent": 3},
+    "worse": {**DEMO_CONF, "samples_per_intent": 3},
 }
 
 
@@ -104,7 +101,8 @@ def _verdict(pipeline_state: Path, run_id: str | None, mlflow_url: str, ok: bool
         )
         print(f"gate result        {'PASSED' if s.get('passed') else 'FAILED ' + str(s.get('failed_gates'))}")
         held = o.get("held_out") or {}
-        print(f"held-out set       {held.get('name')}  ({held.get('rows')} rows, sha256 {str(held.get('sha256'))[:12]}…)")
+        sha = str(held.get("sha256"))[:12]
+        print(f"held-out set       {held.get('name')}  ({held.get('rows')} rows, sha256 {sha}…)")
         print(f"outcome            {o['outcome']}   (promotion: {o.get('promotion')})")
         print(f"ungated exposure   {o.get('ungated_exposure_seconds')} s  (customers served by a model not yet gated)")
         if o["outcome"] == "promoted" and SCENARIO_NOTE:

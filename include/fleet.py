@@ -44,6 +44,8 @@ OVERRIDABLE = frozenset(
         "rollback_trigger_version_id", "held_out_per_intent", "score_threshold",
         "precision_floor", "recall_floor", "pr_balance_tolerance", "per_intent_recall_floor", "bias_ceiling",
         "max_accuracy_drop", "significance_alpha", "block_on_feedback_findings",
+        "training_data_uri", "held_out_uri", "promotion", "staging_flow_id", "staging_project_id",
+        "retrain_unchanged", "gate_profile", "allow_unevaluated_gates",
     }
 )  # fmt: skip
 

@@ -34,7 +34,7 @@ from typing import Any
 import pytest
 import requests
 
-from devtools.airflow_env import cognigy_conn, dags_test
+from devtools.airflow_env import DEMO_CONF, cognigy_conn, dags_test
 from devtools.servers import ROOT, Emulator, start_emulator
 from include.audit import read, verify
 from include.emulator import seed
@@ -65,6 +65,8 @@ CONN_ID = "cognigy_faults"
 LOCALE = "en-US"
 # Small, fast runs: the faults, not the data volume, are what is under test.
 FAST = {
+    **DEMO_CONF,
+    "promotion": "in_place",  # these rows exercise the in-place path; tests/test_staging.py has the staging rows
     "requests_per_second": 100,
     "held_out_per_intent": 3,
     "samples_per_intent": 40,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import requests
 
-from devtools.airflow_env import dags_test
+from devtools.airflow_env import DEMO_CONF, dags_test
 from include.audit import read, verify
 from include.emulator import seed
 from include.fleet import TENANT_POOL, FleetInvalid, load_fleet, parse_fleet
@@ -29,7 +29,7 @@ FLEET = [
     {"name": "support DE", "projectId": seed.PROJECT_ID, "flowId": seed.FLOW_ID, "locales": ["de-DE"],
      "modelId": seed.MODEL_IDS["de-DE"], "overrides": {"samples_per_intent": 70}},
 ]  # fmt: skip
-CONF = {"fleet": True, "requests_per_second": 100, "held_out_per_intent": 8, "samples_per_intent": 40}
+CONF = {**DEMO_CONF, "fleet": True, "requests_per_second": 100, "held_out_per_intent": 8, "samples_per_intent": 40}
 _RUN: dict[str, Any] = {}  # one fleet DAG run per test session, shared with test_links.py
 
 

@@ -27,7 +27,7 @@ import pytest
 import requests
 from mlflow import MlflowClient
 
-from devtools.airflow_env import cognigy_conn, dags_test
+from devtools.airflow_env import DEMO_CONF, cognigy_conn, dags_test
 from devtools.servers import ROOT, Emulator, Server, free_port, start_emulator, start_mlflow
 from include import dataset
 from include.audit import read
@@ -61,6 +61,8 @@ class DagRun:
 
 
 def run_dag(env: dict[str, str], log_path: Path, conf: dict | None = None, dag_id: str = "cognigy_nlu_retrain"):
+    if dag_id == "cognigy_nlu_retrain":
+        conf = {**DEMO_CONF, **(conf or {})}
     proc = dags_test(env, conf, dag_id=dag_id, log_path=log_path, timeout=600)
     text = log_path.read_text(errors="replace")
     final = [ln for ln in text.splitlines() if "DagRun Finished" in ln]

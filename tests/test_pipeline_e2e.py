@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from devtools.airflow_env import cognigy_conn, dags_test
+from devtools.airflow_env import DEMO_CONF, cognigy_conn, dags_test
 from devtools.servers import Emulator, Server
 from include.audit import read, verify
 from include.emulator import seed
 
-FAST = {"requests_per_second": 100, "held_out_per_intent": 8, "samples_per_intent": 40}
+FAST = {**DEMO_CONF, "requests_per_second": 100, "held_out_per_intent": 8, "samples_per_intent": 40}
 pytestmark = pytest.mark.slow
 
 
@@ -74,7 +74,7 @@ def test_happy_path_promotes_and_records_everything(
 def test_training_error_rolls_back_verifies_and_fails_the_run(airflow_home, emulator: Emulator, tmp_path: Path):
     emulator.reset()
     emulator.knobs(training_seconds=2, fail_next_trainings=1)
-    state, run_id = run_dag(airflow_home, tmp_path, {})
+    state, run_id = run_dag(airflow_home, tmp_path, {"promotion": "in_place"})
     assert state == "failed"
     events = events_of(airflow_home, run_id)
     names = [e["event"] for e in events]
@@ -104,7 +104,7 @@ def test_training_jobs_dialect_end_to_end(airflow_home, emulator: Emulator, tmp_
     emulator.reset()
     emulator.knobs(training_seconds=2)
     env = {"AIRFLOW_CONN_COGNIGY_DEFAULT": cognigy_conn(emulator, dialect="training-jobs")}
-    state, run_id = run_dag(airflow_home, tmp_path, {}, **env)
+    state, run_id = run_dag(airflow_home, tmp_path, {"promotion": "in_place"}, **env)
     names = [e["event"] for e in events_of(airflow_home, run_id)]
     assert state == "success", names
     assert "validation_passed" in names and "mlflow_synced" in names

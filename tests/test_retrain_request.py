@@ -54,6 +54,9 @@ def valid_raw() -> dict[str, Any]:
         "flowId": "64a1f0c2e4b0a1b2c3d4e5f7",
         "locales": ["en-US", "de-DE"],
         "mode": "full",
+        "trainingData": {"source": "demo"},
+        "heldOut": {"source": "uri", "uri": "s3://bot-data/held_out_{locale}.csv", "threshold": 0.3},
+        "promotion": {"mode": "staging", "stagingFlowId": "64a1f0c2e4b0a1b2c3d4e5f8"},
     }
 
 
@@ -449,7 +452,7 @@ def test_hash_is_stable_under_key_order_and_equivalent_spellings() -> None:
         _set("computeConstraints/timeoutSeconds", 901),
         _set("maxDatasetSize", 5001),
         _drop("rollbackTriggerVersionId"),
-        _set("flowId", "64a1f0c2e4b0a1b2c3d4e5f8"),
+        _set("flowId", "64a1f0c2e4b0a1b2c3d4e5f9"),
         _set("locales", ["de-DE", "en-US"]),  # order of locales is order of training
         _set("mode", "quick"),
     ],
@@ -566,8 +569,8 @@ FIELD_PATHS = [
 def mutated_requests(draw: st.DrawFn) -> dict[str, Any]:
     """A valid request with a few fields replaced by random values, removed, or with junk keys added."""
     raw = valid_raw()
-    raw["trainingData"] = {"source": "dataset"}
-    raw["heldOut"] = {"source": "dataset", "perIntent": 10, "threshold": 0.3}
+    raw["trainingData"] = {"source": "demo"}
+    raw["heldOut"] = {"source": "demo", "perIntent": 10, "threshold": 0.3}
     for _ in range(draw(st.integers(min_value=0, max_value=4))):
         path = draw(st.sampled_from(FIELD_PATHS))
         action = draw(st.sampled_from(["replace", "replace", "drop", "junk"]))
@@ -654,3 +657,48 @@ def test_fuzz_ids_only_24_lowercase_hex_gets_through(value: str, field: str) -> 
         assert [error_path(e) for e in invalid.errors] == [field]
     else:
         assert re.fullmatch(r"[0-9a-f]{24}", getattr(request, field))
+
+
+# --- the user's own data and promotion ------------------------------------------------------------------
+def test_the_held_out_set_must_be_named() -> None:
+    raw = valid_raw()
+    raw["heldOut"] = {"source": "uri"}
+    (error,) = errors_of(raw)
+    assert error.startswith("heldOut:") and "heldOut.uri" in error and "demo" in error
+
+
+def test_data_uris_refuse_credentials_and_unknown_placeholders() -> None:
+    raw = valid_raw()
+    raw["heldOut"]["uri"] = "s3://AKIA:secret@bucket/held_out.csv"
+    errors = errors_of(raw)
+    assert any(e.startswith("heldOut.uri:") and "credentials" in e for e in errors), errors
+    assert not any("secret" in e for e in errors)
+    raw = valid_raw()
+    raw["heldOut"]["uri"] = "/data/{flow}/held_out.csv"
+    assert any("{locale}" in e for e in errors_of(raw))
+
+
+def test_the_locale_placeholder_is_filled_per_locale() -> None:
+    request = parse_request(valid_raw())
+    assert request.data_uri("heldOut", "de-DE") == "s3://bot-data/held_out_de-DE.csv"
+    assert request.data_uri("trainingData", "de-DE") is None  # source demo has no file
+
+
+def test_training_source_flow_is_the_default_and_takes_no_matrix() -> None:
+    raw = valid_raw()
+    del raw["trainingData"]
+    errors = errors_of(raw)
+    assert any(e.startswith("trainingDataSliceMatrix:") and "source flow" in e for e in errors), errors
+    raw["trainingDataSliceMatrix"] = {}
+    assert parse_request(raw).trainingData.source == "flow"
+
+
+def test_staging_needs_its_own_flow_or_an_explicit_in_place() -> None:
+    raw = valid_raw()
+    raw["promotion"] = {"mode": "staging"}
+    assert any(e.startswith("promotion:") and "in_place" in e for e in errors_of(raw))
+    raw["promotion"] = {"mode": "staging", "stagingFlowId": raw["flowId"]}
+    assert any(e.startswith("promotion.stagingFlowId:") for e in errors_of(raw))
+    raw["promotion"] = {"mode": "in_place"}
+    request = parse_request(raw)
+    assert request.staging_target(request.targets()[0]) is None

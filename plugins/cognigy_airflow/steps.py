@@ -97,6 +97,16 @@ def request_from_params(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def gate_config(params: dict[str, Any]) -> GateConfig:
+    """The run's gates: the named profile, with every form/fleet threshold that differs from the default profile
+    on top (so 'strict' is not undone by the form's default values), and the gates allowed to be unevaluated."""
+    defaults = GateConfig()
+    overrides = {k: params[k] for k in GATE_PARAMS if params.get(k) is not None and params[k] != getattr(defaults, k)}
+    if params.get("allow_unevaluated_gates"):
+        overrides["allow_unevaluated"] = list(params["allow_unevaluated_gates"])
+    return GateConfig.profile(params.get("gate_profile") or "default", **overrides)
+
+
 def validate(**context: Any) -> dict[str, Any]:
     """Validate the run's request(s) before anything is sent anywhere; the plan every later task follows.
 
@@ -156,6 +166,8 @@ def validate(**context: Any) -> dict[str, Any]:
             warnings=plan["warnings"],
             dry_run=plan["dry_run"],
             promotion=plan["promotion"],
+            gates=plan["gates"],
+            gates_hash=plan["gates_hash"],
             data=plan["data"],
             fleet=use_fleet,
             fleet_source=source,
@@ -201,7 +213,7 @@ def _request_plan(params: dict[str, Any], config: Any, context: Any) -> tuple[di
     except RequestInvalid as exc:
         errors.extend(exc.errors)
     try:
-        gates = GateConfig(**{k: params[k] for k in GATE_PARAMS if params.get(k) is not None})
+        gates = gate_config(params)
     except Exception as exc:  # pydantic ValidationError
         errors.extend(f"gates.{e['loc'][0]}: {e['msg']}" for e in getattr(exc, "errors", lambda: [])())
         gates = None
@@ -247,8 +259,10 @@ def _request_plan(params: dict[str, Any], config: Any, context: Any) -> tuple[di
         "reconcile_seconds": reconcile,
         "warnings": warnings,
         "gates": gates.model_dump(mode="json"),
+        "gates_hash": gates.fingerprint(),
         "data": data,
         "promotion": request.promotion.mode,
+        "gate_profile": params.get("gate_profile") or "default",
         "conn_id": params["cognigy_conn_id"],
         "mlflow_conn_id": params["mlflow_conn_id"],
         "dialect": config.dialect,
@@ -685,6 +699,7 @@ def build_payload(
         "airflow_run_url": airflow_run_url(ti.dag_id, ti.run_id),
         "rollback_verified": str(bool(rolled_back and rolled_back.get("verified"))).lower(),
         "gate_result": gate_result[:MAX_TAG_VALUE_LENGTH],
+        "gates_hash": plan.get("gates_hash") or "", "gate_profile": plan.get("gate_profile") or "default",
         "promotion": plan.get("promotion") or "", "trained_flow_id": (submitted or {}).get("trained_flow") or "",
         "held_out_sha256": ((captured or {}).get("held_out") or {}).get("sha256") or "",
     }  # fmt: skip
@@ -823,6 +838,7 @@ def finalize(target, plan, captured, submitted, waited, evaluated, promoted, rol
         target,
         outcome=outcome,
         outcome_meaning=OUTCOMES.get(outcome),
+        gates_hash=(plan or {}).get("gates_hash"),
         promotion=(plan or {}).get("promotion"),
         training_state=training,
         cognigy_job_id=(waited or submitted or {}).get("job_id"),
