@@ -40,7 +40,21 @@ SECRET_KEY_WORDS: frozenset[str] = frozenset(
 
 _CAMEL_BOUNDARY = re.compile(r"([a-z0-9])([A-Z])")
 _SEPARATORS = re.compile(r"[\s._\-/:]+")
-_BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=\-]{4,}")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=\-]{4,}")
+# `X-API-Key: v`, `api_key=v`, `"client_secret": "v"`, `password=v`, `access_token: v` … in free text.
+_KEY_VALUE = re.compile(
+    r"(?i)(\b(?:x[-_]?api[-_]?key|api[-_]?key|client[-_]?secret|password|passwd|access[-_]?token|"
+    r"refresh[-_]?token|id[-_]?token|secret)\b[\"']?\s*[:=]\s*[\"']?)([^\s\"',;&}]{3,})"
+)
+_JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
+_REGISTERED: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Remember a secret this process holds (API key, client secret, a live access token): every later
+    `redact_text`/`redact` masks it wherever it appears, whoever calls."""
+    if value and len(value) >= 4:
+        _REGISTERED.add(value)
 
 
 def is_secret_key(key: object) -> bool:
@@ -75,17 +89,20 @@ def _redact(obj: Any, known: list[str]) -> Any:
     if isinstance(obj, list | tuple | set | frozenset):
         return [_redact(item, known) for item in obj]
     if isinstance(obj, str):
-        return redact_text(obj, known) if known else obj
+        return redact_text(obj, known)
     if obj is None or isinstance(obj, bool | int | float):
         return obj
     return copy.deepcopy(obj)
 
 
 def redact_text(text: str, secrets: Iterable[str | None] = ()) -> str:
-    """Mask every occurrence of the known ``secrets`` and any ``Bearer <token>`` in ``text``."""
-    for secret in _usable(secrets):
+    """Mask the known ``secrets``, every registered secret, ``Bearer``/``Basic`` credentials, API-key and
+    password assignments (``X-API-Key: …``, ``client_secret=…``) and JWTs (``eyJ….….…``) in ``text``."""
+    for secret in _usable([*secrets, *_REGISTERED]):
         text = text.replace(secret, MASK)
-    return _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    text = _KEY_VALUE.sub(lambda m: f"{m.group(1)}{MASK}", text)
+    return _JWT.sub(MASK, text)
 
 
 def _usable(secrets: Iterable[str | None]) -> list[str]:

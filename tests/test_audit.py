@@ -274,3 +274,25 @@ def test_cli_verify_and_show(log_with_five: Path) -> None:
     broken = _cli("verify", str(log_with_five))
     assert broken.returncode == 1
     assert broken.stdout.startswith("BROKEN at line 4 (seq 5): ")
+
+
+# --- secrets inside free text coming back from a server (issue: secrets in free text) ---------------------
+def test_credentials_in_server_error_text_never_reach_the_audit_log(tmp_path) -> None:
+    """A Cognigy `detail` quoting the refused header, a bearer JWT and a client secret: all masked, with no
+    known-secret list given to the log (the production AuditLog is built without one)."""
+    from include.cognigy.errors import BadRequest
+    from include.redaction import register_secret
+
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjbGllbnQifQ.c2lnbmF0dXJlLXNpZw"
+    register_secret("oauth-client-secret-9f8e7d")  # what the hook does with the connection's secrets
+    detail = (
+        f"401 Unauthorized: Authorization: Bearer {jwt}; X-API-Key: sk-live-4242abcd rejected; "
+        "client_secret=oauth-client-secret-9f8e7d; api_key=k-123456"
+    )
+    error = BadRequest(detail, status=401)  # how every Cognigy error is built
+    log = AuditLog(tmp_path / "audit.jsonl")
+    log.append("rollback_failed", reason=str(error), nested={"message": detail})
+    text = (tmp_path / "audit.jsonl").read_text()
+    for secret in (jwt, "sk-live-4242abcd", "oauth-client-secret-9f8e7d", "k-123456"):
+        assert secret not in text and secret not in str(error), secret
+    assert "401 Unauthorized" in text and "rejected" in text  # the useful part survives

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from include.redaction import redact_text
+
 
 class CognigyError(Exception):
     """Base class. `status` is the HTTP status when there was one."""
 
     def __init__(self, message: str, *, status: int | None = None, trace_id: str | None = None) -> None:
-        super().__init__(message)
+        # Server text may echo a credential (a `detail` quoting the header it refused): never carry one on.
+        super().__init__(redact_text(message))
         self.status = status
         self.trace_id = trace_id
 

@@ -45,6 +45,7 @@ from include.cognigy.errors import (
 )
 from include.cognigy.problems import decode_json, raise_for_problem
 from include.rate_limit import TokenBucket
+from include.redaction import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,7 @@ class TokenProvider:
         data = decode_json(body)
         expires_in = float(data.get("expires_in") or 3600)
         self._token = _Token(data["access_token"], time.time() + expires_in, expires_in)
+        register_secret(self._token.value)
         self.refreshes += 1
         return self._token.value
 
@@ -162,6 +164,13 @@ def _retry_wait(state: RetryCallState) -> float:
     return wait_random_exponential(multiplier=0.5, max=30)(state)
 
 
+def register_config_secrets(config: ConnectionConfig) -> None:
+    """The connection's API key and client secret are masked in every text this process writes."""
+    for secret in (config.api_key, config.client_secret):
+        if secret is not None:
+            register_secret(secret.get_secret_value())
+
+
 def request_headers(config: ConnectionConfig, token: str | None) -> dict[str, str]:
     """JSON (Cognigy defaults to hal+json) and the credentials: a bearer token, else the API key header."""
     if token is not None:
@@ -188,6 +197,7 @@ class Transport:
         self.max_retry_seconds = max_retry_seconds
         self._session = session or requests.Session()
         self._tokens = TokenProvider.for_config(config) if config.uses_oauth else None
+        register_config_secrets(config)
 
     def _send_once(
         self, method: str, path: str, what: str, *, safe: bool, token: str | None, **kwargs: Any
@@ -349,6 +359,7 @@ class AsyncTransport:
     def __init__(self, config: ConnectionConfig) -> None:
         self.config = config
         self._tokens = TokenProvider.for_config(config) if config.uses_oauth else None
+        register_config_secrets(config)
         self._client: httpx.AsyncClient | None = None
 
     def _http(self) -> httpx.AsyncClient:

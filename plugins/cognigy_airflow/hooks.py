@@ -18,6 +18,7 @@ from airflow.sdk import BaseHook
 
 from include.cognigy.client import CognigyClient
 from include.cognigy.config import ConnectionConfig
+from include.cognigy.transport import register_config_secrets
 from include.rate_limit import TokenBucket
 
 
@@ -84,7 +85,9 @@ class CognigyHook(BaseHook):
 
     def get_config(self) -> ConnectionConfig:
         conn = self.get_connection(self.cognigy_conn_id)
-        return config_from_airflow_connection(conn, conn.extra_dejson)
+        config = config_from_airflow_connection(conn, conn.extra_dejson)
+        register_config_secrets(config)  # masked in every log, XCom, audit and MLflow text of this process
+        return config
 
     def get_client(self) -> CognigyClient:
         bucket = TokenBucket(self.requests_per_second) if self.requests_per_second else None
