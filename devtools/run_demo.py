@@ -87,7 +87,7 @@ SCENARIO_NOTE = (
 
 def _verdict(pipeline_state: Path, run_id: str | None, mlflow_url: str, ok: bool, seconds: float) -> None:
     outcomes = sorted(pipeline_state.glob("runs/*/*/*/outcome.json"), key=lambda p: p.stat().st_mtime)
-    recent = [json.loads(p.read_text()) for p in outcomes if run_id is None or _safe(run_id) in str(p)]
+    recent = [json.loads(p.read_text()) for p in outcomes if run_id is None or f"/{_safe(run_id)[:100]}." in str(p)]
     print("\n==== verdict " + "=" * 60)
     for o in recent or [json.loads(p.read_text()) for p in outcomes[-1:]]:
         s = o.get("summary") or {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from pathlib import Path
@@ -21,9 +22,15 @@ def outbox_dir() -> Path:
     return Path(os.environ.get("COGNIGY_RETRAIN_OUTBOX_DIR", state_dir() / "mlflow_outbox"))
 
 
-def run_dir(dag_id: str, run_id: str, target_key: str) -> Path:
-    """Durable per-run, per-target folder for rollback points, predictions and reports."""
-    path = state_dir() / "runs" / _safe(dag_id) / _safe(run_id) / _safe(target_key)
+def run_dir(dag_id: str, run_id: str, target_key: str, attempt: str = "") -> Path:
+    """Durable per-run-attempt, per-target folder for rollback points, predictions and reports.
+
+    `attempt` is minted by `validate` for each attempt of a DAG run (a cleared run gets a new one), and the
+    folder name carries a hash of (run_id, attempt): two run ids that sanitise alike, or a cleared run, never
+    share a folder, and no run id (``..`` included) can leave the state root.
+    """
+    digest = hashlib.sha256(f"{dag_id}\n{run_id}\n{attempt}".encode()).hexdigest()[:16]
+    path = state_dir() / "runs" / _safe(dag_id) / f"{_safe(run_id)[:100]}.{digest}" / _safe(target_key)
     path.mkdir(parents=True, exist_ok=True)
     return path
 

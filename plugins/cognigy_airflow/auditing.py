@@ -85,15 +85,18 @@ def _target_ids(plan: dict[str, Any] | None, target: dict[str, Any] | None) -> d
     }
 
 
-def _facts_file(ti: Any, target: dict[str, Any]) -> Path:
-    return settings.run_dir(ti.dag_id, ti.run_id, Target.from_dict(target).key) / "facts.json"
+def _facts_file(ti: Any, plan: dict[str, Any] | None, target: dict[str, Any]) -> Path:
+    attempt = (plan or {}).get("run_attempt", "")
+    return settings.run_dir(ti.dag_id, ti.run_id, Target.from_dict(target).key, attempt) / "facts.json"
 
 
-def _carry(ti: Any, event: str, target: dict[str, Any] | None, fields: dict[str, Any]) -> dict[str, Any]:
+def _carry(
+    ti: Any, event: str, plan: dict[str, Any] | None, target: dict[str, Any] | None, fields: dict[str, Any]
+) -> dict[str, Any]:
     """Fill the carried fields from earlier records of this run and target; remember the retrain's new ones."""
     if not target:
         return {}
-    path = _facts_file(ti, target)
+    path = _facts_file(ti, plan, target)
     try:
         facts = json.loads(path.read_text()) if path.exists() else {}
     except ValueError:
@@ -136,7 +139,7 @@ def audit(
         "request_hash": (plan or {}).get("request_hash"),
         "target": _target_ids(plan, target),
     }
-    facts = _carry(ti, event, target, fields) if carry else {}
+    facts = _carry(ti, event, plan, target, fields) if carry else {}
     for key in CARRIED_FIELDS:
         record[key] = facts.get(key)
     record["outcome"] = DEFAULT_OUTCOMES.get(event)

@@ -25,7 +25,6 @@ from cognigy_airflow.hooks import CognigyHook
 from cognigy_airflow.links import CognigyTaskLink, cognigy_flow_url
 from cognigy_airflow.run_state import RunState
 from cognigy_airflow.triggers import CognigyJobTrigger
-from include import settings
 from include.cognigy import rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.errors import (
@@ -45,10 +44,6 @@ RECONCILE_SECONDS = 30.0  # how long to look for a submission that got no clear 
 CANCEL_SETTLE_SECONDS = 60.0  # how long to wait for a cancelled training to stop before restoring
 IMPORT_ATTEMPTS = 3  # the rollback's import (overwrite, so repeatable) is tried this often within one try
 NOT_WORTH_RETRYING = (AuthenticationError, PermissionDenied, NotFound, BadRequest)
-
-
-def _run_dir(context: Any, target: dict[str, Any]) -> Path:
-    return settings.run_dir(context["ti"].dag_id, context["ti"].run_id, Target.from_dict(target).key)
 
 
 def _last_try(context: Any) -> bool:
@@ -159,7 +154,7 @@ class CognigySubmitTrainingOperator(_CognigyOperator):
         request = steps.request_of(plan)
         target = request.staging_target(production) or production
         client = self.hook().get_client()
-        folder = _run_dir(context, self.target)
+        folder = steps.run_folder(context, self.plan, self.target)
         state = RunState(context, folder / "submit_state.json")
 
         if earlier := _reattach(client, target, state, "submit", wait=self.reconcile_seconds):
@@ -435,7 +430,7 @@ class CognigyRollbackOperator(_CognigyOperator):
     def _restore(self, context: Any) -> dict[str, Any]:
         target = Target.from_dict(self.target)
         client = self.hook().get_client()
-        state = RunState(context, _run_dir(context, self.target) / "rollback_state.json")
+        state = RunState(context, steps.run_folder(context, self.plan, self.target) / "rollback_state.json")
         point = json.loads(Path(self.captured["rollback_point_path"]).read_text())
         audit(
             context,
@@ -493,7 +488,7 @@ class CognigyRollbackOperator(_CognigyOperator):
         """
         staging = self.plan.get("promotion") == "staging"
         prefix = "promote" if staging else "submit"  # the run's training of the PRODUCTION flow
-        state_file = _run_dir(context, self.target) / f"{prefix}_state.json"
+        state_file = steps.run_folder(context, self.plan, self.target) / f"{prefix}_state.json"
         started = json.loads(state_file.read_text()) if state_file.exists() else {}
         known = (self.promoted or {}) if staging else (self.waited or {})
         job_ids = {j for j in (known.get("job_id"), started.get(f"{prefix}.job_id")) if j}
@@ -539,7 +534,7 @@ class CognigyRollbackOperator(_CognigyOperator):
         now, _ = score_utterances(
             sample, lambda s: client.score(target, s), self.plan["request"]["heldOut"]["threshold"]
         )
-        save_predictions(_run_dir(context, self.target) / "rollback_check_predictions.jsonl", now)
+        save_predictions(steps.run_folder(context, self.plan, self.target) / "rollback_check_predictions.jsonl", now)
         scored = sum(p.status == "scored" for p in now)
         if scored < self.MIN_SCORED_SHARE * len(sample):
             return self._retry_or_fail(context, f"only {scored}/{len(sample)} held-out utterances could be scored")
@@ -566,7 +561,7 @@ class CognigyRollbackOperator(_CognigyOperator):
         """Not proven either way: the next try starts a new restore round; the last try gives up loudly."""
         if _last_try(context):
             return self._fail(context, why)
-        state = RunState(context, _run_dir(context, self.target) / "rollback_state.json")
+        state = RunState(context, steps.run_folder(context, self.plan, self.target) / "rollback_state.json")
         state.set("rollback.round", int(state.get("rollback.round") or 0) + 1)
         audit(context, "rollback_retry", self.plan, self.target, reason=why)
         raise AirflowException(f"rollback of {Target.from_dict(self.target).key} not done yet: {why}; trying again")
@@ -633,7 +628,7 @@ class CognigyPromoteOperator(_CognigyOperator):
     def _start(self, context: Any) -> dict[str, Any]:
         production = Target.from_dict(self.target)
         client = self.hook().get_client()
-        folder = _run_dir(context, self.target)
+        folder = steps.run_folder(context, self.plan, self.target)
         state = RunState(context, folder / "promote_state.json")
         staged = json.loads((folder / steps.STAGED_INTENTS).read_text())
         staged_fingerprint = rest_v2.fingerprint(staged)
@@ -688,7 +683,7 @@ class CognigyPromoteOperator(_CognigyOperator):
     def _verify(self, context: Any, status: JobStatus) -> dict[str, Any]:
         production = Target.from_dict(self.target)
         client = self.hook().get_client()
-        folder = _run_dir(context, self.target)
+        folder = steps.run_folder(context, self.plan, self.target)
         staged_fingerprint = rest_v2.fingerprint(json.loads((folder / steps.STAGED_INTENTS).read_text()))
         serving = client.serving_fingerprint(production)
         if serving != staged_fingerprint:

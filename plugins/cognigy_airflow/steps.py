@@ -7,6 +7,7 @@ import hashlib
 import json
 import re
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -48,8 +49,10 @@ GATE_PARAMS = (
 )  # fmt: skip
 
 
-def _run_dir(context: Any, target: dict[str, Any]) -> Path:
-    return settings.run_dir(context["ti"].dag_id, context["ti"].run_id, Target.from_dict(target).key)
+def run_folder(context: Any, plan: dict[str, Any], target: dict[str, Any] | str) -> Path:
+    """This run attempt's folder for one target (or "_request"): see `settings.run_dir`."""
+    key = target if isinstance(target, str) else Target.from_dict(target).key
+    return settings.run_dir(context["ti"].dag_id, context["ti"].run_id, key, plan.get("run_attempt", ""))
 
 
 # --- validate ------------------------------------------------------------------------------------------
@@ -117,6 +120,7 @@ def validate(**context: Any) -> dict[str, Any]:
     """
     params = dict(context["params"])
     config = CognigyHook(params["cognigy_conn_id"]).get_config()
+    attempt = run_attempt(context)
     use_fleet = retrain_trigger(context) == "automated" or bool(params.get("fleet"))
     errors: list[str] = []
     entries: list[tuple[str, dict[str, Any]]] = [("", params)]
@@ -131,7 +135,7 @@ def validate(**context: Any) -> dict[str, Any]:
             errors.extend(exc.errors)
     checked = []
     for label, entry_params in entries:
-        plan, request, problems = _request_plan(entry_params, config, context)
+        plan, request, problems = _request_plan(entry_params, config, context, attempt)
         errors.extend(f"{label}: {p}" if label else p for p in problems)
         checked.append((plan, request))
     if errors:
@@ -152,7 +156,7 @@ def validate(**context: Any) -> dict[str, Any]:
     for plan, request in checked:
         for warning in plan["warnings"]:
             context["ti"].log.warning(warning) if hasattr(context["ti"], "log") else None
-        request_dir = settings.run_dir(context["ti"].dag_id, context["ti"].run_id, "_request")
+        request_dir = run_folder(context, plan, "_request")
         request_file = request_dir / f"request-{request.sha256[:16]}.json"
         request_file.write_text(request.canonical_json())
         plan["request_path"] = str(request_file)
@@ -200,7 +204,16 @@ def _override_errors(context: Any, fleet: list[Any]) -> list[str]:
     return errors
 
 
-def _request_plan(params: dict[str, Any], config: Any, context: Any) -> tuple[dict[str, Any], Any, list[str]]:
+def run_attempt(context: Any) -> str:
+    """A fresh id for this attempt of the DAG run: a cleared run (same run_id) starts in a folder of its own,
+    never reusing the old rollback point, champion predictions or training job."""
+    clear_number = getattr(context.get("dag_run"), "clear_number", 0) or 0
+    return f"c{clear_number}-{uuid.uuid4().hex[:12]}"
+
+
+def _request_plan(
+    params: dict[str, Any], config: Any, context: Any, attempt: str
+) -> tuple[dict[str, Any], Any, list[str]]:
     """One retraining request from flat params: (its plan, the parsed request, problems found)."""
     errors: list[str] = []
     try:
@@ -229,7 +242,7 @@ def _request_plan(params: dict[str, Any], config: Any, context: Any) -> tuple[di
             errors.append("trainingData.source: the training-jobs dialect trains from trainingDataSliceMatrix (demo)")
     if errors or request is None or gates is None:
         return {}, None, errors
-    data_dir = settings.run_dir(context["ti"].dag_id, context["ti"].run_id, "_request") / f"data-{request.sha256[:16]}"
+    data_dir = run_folder(context, {"run_attempt": attempt}, "_request") / f"data-{request.sha256[:16]}"
     data, data_errors = freeze_request_data(request, data_dir)
     if data_errors:
         return {}, None, data_errors
@@ -260,6 +273,7 @@ def _request_plan(params: dict[str, Any], config: Any, context: Any) -> tuple[di
         "warnings": warnings,
         "gates": gates.model_dump(mode="json"),
         "gates_hash": gates.fingerprint(),
+        "run_attempt": attempt,
         "data": data,
         "promotion": request.promotion.mode,
         "gate_profile": params.get("gate_profile") or "default",
@@ -331,7 +345,7 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
         raise AirflowSkipException("dry run: the request is valid; nothing is sent to Cognigy")
     t = Target.from_dict(target)
     request = request_of(plan)
-    folder = _run_dir(context, target)
+    folder = run_folder(context, plan, target)
     point_file, champion_file = folder / "rollback_point.json", folder / "champion_predictions.jsonl"
     client = CognigyHook(plan["conn_id"], plan.get("requests_per_second")).get_client()
     data = plan["data"][t.locale]
@@ -454,7 +468,7 @@ def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[
         raise AirflowSkipException("unchanged since the last successful training: nothing to judge")
     t = Target.from_dict(target)
     judged = training_target(plan, target)
-    folder = _run_dir(context, target)
+    folder = run_folder(context, plan, target)
     if not waited or waited.get("state") != "succeeded":
         state = (waited or {}).get("state", "not run")
         reason = f"training {state}: {(waited or {}).get('reason') or 'no model to evaluate'}"
@@ -828,7 +842,7 @@ def finalize(target, plan, captured, submitted, waited, evaluated, promoted, rol
     exposure = ungated_exposure_seconds(plan or {}, captured, waited, evaluated, rolled_back, time.time())
     summary = (evaluated or {}).get("summary") or {}
     t = Target.from_dict(target)
-    folder = _run_dir(context, target)
+    folder = run_folder(context, plan, target)
     if outcome == "promoted":
         _remember_promotion(t, plan, captured, submitted, folder, context["ti"].run_id)
     record = audit(
