@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from typing import Any, Literal
 from uuid import UUID
 
@@ -30,7 +31,16 @@ COGNIGY_MAX_TRAINING_SECONDS = 600
 OBJECT_ID = r"^[0-9a-f]{24}$"
 LOCALE_NAME = r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"
 # Lone surrogates are refused: they are not text, and JSON dumping turns them into U+FFFD (hash collisions).
-INTENT_NAME = re.compile(r"^[^\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069/\\\ud800-\udfff]{1,200}$")
+# No control characters in the wide sense: C0/C1 controls, format characters (zero-width space U+200B, BOM U+FEFF,
+# bidi marks/overrides/isolates, word joiner, soft hyphen, ...) and the line/paragraph separators U+2028/U+2029.
+# The regex names the common ones; `intent_name_ok` also checks every character's Unicode category.
+INTENT_NAME = re.compile(
+    r"^[^\x00-\x1f\x7f-\x9f\xad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb"
+    r"/\\\ud800-\udfff]{1,200}$"
+)
+INTENT_NAME_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+# At most this many offending intent names are listed in one error; the rest are counted.
+MAX_LISTED_PROBLEMS = 20
 CROSS_FIELD_MARK = "\x1e"
 
 
@@ -172,19 +182,20 @@ class RetrainRequest(_Strict):
     @field_validator("trainingDataSliceMatrix")
     @classmethod
     def _matrix(cls, matrix: dict[str, int]) -> dict[str, int]:
-        problems = []
-        if len(matrix) > COGNIGY_MAX_INTENTS_PER_FLOW:
-            problems.append(f"{len(matrix)} intents; Cognigy allows at most {COGNIGY_MAX_INTENTS_PER_FLOW} per flow")
-        for name, count in matrix.items():
-            if not INTENT_NAME.match(name) or name != name.strip():
-                problems.append(f"intent name {name[:40]!r} is empty, too long or has control characters/slashes")
-            if count > COGNIGY_MAX_SENTENCES_PER_INTENT:
-                problems.append(
-                    f"intent {name!r} asks for {count} sentences; Cognigy allows at most "
-                    f"{COGNIGY_MAX_SENTENCES_PER_INTENT} example sentences per intent"
+        # The platform's own limits (Cognigy: 200 sentences per intent, 2,500 intents) depend on the dialect:
+        # see `platform_problems`.
+        bad = [name for name in matrix if not intent_name_ok(name)]
+        if bad:
+            many = len(bad) != 1
+            raise ValueError(
+                _capped(
+                    f"{len(bad)} intent name{'s' if many else ''} {'are' if many else 'is'} empty, too long or "
+                    f"{'have' if many else 'has'} control characters (also format characters such as zero-width "
+                    "space or BOM, and line/paragraph separators), surrounding spaces or slashes",
+                    [repr(name[:40]) for name in bad],
+                    "intent name",
                 )
-        if problems:
-            raise ValueError("; ".join(problems))
+            )
         return matrix
 
     @field_validator("locales")
@@ -237,6 +248,38 @@ class RetrainRequest(_Strict):
     @property
     def sha256(self) -> str:
         return hashlib.sha256(self.canonical_json().encode()).hexdigest()
+
+    def platform_problems(self, dialect: str) -> list[str]:
+        """The target platform's limits on the matrix, as `field.path: problem` lines (empty: within them).
+
+        rest-v2 (Cognigy): at most 200 example sentences per intent and 2,500 intents per flow. training-jobs:
+        the specification sets no per-intent or per-model limit beyond `maxDatasetSize` (checked by the model
+        itself), so its example payloads (300 or 450 examples for one intent) are valid there.
+        """
+        if dialect == "training-jobs":
+            return []
+        if dialect != "rest-v2":
+            raise ValueError(f"unknown API dialect {dialect!r} (rest-v2 or training-jobs)")
+        matrix = self.trainingDataSliceMatrix
+        problems = []
+        if len(matrix) > COGNIGY_MAX_INTENTS_PER_FLOW:
+            problems.append(
+                f"trainingDataSliceMatrix: {len(matrix)} intents; Cognigy allows at most "
+                f"{COGNIGY_MAX_INTENTS_PER_FLOW} per flow"
+            )
+        over = [name for name, count in matrix.items() if count > COGNIGY_MAX_SENTENCES_PER_INTENT]
+        if over:
+            many = len(over) != 1
+            problems.append(
+                "trainingDataSliceMatrix: "
+                + _capped(
+                    f"{len(over)} intent{'s' if many else ''} {'ask' if many else 'asks'} for more sentences than "
+                    f"Cognigy allows (at most {COGNIGY_MAX_SENTENCES_PER_INTENT} example sentences per intent)",
+                    [f"{name[:40]!r} ({matrix[name]})" for name in over],
+                    "intent",
+                )
+            )
+        return problems
 
     def training_deadline_seconds(self, dialect: str) -> tuple[int, str | None]:
         """The wait's deadline, capped by Cognigy's 10-minute training limit on the real dialect."""
@@ -301,6 +344,25 @@ class RetrainRequest(_Strict):
         flat["trainingDataSliceMatrix.intents"] = str(len(matrix))
         flat["trainingDataSliceMatrix.total"] = str(sum(matrix.values()))
         return flat
+
+
+def intent_name_ok(name: str) -> bool:
+    """1–200 characters, no slashes, no surrounding spaces, no control/format/separator/surrogate characters."""
+    return (
+        bool(INTENT_NAME.match(name))
+        and name == name.strip()
+        and not any(unicodedata.category(c) in INTENT_NAME_BAD_CATEGORIES for c in name)
+    )
+
+
+def _capped(summary: str, items: list[str], noun: str) -> str:
+    """`<summary>: a, b, … and M more <noun>s with the same problem`: at most MAX_LISTED_PROBLEMS items listed."""
+    shown = items[:MAX_LISTED_PROBLEMS]
+    more = len(items) - len(shown)
+    text = f"{summary}: {', '.join(shown)}"
+    if more:
+        text += f" … and {more} more {noun}s with the same problem"
+    return text
 
 
 def describe_errors(exc: ValidationError) -> list[str]:

@@ -210,18 +210,7 @@ SINGLE_VIOLATIONS: list[tuple[str, str, Callable[[dict[str, Any]], None], str]] 
     ("matrix zero", "trainingDataSliceMatrix.greeting", _set("trainingDataSliceMatrix/greeting", 0), "greater than 0"),
     ("matrix negative", "trainingDataSliceMatrix.greeting", _set("trainingDataSliceMatrix/greeting", -5), "greater"),
     ("matrix fraction", "trainingDataSliceMatrix.greeting", _set("trainingDataSliceMatrix/greeting", 2.5), "integer"),
-    (
-        "matrix over 200",
-        "trainingDataSliceMatrix",
-        _set("trainingDataSliceMatrix/greeting", COGNIGY_MAX_SENTENCES_PER_INTENT + 1),
-        f"at most {COGNIGY_MAX_SENTENCES_PER_INTENT}",
-    ),
-    (
-        "too many intents",
-        "trainingDataSliceMatrix",
-        _many_intents(COGNIGY_MAX_INTENTS_PER_FLOW + 1),
-        f"at most {COGNIGY_MAX_INTENTS_PER_FLOW}",
-    ),
+    # Cognigy's 200-sentence / 2,500-intent limits depend on the dialect: see test_platform_limits_*.
     (
         "intent with slash",
         "trainingDataSliceMatrix",
@@ -702,3 +691,106 @@ def test_staging_needs_its_own_flow_or_an_explicit_in_place() -> None:
     raw["promotion"] = {"mode": "in_place"}
     request = parse_request(raw)
     assert request.staging_target(request.targets()[0]) is None
+
+
+# --- intent names: no control, format or separator characters ---------------------------------------------
+@pytest.mark.parametrize(
+    "char",
+    [
+        "\u2028",  # LINE SEPARATOR (Zl)
+        "\u2029",  # PARAGRAPH SEPARATOR (Zp)
+        "\u200b",  # ZERO WIDTH SPACE (Cf)
+        "\ufeff",  # BYTE ORDER MARK / ZWNBSP (Cf)
+        "\u00ad",  # SOFT HYPHEN (Cf)
+        "\u2060",  # WORD JOINER (Cf)
+        "\u0600",  # ARABIC NUMBER SIGN (Cf)
+        "\U000e0041",  # TAG LATIN CAPITAL LETTER A (Cf, astral)
+        "\x85",  # NEXT LINE (Cc)
+    ],
+    ids=lambda c: f"U+{ord(c):04X}",
+)
+def test_intent_names_refuse_format_and_separator_characters(char: str) -> None:
+    raw = valid_raw()
+    raw["trainingDataSliceMatrix"] = {f"order{char}status": 3}
+    (error,) = errors_of(raw)
+    assert error_path(error) == "trainingDataSliceMatrix" and "intent name" in error and "control" in error
+
+
+def test_intent_names_with_ordinary_unicode_are_accepted() -> None:
+    raw = valid_raw()
+    raw["trainingDataSliceMatrix"] = {"Bestellstatus prüfen": 3, "注文の状態": 3, "order status 🚚": 3, "a-b_c.d": 3}
+    assert set(parse_request(raw).trainingDataSliceMatrix) == set(raw["trainingDataSliceMatrix"])
+
+
+def test_many_bad_intent_names_give_a_short_error_with_the_count() -> None:
+    raw = valid_raw()
+    raw["trainingDataSliceMatrix"] = {f"intent-{i:04d}\u2028{'x' * 150}": 1 for i in range(2600)}
+    raw["maxDatasetSize"] = 10_000
+    errors = errors_of(raw)
+    text = "\n".join(errors)
+    assert len(text.encode()) < 4_000, len(text.encode())
+    (error,) = [e for e in errors if "intent name" in e]
+    assert error.startswith("trainingDataSliceMatrix: 2600 intent names are empty, too long or have control")
+    assert error.count("'intent-") == 20 and "'intent-0000" in error and "'intent-0020" not in error
+    assert error.endswith("… and 2580 more intent names with the same problem")
+
+
+def test_a_few_bad_intent_names_are_all_listed() -> None:
+    raw = valid_raw()
+    raw["trainingDataSliceMatrix"] = {"a\u200bb": 1, "c/d": 1, "ok": 1}
+    (error,) = errors_of(raw)
+    assert "2 intent names" in error and "'a\\u200bb'" in error and "'c/d'" in error and "more" not in error
+
+
+# --- platform limits depend on the dialect --------------------------------------------------------------------
+def _spec_example(counts: dict[str, int]) -> dict[str, Any]:
+    raw = valid_raw()
+    raw["trainingDataSliceMatrix"] = counts
+    raw["locales"] = ["en-US"]
+    raw["promotion"] = {"mode": "in_place"}
+    return raw
+
+
+def test_platform_limits_do_not_refuse_the_training_jobs_spec_examples() -> None:
+    # The specification's example payloads ask for 300 and 450 examples for one intent.
+    request = parse_request(_spec_example({"order_status": 300, "refund_request": 450, "greeting": 120}))
+    assert request.platform_problems("training-jobs") == []
+    problems = request.platform_problems("rest-v2")
+    assert len(problems) == 1 and problems[0].startswith("trainingDataSliceMatrix: 2 intents ask for more")
+    assert "'order_status' (300)" in problems[0] and "'refund_request' (450)" in problems[0]
+    assert f"at most {COGNIGY_MAX_SENTENCES_PER_INTENT}" in problems[0]
+
+
+def test_platform_limits_rest_v2_boundaries() -> None:
+    at_limit = parse_request(_spec_example({"greeting": COGNIGY_MAX_SENTENCES_PER_INTENT}))
+    assert at_limit.platform_problems("rest-v2") == []
+    over = parse_request(_spec_example({"greeting": COGNIGY_MAX_SENTENCES_PER_INTENT + 1}))
+    (problem,) = over.platform_problems("rest-v2")
+    assert problem.startswith("trainingDataSliceMatrix: 1 intent asks for more") and "'greeting' (201)" in problem
+
+    raw = valid_raw()
+    _many_intents(COGNIGY_MAX_INTENTS_PER_FLOW)(raw)
+    assert parse_request(raw).platform_problems("rest-v2") == []
+    _many_intents(COGNIGY_MAX_INTENTS_PER_FLOW + 1)(raw)
+    request = parse_request(raw)
+    assert request.platform_problems("training-jobs") == []
+    (problem,) = request.platform_problems("rest-v2")
+    assert problem == (
+        f"trainingDataSliceMatrix: {COGNIGY_MAX_INTENTS_PER_FLOW + 1} intents; Cognigy allows at most "
+        f"{COGNIGY_MAX_INTENTS_PER_FLOW} per flow"
+    )
+
+
+def test_platform_limits_list_at_most_twenty_intents_and_count_the_rest() -> None:
+    raw = valid_raw()
+    raw["trainingDataSliceMatrix"] = {f"intent-{i}": 201 for i in range(600)}
+    raw["maxDatasetSize"] = 500_000
+    raw["computeConstraints"]["timeoutSeconds"] = 7200
+    (problem,) = parse_request(raw).platform_problems("rest-v2")
+    assert problem.count("(201)") == 20 and problem.endswith("… and 580 more intents with the same problem")
+    assert len(problem) < 1_500
+
+
+def test_platform_limits_refuse_an_unknown_dialect() -> None:
+    with pytest.raises(ValueError, match="unknown API dialect"):
+        parse_request(valid_raw()).platform_problems("soap")
