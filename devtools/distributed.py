@@ -7,12 +7,17 @@ its own, with the settings of devtools/deployment.py. Used by tests/fixtures_air
     PYTHONPATH=. .venv/bin/python -m devtools.distributed            # serve until Ctrl-C
     PYTHONPATH=. .venv/bin/python -m devtools.distributed --run      # one fast DAG run, a verdict, stop
 
+PostgreSQL and Redis: by hand, the servers at COGNIGY_STACK_PG_URL / COGNIGY_STACK_REDIS_URL when set, else
+servers of its own from pip-installed binaries (devtools/services.py: free loopback ports, temporary data,
+stopped at the end); the tests always start their own.
+
 The admin password exists only in the stack's passwords file (mode 0600, deleted at stop) and in memory.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -34,8 +39,10 @@ from devtools.airflow_env import ensure_tenant_pool
 from devtools.deployment import ADMIN_USER, AIRFLOW_SETTINGS, DAG_ID
 from devtools.servers import ROOT, Server, free_port
 
-PG_ADMIN_URL = os.environ.get("COGNIGY_STACK_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-REDIS_URL = os.environ.get("COGNIGY_STACK_REDIS_URL", "redis://127.0.0.1:6379")
+# Servers to use instead of starting our own (by hand only): an admin URL (a database to connect to for
+# CREATE/DROP DATABASE) and a Redis URL without a DB index.
+PG_URL_ENV = "COGNIGY_STACK_PG_URL"
+REDIS_URL_ENV = "COGNIGY_STACK_REDIS_URL"
 REDIS_CLAIM_KEY = "cognigy-nlu-retrain:stack-claim"
 COMPONENTS: dict[str, list[str]] = {
     "api-server": ["api-server"],
@@ -55,22 +62,22 @@ def airflow_bin() -> str:
 
 
 # --- PostgreSQL and Redis ------------------------------------------------------------------------------------
-def create_database(prefix: str = "airflow_stack") -> str:
-    """A new, empty database on the machine's PostgreSQL; returns its name."""
+def create_database(pg_admin_url: str, prefix: str = "airflow_stack") -> str:
+    """A new, empty database on the PostgreSQL server at pg_admin_url; returns its name."""
     name = f"{prefix}_{os.getpid()}_{secrets.token_hex(3)}"
-    with _pg_admin() as conn, conn.cursor() as cur:
+    with _pg_admin(pg_admin_url) as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
     return name
 
 
-def drop_database(name: str) -> None:
-    with _pg_admin() as conn, conn.cursor() as cur:
+def drop_database(pg_admin_url: str, name: str) -> None:
+    with _pg_admin(pg_admin_url) as conn, conn.cursor() as cur:
         cur.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @contextmanager
-def _pg_admin() -> Iterator[psycopg2.extensions.connection]:
-    conn = psycopg2.connect(PG_ADMIN_URL)
+def _pg_admin(pg_admin_url: str) -> Iterator[psycopg2.extensions.connection]:
+    conn = psycopg2.connect(pg_admin_url)
     conn.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
     try:
         yield conn
@@ -78,25 +85,25 @@ def _pg_admin() -> Iterator[psycopg2.extensions.connection]:
         conn.close()
 
 
-def database_url(name: str, driver: str = "postgresql+psycopg2") -> str:
-    base = PG_ADMIN_URL.rsplit("/", 1)[0].split("://", 1)[1]
+def database_url(pg_admin_url: str, name: str, driver: str = "postgresql+psycopg2") -> str:
+    base = pg_admin_url.rsplit("/", 1)[0].split("://", 1)[1]
     return f"{driver}://{base}/{name}"
 
 
-def claim_redis_db() -> int:
+def claim_redis_db(redis_url: str) -> int:
     """An empty Redis DB index nobody else has claimed (atomic SET NX); its keys are flushed at release."""
-    probe = redis.Redis.from_url(f"{REDIS_URL}/0")
+    probe = redis.Redis.from_url(f"{redis_url}/0")
     count = int(probe.config_get("databases").get("databases", 16))
     token = f"{os.getpid()}-{secrets.token_hex(4)}"
     for index in range(count - 1, 0, -1):  # from the top: apps usually sit at 0, 1, ...
-        db = redis.Redis.from_url(f"{REDIS_URL}/{index}")
+        db = redis.Redis.from_url(f"{redis_url}/{index}")
         if db.dbsize() == 0 and db.set(REDIS_CLAIM_KEY, token, nx=True, ex=6 * 3600):
             return index
     raise RuntimeError("no free Redis DB index")
 
 
-def release_redis_db(index: int) -> None:
-    redis.Redis.from_url(f"{REDIS_URL}/{index}").flushdb()
+def release_redis_db(redis_url: str, index: int) -> None:
+    redis.Redis.from_url(f"{redis_url}/{index}").flushdb()
 
 
 # --- the stack -----------------------------------------------------------------------------------------------
@@ -107,6 +114,8 @@ class AirflowStack:
     api_url: str
     db_name: str
     redis_db: int
+    pg_admin_url: str
+    redis_url: str
     password: str = field(repr=False)
     processes: dict[str, Server] = field(default_factory=dict)
     _session: requests.Session | None = field(default=None, repr=False)
@@ -226,13 +235,20 @@ class AirflowStack:
                 self.processes[name].stop()
         self.passwords_file.unlink(missing_ok=True)
         try:
-            drop_database(self.db_name)
+            drop_database(self.pg_admin_url, self.db_name)
         finally:
-            release_redis_db(self.redis_db)
+            release_redis_db(self.redis_url, self.redis_db)
 
 
 def stack_env(
-    base_dir: Path, db_name: str, redis_db: int, api_port: int, cognigy_conn: str, mlflow_url: str
+    base_dir: Path,
+    pg_admin_url: str,
+    db_name: str,
+    redis_url: str,
+    redis_db: int,
+    api_port: int,
+    cognigy_conn: str,
+    mlflow_url: str,
 ) -> dict[str, str]:
     """Full environment of every Airflow process: shared settings + this machine's endpoints + local-only keys."""
     home = base_dir / "airflow-home"
@@ -244,9 +260,9 @@ def stack_env(
         "AIRFLOW_HOME": str(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url(db_name),
-        "AIRFLOW__CELERY__BROKER_URL": f"{REDIS_URL}/{redis_db}",
-        "AIRFLOW__CELERY__RESULT_BACKEND": database_url(db_name, driver="db+postgresql+psycopg2"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url(pg_admin_url, db_name),
+        "AIRFLOW__CELERY__BROKER_URL": f"{redis_url}/{redis_db}",
+        "AIRFLOW__CELERY__RESULT_BACKEND": database_url(pg_admin_url, db_name, driver="db+postgresql+psycopg2"),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{api_url}/execution/",
         "AIRFLOW__API__BASE_URL": api_url,
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
@@ -270,20 +286,31 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Se
 
 
 def start_stack(
-    base_dir: Path, cognigy_conn: str, mlflow_url: str, timeout: float = 240, extra_env: dict[str, str] | None = None
+    base_dir: Path,
+    cognigy_conn: str,
+    mlflow_url: str,
+    *,
+    pg_admin_url: str,
+    redis_url: str,
+    timeout: float = 240,
+    extra_env: dict[str, str] | None = None,
 ) -> AirflowStack:
-    """Fresh database + Redis DB, `airflow db migrate`, then the five components; returns once all are healthy."""
+    """Fresh database + Redis DB on the given servers, `airflow db migrate`, then the five components; returns
+    once all are healthy. pg_admin_url: `postgresql://user@host:port/db` of a database to run CREATE DATABASE
+    from; redis_url: `redis://host:port` (no DB index)."""
     base_dir.mkdir(parents=True, exist_ok=True)
-    db_name = create_database()
+    db_name = create_database(pg_admin_url)
     try:
-        redis_db = claim_redis_db()
+        redis_db = claim_redis_db(redis_url)
     except Exception:
-        drop_database(db_name)
+        drop_database(pg_admin_url, db_name)
         raise
     api_port = free_port()
-    env = {**stack_env(base_dir, db_name, redis_db, api_port, cognigy_conn, mlflow_url), **(extra_env or {})}
+    base_env = stack_env(base_dir, pg_admin_url, db_name, redis_url, redis_db, api_port, cognigy_conn, mlflow_url)
+    env = {**base_env, **(extra_env or {})}
     password = secrets.token_urlsafe(18)
-    stack = AirflowStack(base_dir, env, f"http://127.0.0.1:{api_port}", db_name, redis_db, password)
+    api_url = f"http://127.0.0.1:{api_port}"
+    stack = AirflowStack(base_dir, env, api_url, db_name, redis_db, pg_admin_url, redis_url, password)
     try:
         stack.home.mkdir(parents=True, exist_ok=True)
         stack.state_dir.mkdir(parents=True, exist_ok=True)
@@ -332,9 +359,20 @@ def _wait_healthy(stack: AirflowStack, timeout: float) -> None:
 
 
 # --- by hand -------------------------------------------------------------------------------------------------
+def external_servers(environ: dict[str, str] | None = None) -> tuple[str, str] | None:
+    """(PostgreSQL admin URL, Redis URL) from COGNIGY_STACK_PG_URL / COGNIGY_STACK_REDIS_URL, or None: start our
+    own. Both or neither: half of a deployment on the machine's servers is no test of anything."""
+    environ = os.environ if environ is None else environ
+    pg_url, redis_url = environ.get(PG_URL_ENV, ""), environ.get(REDIS_URL_ENV, "")
+    if bool(pg_url) != bool(redis_url):
+        raise ValueError(f"set both {PG_URL_ENV} and {REDIS_URL_ENV}, or neither (servers of our own)")
+    return (pg_url, redis_url.rstrip("/")) if pg_url else None
+
+
 def main() -> int:
     from devtools.airflow_env import cognigy_conn
     from devtools.servers import start_emulator, start_mlflow
+    from devtools.services import own_services
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--state-dir", default=str(ROOT / ".state" / "distributed"))
@@ -343,13 +381,24 @@ def main() -> int:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run the `finally` below on `kill` too
     base = Path(args.state_dir).resolve()
+    external = external_servers()
+    services = contextlib.ExitStack()
     emulator = start_emulator(base / "emulator")
     mlflow = stack = None
     try:
         emulator.knobs(training_seconds=args.training_seconds)
         mlflow = start_mlflow(base / "mlflow")
         started = time.monotonic()
-        stack = start_stack(base / "airflow", cognigy_conn(emulator), mlflow.url)
+        if external is None:
+            postgres, redis_server = services.enter_context(own_services(base / "services"))
+            pg_admin_url, redis_url = postgres.url, redis_server.url
+            print(f"PostgreSQL {postgres.version} {postgres.url}, Redis {redis_server.version} {redis_server.url}: "
+                  f"our own, stopped at the end (logs in {base / 'services'})", flush=True)  # fmt: skip
+        else:
+            pg_admin_url, redis_url = external
+        stack = start_stack(
+            base / "airflow", cognigy_conn(emulator), mlflow.url, pg_admin_url=pg_admin_url, redis_url=redis_url
+        )
         print(f"Airflow UI/API  {stack.api_url}  (user {ADMIN_USER}, password in {stack.passwords_file})")
         print(f"MLflow          {mlflow.url}\nCognigy emulator {emulator.url}\nprocess logs    {stack.log_dir}")
         print(f"database {stack.db_name} (dropped at stop), Redis DB {stack.redis_db}; ready in "
@@ -366,11 +415,14 @@ def main() -> int:
         print(f"run {run_id}: {run['state']} in {_seconds(run):.0f}s")
         return 0 if run["state"] == "success" else 1
     finally:
-        if stack is not None:
-            stack.stop()
-        if mlflow is not None:
-            mlflow.stop()
-        emulator.stop()
+        try:
+            if stack is not None:
+                stack.stop()
+        finally:
+            services.close()  # our PostgreSQL and Redis, after the stack that used them
+            if mlflow is not None:
+                mlflow.stop()
+            emulator.stop()
 
 
 def _seconds(run: dict) -> float:

@@ -6,6 +6,7 @@ test-artifacts/ (git-ignored): trigger-form.png (the filled form), triggered-run
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,10 +36,20 @@ ARTIFACTS = ROOT / "test-artifacts"
 NEW_LOCALE = "de-DE"
 
 
+CHROMIUM_MISSING = f"no {CHROMIUM}: `make browser` installs Debian's chromium (apt, as root; `make test` runs it first)"
+
+
+def test_chromium_is_installed() -> None:
+    """Checked before the stack starts, so a missing browser fails in seconds (never skips)."""
+    assert CHROMIUM.exists(), CHROMIUM_MISSING
+    version = subprocess.run([str(CHROMIUM), "--version"], capture_output=True, text=True, timeout=60)
+    assert version.returncode == 0 and "Chromium" in version.stdout, (version.stdout, version.stderr)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium: `make browser` installs Debian's chromium")
+        pytest.fail(CHROMIUM_MISSING, pytrace=False)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -10,21 +10,29 @@ from devtools.deployment import (
     COMPOSE_FILE,
     COMPOSE_SERVICES,
     ENDPOINT_KEYS,
-    compose_command,
+    compose_missing,
     compose_problems,
     render_compose,
-)
-
-pytestmark = pytest.mark.skipif(
-    compose_command() is None,
-    reason="no `docker compose` CLI plugin: `make compose-cli` installs it (x86_64 only)",
 )
 
 AIRFLOW_SERVICES = [name for name, component in COMPOSE_SERVICES.items() if component]
 
 
+def test_the_docker_compose_cli_is_installed() -> None:
+    """Without the CLI this fails and every other test here errors (none skips): `make test` installs it first."""
+    problem = compose_missing()
+    assert problem is None, problem
+
+
 @pytest.fixture(scope="module")
-def config() -> dict:
+def compose_cli() -> None:
+    problem = compose_missing()
+    if problem:
+        pytest.fail(problem, pytrace=False)
+
+
+@pytest.fixture(scope="module")
+def config(compose_cli: None) -> dict:
     return render_compose()
 
 
@@ -73,7 +81,7 @@ def test_published_ports_listen_on_loopback_only(config: dict) -> None:
     assert all(p["host_ip"] == "127.0.0.1" for _, p in published), published
 
 
-def test_secrets_are_required_not_defaulted() -> None:
+def test_secrets_are_required_not_defaulted(compose_cli: None) -> None:
     """Without AIRFLOW_JWT_SECRET / COGNIGY_API_KEY the file refuses to render (no shared default secret)."""
     with pytest.raises(RuntimeError, match="AIRFLOW_JWT_SECRET"):
         render_compose(COMPOSE_FILE, extra_env={"AIRFLOW_JWT_SECRET": ""})
