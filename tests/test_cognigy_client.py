@@ -704,3 +704,70 @@ def test_tls_endpoint_fixture_needs_the_ca(tls_proxy: TlsProxy) -> None:
     with pytest.raises(requests.exceptions.SSLError):
         requests.get(f"{tls_proxy.url}/_emulator/health", timeout=5)
     assert requests.get(f"{tls_proxy.url}/_emulator/health", timeout=5, verify=tls_proxy.ca).json() == {"status": "ok"}
+
+
+# --- training-jobs: the server's own metrics are kept, typed and JSON-safe ---------------------------------------
+def test_training_jobs_metrics_are_normalised_from_the_server(emu: Emulator) -> None:
+    import json
+
+    from include.cognigy.training_jobs import mlflow_platform_metrics
+
+    client = make_client(emu, "training-jobs", "oauth")
+    version = client.serving_version(TARGET)
+    assert version
+    metrics = client.platform_feedback(TARGET, version)["serverMetrics"]
+    assert {"precision", "recall", "f1", "bias_score", "intent_distribution", "raw"} <= metrics.keys()
+    for name in ("precision", "recall", "f1", "bias_score"):
+        assert isinstance(metrics[name], float) and 0.0 <= metrics[name] <= 1.0, (name, metrics[name])
+    raw = metrics["raw"]
+    assert metrics["f1"] == raw["f1Score"] and metrics["bias_score"] == raw["biasScore"]
+    assert metrics["intent_distribution"] and all(isinstance(v, float) for v in metrics["intent_distribution"].values())
+    assert set(metrics["intent_distribution"]) == set(raw["intentDistribution"])
+    json.dumps(metrics, allow_nan=False)  # JSON-safe: goes to XCom, the gate report and MLflow as it is
+    logged = mlflow_platform_metrics(metrics)
+    assert set(logged) == {"platform.precision", "platform.recall", "platform.f1", "platform.bias_score",
+                           "platform.intents"}  # fmt: skip
+    assert logged["platform.intents"] == len(metrics["intent_distribution"])
+
+
+def test_training_jobs_metrics_normalise_odd_answers() -> None:
+    import json
+
+    from include.cognigy.training_jobs import TrainingJobsApi, mlflow_platform_metrics
+
+    class Recorded:  # the transport's one method, answering what a gateway might send
+        def __init__(self, answer: Any) -> None:
+            self.answer, self.calls = answer, []
+
+        def json(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
+            self.calls.append((method, path, kwargs.get("safe")))
+            return self.answer
+
+    odd = {
+        "precision": {"macro": 0.81, "micro": 0.9},
+        "recall": "0.75",
+        "f1": float("nan"),
+        "f1Score": 0.7,
+        "biasScore": True,
+        "intentDistribution": {"greeting": 12, "order": float("inf"), "refund": "n/a", "bye": 0.25},
+        "extra": {"nested": [float("-inf"), 1]},
+    }
+    transport = Recorded(odd)
+    metrics = TrainingJobsApi(transport).metrics(TARGET, "v1")  # type: ignore[arg-type]
+    assert transport.calls == [
+        ("GET", f"/api/v2/ai/nlp/models/{TARGET.model_id}/versions/v1/metrics"
+         "?include_bias_detection=true&include_precision_recall=true", True),
+    ]  # fmt: skip
+    assert (metrics["precision"], metrics["recall"], metrics["f1"], metrics["bias_score"]) == (0.81, 0.75, 0.7, None)
+    assert metrics["intent_distribution"] == {"greeting": 12.0, "bye": 0.25}
+    assert metrics["raw"]["f1"] is None and metrics["raw"]["extra"] == {"nested": [None, 1]}
+    json.dumps(metrics, allow_nan=False)
+    assert mlflow_platform_metrics(metrics) == {
+        "platform.precision": 0.81, "platform.recall": 0.75, "platform.f1": 0.7, "platform.intents": 2.0,
+    }  # fmt: skip
+
+    for answer in ({}, [], None, "oops"):
+        empty = TrainingJobsApi(Recorded(answer)).metrics(TARGET, "v1")  # type: ignore[arg-type]
+        assert empty == {"precision": None, "recall": None, "f1": None, "bias_score": None,
+                         "intent_distribution": {}, "raw": {}}  # fmt: skip
+        assert mlflow_platform_metrics(empty) == {}
