@@ -676,3 +676,132 @@ def test_emulator_restart_mid_run_keeps_state_and_the_run_completes(airflow_home
         observed("10 emulator restart", own, events, run_state=state, job_kept=job)
     finally:
         own.stop()
+
+
+# --- 11. worker process SIGKILLed after its POST was accepted; 12. two tries at once (zombie worker) --------
+SUBMIT_TRY_PROCESS = """
+import json, logging, sys, types
+sys.path.insert(0, "plugins")
+logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+from cognigy_airflow.operators import CognigySubmitTrainingOperator
+args = json.loads(sys.argv[1])
+ti = types.SimpleNamespace(dag_id=args["dag_id"], run_id=args["run_id"], task_id="submit", try_number=args["try"],
+                           max_tries=2, map_index=0, log=logging.getLogger("submit"))
+context = {"ti": ti, "dag_run": types.SimpleNamespace(run_type="manual", triggering_user_name="fault-matrix"),
+           "params": args["params"]}  # no task_state_store: the task's state is the state file in the run folder
+result = CognigySubmitTrainingOperator(task_id="submit", target=args["target"], plan=args["plan"]).execute(context)
+print(json.dumps(result), flush=True)
+"""
+
+
+def submit_try_process(run: Run, plan: dict[str, Any], target: dict[str, Any], try_number: int) -> subprocess.Popen:
+    """The submit task's body in its own OS process (its own session, so it can be SIGKILLed as a whole)."""
+    args = {"dag_id": DAG_ID, "run_id": run.run_id, "try": try_number, "params": run.params, "plan": plan,
+            "target": target}  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-c", SUBMIT_TRY_PROCESS, json.dumps(args)], cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+
+
+def file_only_context(run: Run, task_id: str) -> dict[str, Any]:
+    """The next try's context, reading the same durable state as the process above (the run folder's file)."""
+    context = run.context(task_id)
+    del context["task_state_store"]
+    return context
+
+
+def wait_for_accepted_training(emulator: Emulator, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while emulator.stats()["trainings_total"] < 1:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"the try never POSTed its training: {proc.communicate()}")
+        time.sleep(0.1)
+
+
+def one_training(emulator: Emulator) -> None:
+    assert emulator.stats()["trainings_by_flow_locale"] == {f"{seed.FLOW_ID}/{LOCALE}": 1}
+
+
+def test_worker_process_sigkilled_after_the_post_reattaches_on_retry(fresh: Emulator, state_dir: Path) -> None:
+    """Real processes: the emulator (Cognigy), and try 1 of the submit task running the real operator in its
+    own OS process, SIGKILLed (the whole process group, no cleanup of any kind) once the emulator has
+    processed its training POST and holds the answer (`hang_after_accept`). Try 2 runs in this process with
+    what a retry on any worker has: the run folder in the shared state dir (state file, submission lease held
+    by the dead process). Airflow's scheduler is the only stand-in (it would start try 2 the same way)."""
+    fresh.knobs(
+        training_seconds=2,
+        hang_after_accept=[{"method": "POST", "path_regex": r"/intents/train$", "seconds": 60, "count": 1}],
+    )
+    run = Run("fault-worker-sigkilled")
+    plan, target = first_target(run.call("validate", steps.validate))
+    captured = run.call("capture", steps.capture, target=target, plan=plan)
+    run.tries["submit"] += 1
+    worker = submit_try_process(run, plan, target, try_number=1)
+    try:
+        wait_for_accepted_training(fresh, worker)
+        os.killpg(worker.pid, signal.SIGKILL)  # the worker dies while Cognigy's answer is on its way
+        worker.wait(timeout=10)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGKILL)
+    assert worker.returncode == -signal.SIGKILL
+    folder = Path(captured["rollback_point_path"]).parent
+    left = json.loads((folder / "submit_state.json").read_text())
+    assert "submit.intent_at" in left and "submit.job_id" not in left, left
+    assert [p.name for p in (folder / "submit.lease").iterdir() if p.name.isdigit()], "the dead try held the lease"
+
+    retry = CognigySubmitTrainingOperator(task_id="submit", target=target, plan=plan).execute(
+        file_only_context(run, "submit")
+    )
+
+    tasks = trainings(fresh)
+    assert retry["reattached"] is True and [t["_id"] for t in tasks] == [retry["job_id"]]
+    one_training(fresh)
+    waited = run.operate(CognigyWaitForTrainingOperator(task_id="wait_for_training", target=target, plan=plan,
+                                                        submitted=retry))  # fmt: skip
+    assert waited["state"] == "succeeded"
+    one_training(fresh)
+    events = audit_events(state_dir, run.run_id)
+    reattached = [e for e in events if e["event"] == "training_reattached"]
+    assert len(reattached) == 1 and reattached[0]["via"] == "tenant task list" and reattached[0]["try_number"] == 2
+    assert "training_submitted" not in names(events)
+    observed("11 worker SIGKILLed after POST", fresh, events, via=reattached[0]["via"], killed_exit=worker.returncode)
+
+
+def test_two_tries_at_once_start_one_training(fresh: Emulator, state_dir: Path) -> None:
+    """Real processes: the emulator, and try 1 (a "zombie" Airflow lost track of) running the real operator in
+    its own OS process, its POST processed but its answer held 5 s. Try 2 runs meanwhile in this process: the
+    submission lease (a live holder) makes it wait, then it finds try 1's job id and POSTs nothing."""
+    fresh.knobs(
+        training_seconds=2,
+        hang_after_accept=[{"method": "POST", "path_regex": r"/intents/train$", "seconds": 5, "count": 1}],
+    )
+    run = Run("fault-zombie-worker")
+    plan, target = first_target(run.call("validate", steps.validate))
+    run.call("capture", steps.capture, target=target, plan=plan)
+    run.tries["submit"] += 1
+    zombie = submit_try_process(run, plan, target, try_number=1)
+    try:
+        wait_for_accepted_training(fresh, zombie)
+        started_at = time.monotonic()
+        second = CognigySubmitTrainingOperator(task_id="submit", target=target, plan=plan).execute(
+            file_only_context(run, "submit")
+        )
+        waited = time.monotonic() - started_at
+        out, err = zombie.communicate(timeout=60)
+    finally:
+        if zombie.poll() is None:
+            os.killpg(zombie.pid, signal.SIGKILL)
+    assert zombie.returncode == 0, err[-2000:]
+    first = json.loads(out.decode().strip().splitlines()[-1])
+    assert first["reattached"] is False and second["reattached"] is True
+    assert second["job_id"] == first["job_id"] == trainings(fresh)[0]["_id"]
+    assert waited >= 2, f"try 2 did not wait for the live holder ({waited:.1f}s)"
+    one_training(fresh)
+    events = audit_events(state_dir, run.run_id)
+    assert names(events).count("training_submitted") == 1
+    reattached = [e for e in events if e["event"] == "training_reattached"]
+    assert len(reattached) == 1 and reattached[0]["via"] == "state store"
+    observed("12 two tries at once", fresh, events, waited_for_lease=round(waited, 1))

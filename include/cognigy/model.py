@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal
 
 JobState = Literal["queued", "running", "succeeded", "failed", "cancelled"]
 TERMINAL_STATES: frozenset[str] = frozenset({"succeeded", "failed", "cancelled"})
+# Reconciliation compares a task's `createdAt` with the SERVER's clock (the `Date` header of a request made just
+# before the POST). Allowed disagreement: the platform's nodes' clocks (NTP, well under a second) and `Date`'s
+# one-second resolution.
+SERVER_CLOCK_MARGIN_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -49,13 +54,17 @@ class JobStatus:
     def terminal(self) -> bool:
         return self.state in TERMINAL_STATES
 
-    def started_since(self, since_epoch: float) -> bool:
-        """Created at or after `since_epoch` (1 s of clock skew allowed). A job without a creation time cannot
-        be proven to be ours, so reconciliation never adopts it."""
-        if not self.created_at:
-            return False
-        created = datetime.fromisoformat(self.created_at.replace("Z", "+00:00")).timestamp()
-        return created >= since_epoch - 1.0
+    @property
+    def created_epoch(self) -> float | None:
+        """`created_at` as epoch seconds (None when unknown or unreadable)."""
+        return created_epoch(self)
+
+    def started_since(self, since_epoch: float, margin: float = SERVER_CLOCK_MARGIN_SECONDS) -> bool:
+        """Created at or after `since_epoch` (a SERVER time: see SERVER_CLOCK_MARGIN_SECONDS), `margin` s of
+        clock disagreement allowed. A job without a creation time cannot be proven to be ours, so
+        reconciliation never adopts it."""
+        created = self.created_epoch
+        return created is not None and created >= since_epoch - margin
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,3 +72,31 @@ class JobStatus:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobStatus:
         return cls(**data)
+
+
+def created_epoch(job: JobStatus) -> float | None:
+    if not job.created_at:
+        return None
+    try:
+        moment = datetime.fromisoformat(job.created_at.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.timestamp()  # a naive time is local, as `rest_v2` makes it from epoch milliseconds
+
+
+def server_time_of(headers: Any) -> float | None:
+    """The server's clock from an answer's `Date` header (epoch seconds), None when absent or unreadable."""
+    value = (headers or {}).get("Date")
+    try:
+        return parsedate_to_datetime(value).timestamp() if value else None
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+class Trainings(list[JobStatus]):
+    """Trainings read from the tenant's task list, with the server's clock at the time of the read
+    (`server_time`, epoch seconds from the answer's `Date` header; None when the server sent none)."""
+
+    def __init__(self, items: Any = (), server_time: float | None = None) -> None:
+        super().__init__(items)
+        self.server_time = server_time

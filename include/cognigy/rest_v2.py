@@ -106,15 +106,18 @@ class RestV2Api:
 
     # --- training ------------------------------------------------------------------------------------
     def start_training(self, target: Target, mode: str) -> JobStatus:
+        """POST the training; the task's `extra["server_time"]` is the answer's `Date` (the server's clock)."""
+        from include.cognigy.model import server_time_of
+        from include.cognigy.problems import decode_json
+
         body = {"localeId": self.locale(target)["_id"], "mode": mode}
-        data = self.t.json(
-            "POST",
-            f"{PREFIX}/flows/{seg(target.flow_id)}/intents/train",
-            f"POST train intents (flow {target.flow_id}, locale {target.locale})",
-            safe=False,
-            json=body,
+        what = f"POST train intents (flow {target.flow_id}, locale {target.locale})"
+        resp = self.t.request(
+            "POST", f"{PREFIX}/flows/{seg(target.flow_id)}/intents/train", what, safe=False, json=body
         )
-        return parse_task(data)
+        status = parse_task(decode_json(resp.content, what))
+        status.extra["server_time"] = server_time_of(resp.headers)
+        return status
 
     def job_status(self, job_id: str) -> JobStatus:
         return parse_task(self.t.json("GET", task_path(job_id), f"GET task {job_id}", safe=True))
@@ -124,15 +127,21 @@ class RestV2Api:
         self.t.json("POST", f"{task_path(job_id)}/cancel", f"POST cancel task {job_id}", safe=True, json={})
 
     def recent_trainings(self, target: Target, since_epoch: float) -> list[JobStatus]:
-        """trainIntents tasks for this flow/locale created at or after `since_epoch` (reconciliation)."""
+        """trainIntents tasks for this flow/locale created at or after `since_epoch` (reconciliation; a server
+        time, see `model.SERVER_CLOCK_MARGIN_SECONDS`): a `model.Trainings` carrying the server's clock of this read."""
+        from include.cognigy.model import Trainings, server_time_of
+        from include.cognigy.problems import decode_json
+
         locale_id = self.locale(target)["_id"]
-        page = self.t.json(
+        what = f"GET tasks of project {target.project_id}"
+        resp = self.t.request(
             "GET",
             f"{PREFIX}/tasks?projectId={seg(target.project_id)}&type=trainIntents&limit=100&sort=createdAt:desc",
-            f"GET tasks of project {target.project_id}",
+            what,
             safe=True,
         )
-        found = []
+        page = decode_json(resp.content, what)
+        found = Trainings(server_time=server_time_of(resp.headers))
         for item in _items(page):
             status = parse_task(item)
             params = status.extra.get("parameters", {})

@@ -18,7 +18,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-from cognigy_airflow import steps
+from cognigy_airflow import steps, submission
 from cognigy_airflow.auditing import audit
 from cognigy_airflow.data_files import HELD_OUT, TRAINING, load_frozen, training_intents
 from cognigy_airflow.hooks import CognigyHook
@@ -40,7 +40,10 @@ from include.held_out import agreement, load_predictions, save_predictions, scor
 
 log = logging.getLogger(__name__)
 
-RECONCILE_SECONDS = 30.0  # how long to look for a submission that got no clear answer (plan: reconcile_seconds)
+# How long a try looks for the training of a POST that got no clear answer before it raises (plan:
+# reconcile_seconds). A LATER try, not knowing whether an earlier POST happened, looks at least until the
+# task list can no longer lag behind it (`submission.settle_seconds`) before it starts anything.
+RECONCILE_SECONDS = 30.0
 CANCEL_SETTLE_SECONDS = 60.0  # how long to wait for a cancelled training to stop before restoring
 IMPORT_ATTEMPTS = 3  # the rollback's import (overwrite, so repeatable) is tried this often within one try
 NOT_WORTH_RETRYING = (AuthenticationError, PermissionDenied, NotFound, BadRequest)
@@ -52,16 +55,19 @@ def _last_try(context: Any) -> bool:
     return int(getattr(ti, "try_number", 1) or 1) > int(getattr(ti, "max_tries", 0) or 0)
 
 
-def _reconcile(client: CognigyClient, target: Target, since: float, wait: float) -> JobStatus | None:
-    """The first training of this flow/locale the tenant started at or after `since`, looking for `wait` s."""
-    deadline = time.monotonic() + wait
-    while True:
-        found = client.recent_trainings(target, since)
-        if found:
-            return sorted(found, key=lambda j: j.created_at or "")[0]
-        if time.monotonic() >= deadline:
-            return None
-        time.sleep(min(2.0, max(0.1, deadline - time.monotonic())))
+def _reconcile(
+    client: CognigyClient,
+    target: Target,
+    since: float,
+    wait: float,
+    *,
+    until: float | None = None,
+    lease: submission.Lease | None = None,
+) -> JobStatus | None:
+    """The first training of this flow/locale the tenant started at or after `since` (the server's clock),
+    looking for `wait` s and, with `until`, also until the server's clock (read from each task-list answer)
+    passes `until`: the task list may lag behind the POST (`submission.settle_seconds`)."""
+    return submission.reconcile(client, target, since, wait, until=until, lease=lease)
 
 
 def _reattach(
@@ -69,36 +75,69 @@ def _reattach(
 ) -> tuple[JobStatus, str] | None:
     """The training an earlier try of this task started, if any: from the state store, else the task list.
 
-    A try that recorded its intent but no job id may have died between the POST and storing the answer;
-    the tenant's task list tells whether the POST happened.
+    Runs under the submission lease (`submission`: one try at a time per run, target and purpose). A try that
+    recorded its intent but no job id may have died between the POST and storing the answer; the tenant's task
+    list tells whether the POST happened, once it can no longer lag behind it. When nothing is found the lease
+    stays with this try for `_start_once`; otherwise it is released.
     """
-    if job_id := state.get(f"{prefix}.job_id"):
-        return client.job_status(job_id), "state store"
-    if intent := state.get(f"{prefix}.intent_at"):
-        found = _reconcile(client, target, float(intent), wait=wait)
-        if found:
-            state.set(f"{prefix}.job_id", found.job_id)
-            return found, "tenant task list"
-    return None
+    lease = submission.take_lease(submission.lease_folder(state, prefix))
+    try:
+        earlier = submission.attached(client, target, state, prefix, wait, lease)
+    except BaseException:
+        lease.release()
+        raise
+    if earlier is not None:
+        lease.release()
+    return earlier
 
 
 def _start_once(
     client: CognigyClient, target: Target, state: RunState, prefix: str, post: Callable[[], JobStatus], wait: float
 ) -> JobStatus:
-    """Record the intent, POST once, and on an ambiguous answer find the training instead of resending."""
-    intent_at = time.time()
-    state.set(f"{prefix}.intent_at", intent_at)
+    """Under the submission lease: record the intent (with the server's clock), POST once, and on an ambiguous
+    answer find the training instead of resending."""
+    lease = submission.take_lease(submission.lease_folder(state, prefix))
     try:
-        status = post()
-    except AmbiguousSubmission as exc:
-        log.warning("%s got no clear answer (%s); reconciling with the tenant's task list", prefix, exc)
-        found = _reconcile(client, target, intent_at, wait=wait)
-        if not found:
-            raise  # the next try reconciles again before it would send anything
-        status = found
-    state.set(f"{prefix}.job_id", status.job_id)
-    state.set(f"{prefix}.submitted_at", intent_at)
-    return status
+        # The lease was not held since `_reattach`: another try may have acted meanwhile.
+        if not lease.continuous and (earlier := submission.attached(client, target, state, prefix, wait, lease)):
+            return earlier[0]
+        first = state.get(f"{prefix}.since_server_at")
+        # The GET just before the POST: the server's clock for the intent, and a last look for a training an
+        # earlier intent of this purpose started that the task list showed only now.
+        listing = client.recent_trainings(target, float(first) if first is not None else float("inf"))
+        if listing:
+            status = submission.earliest(listing)
+            log.warning("%s: training %s of an earlier intent showed up late; adopting it", prefix, status.job_id)
+            state.set(f"{prefix}.job_id", status.job_id)
+            return submission.only_one(client, target, state, prefix, status)
+        intent_at = time.time()
+        intent_server = submission.server_time(listing)
+        if intent_server is None:  # no Date from the server: the worker's clock, widened by its possible skew
+            intent_server = intent_at - submission.LEASE_CLOCK_MARGIN_SECONDS
+        state.set(f"{prefix}.intent_server_at", intent_server)
+        if first is None:
+            state.set(f"{prefix}.since_server_at", intent_server)
+        state.set(f"{prefix}.intent_at", intent_at)
+        lease.check()  # a zombie whose lease was taken over stops here
+        try:
+            status = post()
+        except AmbiguousSubmission as exc:
+            if exc.status is not None:  # the server answered (5xx): no request timeout to add to the lag bound
+                state.set(f"{prefix}.answered_at", intent_at)
+            log.warning("%s got no clear answer (%s); reconciling with the tenant's task list", prefix, exc)
+            found = _reconcile(client, target, intent_server, wait=wait, lease=lease)
+            if not found:
+                raise  # the next try reconciles again (up to the lag bound) before it would send anything
+            status = found
+        except CognigyError as exc:
+            if submission.provably_not_started(exc):
+                state.set(f"{prefix}.rejected_at", intent_at)
+            raise
+        state.set(f"{prefix}.job_id", status.job_id)
+        state.set(f"{prefix}.submitted_at", intent_at)
+        return submission.only_one(client, target, state, prefix, status)
+    finally:
+        lease.release()
 
 
 class _CognigyOperator(BaseOperator):
@@ -122,6 +161,34 @@ class _CognigyOperator(BaseOperator):
     @property
     def reconcile_seconds(self) -> float:
         return float(self.plan.get("reconcile_seconds") or RECONCILE_SECONDS)
+
+    def on_last_try(
+        self, context: Any, step: Callable[[], dict[str, Any]], give_up: Callable[[Any, str], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Run a step; an error is retried by Airflow, and on the last try `give_up` says what happens instead."""
+        try:
+            return step()
+        except (AirflowFailException, AirflowSkipException):
+            raise
+        except Exception as exc:
+            if not _last_try(context):
+                raise
+            return give_up(context, f"{type(exc).__name__}: {exc}")
+
+    def defer_on_training(self, job_id: str, started: float, deadline_seconds: float) -> None:
+        """Leave the worker slot until the Cognigy training ends or its deadline passes (`execute_complete`)."""
+        self.defer(
+            trigger=CognigyJobTrigger(
+                conn_id=self.plan["conn_id"],
+                dialect=self.plan["dialect"],
+                job_id=job_id,
+                end_time=started + deadline_seconds,
+                started_at=started,
+                poll_min=self.plan.get("poll_min_seconds", 2.0),
+                poll_max=self.plan.get("poll_max_seconds", 30.0),
+            ),
+            method_name="execute_complete",
+        )
 
 
 class CognigySubmitTrainingOperator(_CognigyOperator):
@@ -264,7 +331,6 @@ class CognigyWaitForTrainingOperator(_CognigyOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         job_id = self.submitted["job_id"]
         self.link_to(job_id)
-        end_time = self.submitted["submitted_at"] + self.plan["deadline_seconds"]
         try:
             status = self.hook().get_client().job_status(job_id)
         except CognigyError as exc:
@@ -273,18 +339,7 @@ class CognigyWaitForTrainingOperator(_CognigyOperator):
             return self._unknown(context, f"cannot read training {job_id}: {exc}")
         if status.terminal:
             return self._finish(context, status)
-        self.defer(
-            trigger=CognigyJobTrigger(
-                conn_id=self.plan["conn_id"],
-                dialect=self.plan["dialect"],
-                job_id=job_id,
-                end_time=end_time,
-                started_at=self.submitted["submitted_at"],
-                poll_min=self.plan.get("poll_min_seconds", 2.0),
-                poll_max=self.plan.get("poll_max_seconds", 30.0),
-            ),
-            method_name="execute_complete",
-        )
+        self.defer_on_training(job_id, self.submitted["submitted_at"], self.plan["deadline_seconds"])
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         self.link_to(self.submitted["job_id"])  # a resumed task is a new operator object
@@ -403,14 +458,7 @@ class CognigyRollbackOperator(_CognigyOperator):
 
     def _failing_loudly_on_last_try(self, context: Any, step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Any error: Airflow retries; on the last try, audit `rollback_failed` and say what a person must do."""
-        try:
-            return step()
-        except (AirflowFailException, AirflowSkipException):
-            raise
-        except Exception as exc:
-            if not _last_try(context):
-                raise
-            return self._fail(context, f"{type(exc).__name__}: {exc}")
+        return self.on_last_try(context, step, self._fail)
 
     def _after_restore(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         if event["outcome"] == "deadline":
@@ -467,18 +515,7 @@ class CognigyRollbackOperator(_CognigyOperator):
         if status.terminal:
             return self.execute_complete(context, {"outcome": "finished", "status": status.to_dict()})
         started = float(state.get(f"{prefix}.submitted_at") or time.time())
-        self.defer(
-            trigger=CognigyJobTrigger(
-                conn_id=self.plan["conn_id"],
-                dialect=self.plan["dialect"],
-                job_id=status.job_id,
-                end_time=started + self.deadline_seconds,
-                started_at=started,
-                poll_min=self.plan.get("poll_min_seconds", 2.0),
-                poll_max=self.plan.get("poll_max_seconds", 30.0),
-            ),
-            method_name="execute_complete",
-        )
+        self.defer_on_training(status.job_id, started, self.deadline_seconds)
 
     def _stop_run_training(self, context: Any, client: CognigyClient, target: Target) -> None:
         """A training of this run that still runs would overwrite the restore when it ends: cancel it first.
@@ -616,14 +653,7 @@ class CognigyPromoteOperator(_CognigyOperator):
 
     def _or_give_up(self, context: Any, step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Errors are retried by Airflow; on the last try the promotion is given up and rollback restores."""
-        try:
-            return step()
-        except (AirflowFailException, AirflowSkipException):
-            raise
-        except Exception as exc:
-            if not _last_try(context):
-                raise
-            return self._failed(context, f"{type(exc).__name__}: {exc}")
+        return self.on_last_try(context, step, self._failed)
 
     def _start(self, context: Any) -> dict[str, Any]:
         production = Target.from_dict(self.target)
@@ -654,18 +684,7 @@ class CognigyPromoteOperator(_CognigyOperator):
         if status.terminal:
             return self._after_training(context, {"outcome": "finished", "status": status.to_dict()})
         started = float(state.get("promote.submitted_at") or time.time())
-        self.defer(
-            trigger=CognigyJobTrigger(
-                conn_id=self.plan["conn_id"],
-                dialect=self.plan["dialect"],
-                job_id=status.job_id,
-                end_time=started + self.deadline_seconds,
-                started_at=started,
-                poll_min=self.plan.get("poll_min_seconds", 2.0),
-                poll_max=self.plan.get("poll_max_seconds", 30.0),
-            ),
-            method_name="execute_complete",
-        )
+        self.defer_on_training(status.job_id, started, self.deadline_seconds)
 
     def _after_training(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         if event["outcome"] == "deadline":
