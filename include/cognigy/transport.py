@@ -8,6 +8,10 @@ Retry rules (the same as Cognigy's official client, made stricter for side effec
   raises `AmbiguousSubmission` and the caller reconciles.
 - a 401 refreshes the token once and retries once (a 401 is a rejection, so resending a POST is safe);
 - a TLS failure (wrong scheme, unknown CA) is a configuration problem: `TlsError`, never retried.
+
+Pacing: before each request the transport waits for its pacer (`include.rate_limit`: the tenant's shared
+budget, plus an optional per-task cap); a status GET asks as a poll (priority), everything else as bulk. A 429
+tells the pacer, which pauses every process sharing the budget for the `Retry-After`.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import asyncio
 import functools
 import logging
 import os
+import re
 import ssl
 import threading
 import time
@@ -44,12 +49,18 @@ from include.cognigy.errors import (
     TransientError,
 )
 from include.cognigy.problems import decode_json, raise_for_problem
-from include.rate_limit import TokenBucket
+from include.rate_limit import BULK, POLL, TenantBudget, TokenBucket
 from include.redaction import register_secret
 
 log = logging.getLogger(__name__)
 
 REFRESH_MARGIN_SECONDS = 120.0
+# GET of one training's status (rest-v2 task, training-jobs job): polls, which the budget serves first.
+_STATUS_PATH = re.compile(r"/(tasks|training/jobs)/[^/?]+$")
+
+
+def request_kind(method: str, path: str) -> str:
+    return POLL if method == "GET" and _STATUS_PATH.search(path) else BULK
 
 
 @dataclass
@@ -186,7 +197,7 @@ class Transport:
         self,
         config: ConnectionConfig,
         *,
-        bucket: TokenBucket | None = None,
+        bucket: TokenBucket | Any | None = None,
         max_attempts: int = 5,
         max_retry_seconds: float = 300.0,
         session: requests.Session | None = None,
@@ -203,7 +214,7 @@ class Transport:
         self, method: str, path: str, what: str, *, safe: bool, token: str | None, **kwargs: Any
     ) -> requests.Response:
         if self.bucket is not None:
-            self.bucket.acquire()
+            self.bucket.acquire_request(request_kind(method, path))
         headers = {**request_headers(self.config, token), **kwargs.pop("headers", {})}
         try:
             resp = self._session.request(
@@ -216,6 +227,12 @@ class Transport:
             )
         except requests.RequestException as exc:
             raise _requests_failure(exc, what, safe=safe, timeout=self.config.timeout_seconds) from None
+        if resp.status_code == 429 and self.bucket is not None:
+            try:
+                raise_for_problem(resp.status_code, resp.content, dict(resp.headers), what)
+            except RateLimited as exc:
+                self.bucket.rate_limited(exc.retry_after)  # everyone sharing the budget pauses, not just us
+                raise
         if (resp.status_code >= 500 or resp.status_code == 408) and not safe:
             try:
                 raise_for_problem(resp.status_code, resp.content, dict(resp.headers), what)
@@ -356,8 +373,9 @@ def _httpx_verify(verify: bool | str) -> bool | ssl.SSLContext:
 class AsyncTransport:
     """Asynchronous GET-only HTTP for triggers: one attempt per call, the trigger decides when to retry."""
 
-    def __init__(self, config: ConnectionConfig) -> None:
+    def __init__(self, config: ConnectionConfig, budget: TenantBudget | None = None) -> None:
         self.config = config
+        self.budget = budget
         self._tokens = TokenProvider.for_config(config) if config.uses_oauth else None
         register_config_secrets(config)
         self._client: httpx.AsyncClient | None = None
@@ -380,11 +398,18 @@ class AsyncTransport:
             self._client = None
 
     async def _get_once(self, client: httpx.AsyncClient, path: str, what: str, token: str | None) -> Any:
+        if self.budget is not None:
+            await self.budget.aacquire(request_kind("GET", path))
         try:
             resp = await client.get(path, headers=request_headers(self.config, token))
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc, what, timeout=self.config.timeout_seconds) from None
-        raise_for_problem(resp.status_code, resp.content, dict(resp.headers), what)
+        try:
+            raise_for_problem(resp.status_code, resp.content, dict(resp.headers), what)
+        except RateLimited as exc:
+            if self.budget is not None:
+                await asyncio.to_thread(self.budget.block_for, exc.retry_after)
+            raise
         return decode_json(resp.content, what)
 
     async def get_json(self, path: str, what: str) -> Any:

@@ -8,6 +8,10 @@ Connection (conn type `cognigy`, default id `cognigy_default`):
           "verify": true | false, "ca_bundle": "/path/ca.pem", "timeout": 30, "console_url": ...}
   TLS verification is on unless "verify" is false; "ca_bundle" (or a path given as "verify") names a PEM
   bundle of the CAs to trust (a private CA).
+- extra, the tenant's rate limit (docs/operations.md): "rate_limit": {"requests": 1000, "per_seconds": 300}
+  (default: Cognigy's 1,000 per 5 minutes; optional "share" 0.9, "poll_reserve" 0.2), and "rate_limit_storage":
+  where every process keeps the shared budget (redis://host:6379/0; else $COGNIGY_RATE_LIMIT_STORAGE, else a
+  SQLite file under the state folder, which is shared by the processes of one machine only).
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ from airflow.sdk import BaseHook
 from include.cognigy.client import CognigyClient
 from include.cognigy.config import ConnectionConfig
 from include.cognigy.transport import register_config_secrets
-from include.rate_limit import TokenBucket
+from include.rate_limit import (
+    Pacer,
+    TenantBudget,
+    TenantLimit,
+    TokenBucket,
+    budget_key,
+    shared_budget,
+    storage_url,
+)
 
 
 def config_from_connection(host: str | None, login: str | None, password: str | None, extra: dict[str, Any]):
@@ -53,6 +65,15 @@ def config_from_airflow_connection(conn: Any, extra: dict[str, Any]) -> Connecti
     return config_from_connection(host, conn.login, conn.password, extra or {})
 
 
+def tenant_budget(config: ConnectionConfig, extra: dict[str, Any]) -> TenantBudget:
+    """The tenant's one budget, shared by every task and trigger using this connection (same URL and
+    credentials id) through the storage the extra or the environment names."""
+    limit = TenantLimit.from_extra(extra.get("rate_limit"))
+    return shared_budget(
+        budget_key(config.base_url, config.client_id), limit, storage_url(extra.get("rate_limit_storage"))
+    )
+
+
 _FALSE = ("false", "0", "no", "off")
 _TRUE = ("true", "1", "yes", "on")
 
@@ -81,7 +102,9 @@ class CognigyHook(BaseHook):
     def __init__(self, cognigy_conn_id: str = default_conn_name, requests_per_second: float | None = None) -> None:
         super().__init__()
         self.cognigy_conn_id = cognigy_conn_id
+        # Optional per-task cap on top of the tenant's shared budget (the DAG's `requests_per_second`).
         self.requests_per_second = requests_per_second
+        self._extra: dict[str, Any] | None = None
 
     def get_config(self) -> ConnectionConfig:
         conn = self.get_connection(self.cognigy_conn_id)
@@ -90,8 +113,11 @@ class CognigyHook(BaseHook):
         return config
 
     def get_client(self) -> CognigyClient:
-        bucket = TokenBucket(self.requests_per_second) if self.requests_per_second else None
-        return CognigyClient(self.get_config(), bucket=bucket)
+        config = self.get_config()
+        if self._extra is None:
+            self._extra = self.get_connection(self.cognigy_conn_id).extra_dejson or {}
+        cap = TokenBucket(self.requests_per_second) if self.requests_per_second else None
+        return CognigyClient(config, bucket=Pacer(tenant_budget(config, self._extra), cap))  # type: ignore[arg-type]
 
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: one authenticated read."""

@@ -17,7 +17,7 @@ from typing import Any
 from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from cognigy_airflow.hooks import config_from_airflow_connection
+from cognigy_airflow.hooks import config_from_airflow_connection, tenant_budget
 from include.cognigy.client import parse_status, status_path
 from include.cognigy.errors import CognigyError, RateLimited, TransientError
 from include.cognigy.transport import AsyncTransport
@@ -63,7 +63,10 @@ class CognigyJobTrigger(BaseTrigger):
     async def _transport(self) -> AsyncTransport:
         conn = await BaseHook.aget_connection(self.conn_id)
         extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
-        return AsyncTransport(config_from_airflow_connection(conn, extra))
+        config = config_from_airflow_connection(conn, extra)
+        # Polls draw from the tenant's shared budget (with priority over scoring) and honour its 429 pauses.
+        budget = await asyncio.to_thread(tenant_budget, config, extra or {})
+        return AsyncTransport(config, budget=budget)
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         transport = await self._transport()
