@@ -18,6 +18,21 @@ def audit_path() -> Path:
     return Path(os.environ.get("COGNIGY_RETRAIN_AUDIT_PATH", state_dir() / "audit" / "retrain_audit.jsonl"))
 
 
+def audit_store() -> tuple[str, str]:
+    """Where audit records go: ``("url", <SQLAlchemy URL>)`` from ``COGNIGY_RETRAIN_AUDIT_URL``, ``("conn_id", <id>)``
+    from ``COGNIGY_RETRAIN_AUDIT_CONN_ID`` (an Airflow connection, resolved by the plugins), else
+    ``("file", <audit_path()>)``: the JSON-lines file (one host). Both variables set is a configuration error."""
+    url = os.environ.get("COGNIGY_RETRAIN_AUDIT_URL", "").strip()
+    conn_id = os.environ.get("COGNIGY_RETRAIN_AUDIT_CONN_ID", "").strip()
+    if url and conn_id:
+        raise ValueError("set COGNIGY_RETRAIN_AUDIT_URL or COGNIGY_RETRAIN_AUDIT_CONN_ID for the audit trail, not both")
+    if url:
+        return "url", url
+    if conn_id:
+        return "conn_id", conn_id
+    return "file", str(audit_path())
+
+
 def outbox_dir() -> Path:
     return Path(os.environ.get("COGNIGY_RETRAIN_OUTBOX_DIR", state_dir() / "mlflow_outbox"))
 

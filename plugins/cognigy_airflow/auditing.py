@@ -145,4 +145,23 @@ def audit(
     record["outcome"] = DEFAULT_OUTCOMES.get(event)
     # A caller's empty value does not hide a fact an earlier task of the run already recorded.
     record.update({k: v for k, v in fields.items() if k not in CARRIED_FIELDS or _known(k, v)})
-    return AuditLog(settings.audit_path()).append(event, **record)
+    return audit_log().append(event, **record)
+
+
+def audit_log() -> Any:
+    """The configured audit trail (``settings.audit_store()``): the JSON-lines :class:`AuditLog`, or a
+    :class:`include.audit_db.DatabaseAuditLog` from a SQLAlchemy URL or an Airflow connection (looked up here).
+    Both have ``append(event, **fields) -> dict``."""
+    kind, target = settings.audit_store()
+    if kind == "file":
+        return AuditLog(target)
+    from include.audit_db import DatabaseAuditLog, url_from_connection
+
+    if kind == "url":
+        return DatabaseAuditLog(target)
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(target)
+    fields = {"host": conn.host, "port": conn.port, "login": conn.login, "schema": conn.schema}
+    url = url_from_connection(conn.conn_type, **fields, password=conn.password, extra=conn.extra_dejson)
+    return DatabaseAuditLog(url, known_secrets=[conn.password])
