@@ -17,6 +17,14 @@ Several DAG runs and processes may append to one file: :meth:`AuditLog.append` h
 flushes and fsyncs. ``flock`` works on a local or block-device filesystem shared by the workers of one
 host; it is not reliable over NFS between hosts.
 
+A writer that dies mid-``write`` leaves a torn last line (no trailing newline). The next :meth:`AuditLog.append`
+repairs it under the same lock instead of refusing every later record: the torn bytes move to a sidecar file
+``<log>.torn-<UTC timestamp>`` next to the log (written and fsynced before the log is truncated back to its last
+complete line), and a ``log_repaired`` record naming the sidecar, its SHA-256 and byte count is chained first.
+If the torn line is in fact a complete, valid record that continues the chain (only its newline is missing),
+the newline is added instead (``log_repaired`` with ``action: newline_added``). A last line that *ends* with a
+newline but is not a valid record was not torn by a crash: append still refuses it (:class:`AuditLogCorrupt`).
+
 Object storage (S3, GCS, Azure Blob) has no append and no lock. To plug it in, keep this class for the
 local file and ship closed files, or write one object per record named by ``seq``
 (``audit/<seq:012d>.json``) with a conditional create (S3 ``If-None-Match: *``, GCS
@@ -25,7 +33,7 @@ which gives the same chain without a lock. ``verify`` then reads the objects in 
 
 CLI::
 
-    python -m include.audit verify PATH
+    python -m include.audit verify PATH   # exit 0: intact; 1: broken chain or a repair's sidecar missing/changed
     python -m include.audit show PATH [--event E] [--run-id R] [--where KEY=VALUE ...]
 """
 
@@ -64,6 +72,7 @@ ROLLBACK_FAILED = "rollback_failed"  # restoring did not work; a human is needed
 MLFLOW_SYNCED = "mlflow_synced"  # the run and model version are in MLflow
 MLFLOW_SYNC_DEFERRED = "mlflow_sync_deferred"  # MLflow was unreachable; the payload waits in the outbox
 REQUEST_REJECTED = "request_rejected"  # a retrain request failed validation or authorization
+LOG_REPAIRED = "log_repaired"  # a torn last line (a writer died mid-append) was moved to a sidecar file
 
 KNOWN_EVENTS: frozenset[str] = frozenset(
     {
@@ -81,6 +90,7 @@ KNOWN_EVENTS: frozenset[str] = frozenset(
         MLFLOW_SYNCED,
         MLFLOW_SYNC_DEFERRED,
         REQUEST_REJECTED,
+        LOG_REPAIRED,
     }
 )
 
@@ -129,14 +139,15 @@ class AuditLog:
         with open(self.path, "a+b") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
+                repair = _repair_torn_tail(fh, self.path)
                 last = _last_record(fh)
-                seq = (last["seq"] + 1) if last else 1
-                prev_hash = last["hash"] if last else GENESIS_HASH
-                record: dict[str, Any] = {"seq": seq, "ts": utc_timestamp(), "event": event}
-                record.update(clean)
-                record["prev_hash"] = prev_hash
-                record["hash"] = record_hash(record)
-                fh.write((canonical_json(record) + "\n").encode("utf-8"))
+                lines = []
+                if repair is not None:
+                    last = _chain(last, LOG_REPAIRED, repair)
+                    lines.append(canonical_json(last) + "\n")
+                record = _chain(last, event, clean)
+                lines.append(canonical_json(record) + "\n")
+                fh.write("".join(lines).encode("utf-8"))
                 fh.flush()
                 os.fsync(fh.fileno())
             finally:
@@ -152,21 +163,99 @@ class AuditLog:
         return read(self.path, **filters)
 
 
-def _last_record(fh: Any) -> dict[str, Any] | None:
-    """The last record of an open file, or None if the file is empty. Reads backwards in blocks."""
-    end = fh.seek(0, os.SEEK_END)
-    if end == 0:
-        return None
-    fh.seek(end - 1)
-    if fh.read(1) != b"\n":
-        raise AuditLogCorrupt("the last line has no newline (interrupted write?); run `verify`")
-    pos, tail = end - 1, b""
-    while pos > 0 and b"\n" not in tail:
+def _chain(last: dict[str, Any] | None, event: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The record that follows ``last`` (None: the first record)."""
+    record: dict[str, Any] = {"seq": (last["seq"] + 1) if last else 1, "ts": utc_timestamp(), "event": event}
+    record.update(fields)
+    record["prev_hash"] = last["hash"] if last else GENESIS_HASH
+    record["hash"] = record_hash(record)
+    return record
+
+
+def _last_line_start(fh: Any, end: int) -> int:
+    """Offset of the first byte after the last newline before ``end`` (0 if there is none)."""
+    pos = end
+    while pos > 0:
         step = min(8192, pos)
         pos -= step
-        fh.seek(pos)
-        tail = fh.read(step) + tail
-    line = tail.rsplit(b"\n", 1)[-1] if b"\n" in tail else tail
+        cut = _read_at(fh, pos, step).rfind(b"\n")
+        if cut >= 0:
+            return pos + cut + 1
+    return 0
+
+
+def _read_at(fh: Any, pos: int, size: int) -> bytes:
+    fh.seek(pos)
+    return fh.read(size)
+
+
+def _valid_record(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = json.loads(line)
+        if isinstance(record, dict) and isinstance(record.get("seq"), int) and record_hash(record) == record["hash"]:
+            return record
+    except (ValueError, KeyError, TypeError):
+        pass
+    return None
+
+
+def _repair_torn_tail(fh: Any, path: Path) -> dict[str, Any] | None:
+    """Make a torn last line (no trailing newline) harmless; return the ``log_repaired`` fields, or None.
+
+    Called with the log's lock held. A complete, valid record that continues the chain gets its newline; any
+    other torn bytes go to ``<log>.torn-<ts>`` (fsynced, with its directory) before the log is truncated to its
+    last complete line, so the evidence survives even if the process dies between the two steps.
+    """
+    end = fh.seek(0, os.SEEK_END)
+    if end == 0 or _read_at(fh, end - 1, 1) == b"\n":
+        return None
+    start = _last_line_start(fh, end)
+    torn = _read_at(fh, start, end - start)
+    record = _valid_record(torn)
+    if record is not None:
+        previous = _last_record(fh, until=start) if start else None
+        expected_prev = previous["hash"] if previous else GENESIS_HASH
+        expected_seq = previous["seq"] + 1 if previous else 1
+        if record.get("prev_hash") == expected_prev and record["seq"] == expected_seq:
+            fh.write(b"\n")
+            return {"action": "newline_added", "repaired_seq": record["seq"], "torn_offset": start}
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    for attempt in range(1000):
+        sidecar = path.with_name(f"{path.name}.torn-{stamp}" + (f"-{attempt}" if attempt else ""))
+        try:
+            out = open(sidecar, "xb")  # noqa: SIM115 - closed below, after fsync
+        except FileExistsError:
+            continue
+        break
+    else:  # pragma: no cover - a thousand sidecars with one timestamp
+        raise AuditLogCorrupt(f"cannot create a sidecar for the torn last line of {path}")
+    with out:
+        out.write(torn)
+        out.flush()
+        os.fsync(out.fileno())
+    fsync_dir(path.parent)
+    fh.truncate(start)
+    fh.flush()
+    os.fsync(fh.fileno())
+    return {
+        "action": "moved_torn_tail",
+        "sidecar": sidecar.name,
+        "sidecar_sha256": hashlib.sha256(torn).hexdigest(),
+        "torn_bytes": len(torn),
+        "torn_offset": start,
+        "reason": "the last line had no newline (a writer died mid-append); its bytes are in the sidecar file",
+    }
+
+
+def _last_record(fh: Any, until: int | None = None) -> dict[str, Any] | None:
+    """The last record of an open file (or of its first ``until`` bytes), None if that is empty."""
+    end = fh.seek(0, os.SEEK_END) if until is None else until
+    if end == 0:
+        return None
+    if _read_at(fh, end - 1, 1) != b"\n":
+        raise AuditLogCorrupt("the last line has no newline (interrupted write?); run `verify`")
+    start = _last_line_start(fh, end - 1)
+    line = _read_at(fh, start, end - 1 - start)
     try:
         record = json.loads(line)
         if record_hash(record) != record["hash"] or not isinstance(record["seq"], int):
@@ -186,6 +275,8 @@ class VerifyResult:
     first_bad_line: int | None = None
     reason: str | None = None
     head_hash: str | None = None  # hash of the last good record; anchor it elsewhere to detect tail loss
+    repairs: int = 0  # log_repaired records in the good part (torn last lines moved to sidecar files)
+    sidecar_problems: tuple[str, ...] = ()  # a repair's sidecar file is missing or its SHA-256 differs
 
 
 def verify(path: str | Path) -> VerifyResult:
@@ -194,6 +285,7 @@ def verify(path: str | Path) -> VerifyResult:
     if not path.exists():
         return VerifyResult(False, 0, None, None, f"{path} does not exist")
     good, prev_hash = 0, GENESIS_HASH
+    repairs: list[dict[str, Any]] = []
     data = path.read_bytes()
     if not data:
         return VerifyResult(True, 0)  # created, nothing written yet
@@ -231,7 +323,31 @@ def verify(path: str | Path) -> VerifyResult:
         if record["prev_hash"] != prev_hash:
             return broken(lineno, seq, "prev_hash does not match the previous record: chain broken")
         good, prev_hash = good + 1, record["hash"]
-    return VerifyResult(True, good, head_hash=prev_hash if good else None)
+        if record["event"] == LOG_REPAIRED:
+            repairs.append(record)
+    return VerifyResult(
+        True,
+        good,
+        head_hash=prev_hash if good else None,
+        repairs=len(repairs),
+        sidecar_problems=tuple(_sidecar_problems(path, repairs)),
+    )
+
+
+def _sidecar_problems(path: Path, repairs: list[dict[str, Any]]) -> Iterator[str]:
+    """Each ``moved_torn_tail`` repair's sidecar must still hold the bytes its record hashed."""
+    for record in repairs:
+        name = record.get("sidecar")
+        if record.get("action") != "moved_torn_tail" or not isinstance(name, str):
+            continue
+        sidecar = path.with_name(Path(name).name)
+        try:
+            digest = hashlib.sha256(sidecar.read_bytes()).hexdigest()
+        except OSError:
+            yield f"seq {record['seq']}: sidecar {sidecar.name} is missing"
+            continue
+        if digest != record.get("sidecar_sha256"):
+            yield f"seq {record['seq']}: sidecar {sidecar.name} changed (SHA-256 differs from the log_repaired record)"
 
 
 def _seq_later(lines: list[bytes], seq: int) -> bool:
@@ -300,8 +416,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         result = verify(args.path)
         if result.ok:
-            print(f"OK: {result.records} records, chain intact")
-            return 0
+            repaired = (
+                f" ({result.repairs} torn last line(s) repaired: see log_repaired records)" if result.repairs else ""
+            )
+            print(f"OK: {result.records} records, chain intact{repaired}")
+            for problem in result.sidecar_problems:
+                print(f"EVIDENCE: {problem}")
+            return 1 if result.sidecar_problems else 0
         seq = result.first_bad_seq if result.first_bad_seq is not None else "?"
         line = result.first_bad_line if result.first_bad_line is not None else "?"
         print(f"BROKEN at line {line} (seq {seq}): {result.reason}")

@@ -137,16 +137,14 @@ def test_reordered_records_are_named(log_with_five: Path) -> None:
     assert not result.ok and (result.first_bad_line, result.first_bad_seq) == (3, 4)
 
 
-def test_truncated_last_line_is_named_and_blocks_appends(log_with_five: Path) -> None:
+def test_truncated_last_line_is_named(log_with_five: Path) -> None:
     data = log_with_five.read_bytes()
     log_with_five.write_bytes(data[:-25])
 
     result = verify(log_with_five)
     assert not result.ok and result.first_bad_line == 5 and result.records == 4
     assert "truncated" in result.reason
-    # A new record must not be chained onto a damaged tail.
-    with pytest.raises(AuditLogCorrupt):
-        AuditLog(log_with_five).append(audit.RETRAIN_FAILED, run_id="r2")
+    # A new record is never chained onto a damaged tail: append moves it aside first (test_torn_last_line_*).
 
 
 def test_garbage_line_in_the_middle(log_with_five: Path) -> None:
@@ -296,3 +294,130 @@ def test_credentials_in_server_error_text_never_reach_the_audit_log(tmp_path) ->
     for secret in (jwt, "sk-live-4242abcd", "oauth-client-secret-9f8e7d", "k-123456"):
         assert secret not in text and secret not in str(error), secret
     assert "401 Unauthorized" in text and "rejected" in text  # the useful part survives
+
+
+# --- a torn last line (a writer died mid-append) is moved aside, not a dead end ------------------------------
+def _tear(path: Path, cut: int = 25) -> bytes:
+    """Cut the log's last ``cut`` bytes, as a writer dying mid-append would; return the torn line's bytes."""
+    data = path.read_bytes()[:-cut]
+    path.write_bytes(data)
+    return data[data.rfind(b"\n") + 1 :]
+
+
+def test_torn_last_line_is_moved_to_a_sidecar_and_appends_go_on(log_with_five: Path) -> None:
+    import hashlib
+
+    torn = _tear(log_with_five)
+    kept = log_with_five.read_bytes()[: -len(torn)]
+    assert torn and not torn.endswith(b"\n")
+
+    # The rollback's first record must get through.
+    record = AuditLog(log_with_five).append(audit.ROLLBACK_TRIGGERED, run_id="r2")
+
+    result = verify(log_with_five)
+    assert result.ok, result
+    assert result.records == 6 and result.repairs == 1 and result.sidecar_problems == ()
+    records = read(log_with_five)
+    repair = records[4]
+    assert [r["event"] for r in records[4:]] == [audit.LOG_REPAIRED, audit.ROLLBACK_TRIGGERED]
+    assert record == records[5] and record["seq"] == 6 and record["prev_hash"] == repair["hash"]
+    assert repair["seq"] == 5 and repair["prev_hash"] == records[3]["hash"]  # chained onto the last good record
+    assert repair["action"] == "moved_torn_tail" and repair["torn_bytes"] == len(torn)
+    assert repair["torn_offset"] == len(kept)
+    sidecar = log_with_five.with_name(repair["sidecar"])
+    assert sidecar.name.startswith("audit.jsonl.torn-") and sidecar.parent == log_with_five.parent
+    assert sidecar.read_bytes() == torn  # the evidence, byte for byte
+    assert repair["sidecar_sha256"] == hashlib.sha256(torn).hexdigest()
+    assert log_with_five.read_bytes().startswith(kept)  # the complete records are untouched
+
+    # verify still catches edits and deletions after a repair...
+    lines = _lines(log_with_five)
+    lines[1] = lines[1].replace('"exp-1"', '"exp-2"')
+    _write(log_with_five, lines)
+    assert verify(log_with_five).first_bad_line == 2
+    lines = _lines(log_with_five)
+    del lines[1]
+    _write(log_with_five, lines)
+    assert not verify(log_with_five).ok
+
+
+def test_a_repair_record_cannot_hide_a_changed_or_deleted_sidecar(log_with_five: Path) -> None:
+    _tear(log_with_five)
+    AuditLog(log_with_five).append(audit.ROLLBACK_TRIGGERED, run_id="r2")
+    (repair,) = read(log_with_five, event=audit.LOG_REPAIRED)
+    sidecar = log_with_five.with_name(repair["sidecar"])
+    ok = _cli("verify", str(log_with_five))
+    assert ok.returncode == 0 and "1 torn last line(s) repaired" in ok.stdout, ok.stdout
+
+    sidecar.write_bytes(b"something else")
+    changed = _cli("verify", str(log_with_five))
+    assert changed.returncode == 1 and "EVIDENCE: seq 5: sidecar" in changed.stdout and "changed" in changed.stdout
+    sidecar.unlink()
+    assert verify(log_with_five).sidecar_problems == (f"seq 5: sidecar {sidecar.name} is missing",)
+
+
+def test_torn_line_that_is_a_whole_record_only_gets_its_newline(log_with_five: Path) -> None:
+    log_with_five.write_bytes(log_with_five.read_bytes()[:-1])  # died between the record and its newline
+    AuditLog(log_with_five).append(audit.ROLLBACK_TRIGGERED, run_id="r2")
+    result = verify(log_with_five)
+    assert result.ok and result.records == 7 and result.repairs == 1 and result.sidecar_problems == ()
+    records = read(log_with_five)
+    assert records[4]["requested_by"] == "bob"  # kept in the chain, not moved out
+    assert records[5]["event"] == audit.LOG_REPAIRED and records[5]["action"] == "newline_added"
+    assert records[5]["repaired_seq"] == 5 and "sidecar" not in records[5]
+    assert not list(log_with_five.parent.glob("*.torn-*"))
+
+
+def test_torn_first_and_only_line_starts_a_fresh_chain(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    path.write_bytes(b'{"seq": 1, "ts": "2026')
+    record = AuditLog(path).append(audit.RETRAIN_INITIATED, run_id="r1")
+    result = verify(path)
+    assert result.ok and result.records == 2 and record["seq"] == 2
+    assert read(path)[0]["prev_hash"] == audit.GENESIS_HASH and read(path)[0]["torn_offset"] == 0
+
+
+def test_an_edited_last_line_still_blocks_appends(log_with_five: Path) -> None:
+    # A last line that ends with its newline but is not a valid record was edited, not torn: no repair.
+    lines = _lines(log_with_five)
+    lines[-1] = lines[-1].replace('"bob"', '"eve"')
+    _write(log_with_five, lines)
+    with pytest.raises(AuditLogCorrupt):
+        AuditLog(log_with_five).append(audit.RETRAIN_FAILED, run_id="r2")
+    assert not list(log_with_five.parent.glob("*.torn-*"))
+
+
+def _tearing_writer(path: str, worker: int, count: int, torn: multiprocessing.synchronize.Event) -> None:
+    import fcntl
+    import os
+
+    log = AuditLog(path)
+    if worker == 0:  # one record, then die mid-append holding the lock, after half a line
+        log.append(audit.TRAINING_SUBMITTED, run_id="w0", i=0)
+        with open(path, "ab") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            fh.write(b'{"seq": 2, "event": "half')
+            fh.flush()
+            torn.set()
+            os._exit(0)
+    torn.wait(30)
+    for i in range(count):  # the others all meet the torn line at once
+        log.append(audit.TRAINING_SUBMITTED, run_id=f"w{worker}", i=i, padding="x" * 2000)
+
+
+def test_concurrent_writers_repair_a_torn_line_once(tmp_path: Path) -> None:
+    path = tmp_path / "audit.jsonl"
+    ctx = multiprocessing.get_context("spawn")
+    torn = ctx.Event()
+    procs = [ctx.Process(target=_tearing_writer, args=(str(path), w, 10, torn)) for w in range(4)]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(60)
+        assert proc.exitcode == 0
+    result = verify(path)
+    assert result.ok, result
+    repairs = read(path, event=audit.LOG_REPAIRED)
+    assert len(repairs) == 1 and result.repairs == 1 and result.sidecar_problems == ()
+    assert path.with_name(repairs[0]["sidecar"]).read_bytes() == b'{"seq": 2, "event": "half'
+    assert result.records == 1 + 1 + 3 * 10  # worker 0's record, the repair, the others' records
