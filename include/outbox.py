@@ -7,6 +7,17 @@ either the old entry or the new one. A second :meth:`Outbox.put` for the same ke
 
 :meth:`Outbox.resync` pushes every entry with :func:`include.mlflow_sync.sync` (idempotent: it finds
 the run by its run key) and removes an entry only if it was not replaced meanwhile.
+
+Leases: one entry is never pushed by two processes at once. Whoever pushes an entry holds its lease
+``<dir>/<slug>-<hash>.lease`` ({owner, kind, host, pid, pid start time, expires}), taken and dropped under the
+directory's ``flock``. :meth:`Outbox.put` takes the lease for its caller (the retrain's own ``mlflow_sync``
+task, which pushes right after) and keeps it until :meth:`Outbox.done` or :meth:`Outbox.release`; it waits
+for a resync that holds the lease to finish, and takes over a lease of an earlier try of the task (tries
+of one task run one after another). :meth:`Outbox.resync` skips an entry whose lease another process holds
+and takes the lease for its own push. A lease is void once it expires (``lease_seconds``, default 900 s
+or ``$COGNIGY_OUTBOX_LEASE_SECONDS``) or, on the same host, once its process has ended, so a task that died
+or deferred never blocks the resync for long. The lease must outlast one MLflow push (client timeout
+times retries).
 """
 
 from __future__ import annotations
@@ -14,14 +25,19 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import logging
 import os
 import re
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
+from typing import Any, Literal
 
 from include.durable import fsync_dir, fsync_file
 from include.mlflow_sync import MlflowAuth, SyncPayload, SyncResult, sync
@@ -30,21 +46,31 @@ from include.redaction import redact_text
 log = logging.getLogger(__name__)
 
 _SLUG = re.compile(r"[^A-Za-z0-9._-]+")
+DEFAULT_LEASE_SECONDS = 900.0
+LEASE_POLL_SECONDS = 0.2
+LeaseKind = Literal["task", "resync"]
 
 
 class Outbox:
-    def __init__(self, dir: str | Path) -> None:
+    def __init__(self, dir: str | Path, *, lease_seconds: float | None = None) -> None:
         self.dir = Path(dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        if lease_seconds is None:
+            lease_seconds = float(os.environ.get("COGNIGY_OUTBOX_LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
+        if not lease_seconds > 0:
+            raise ValueError("lease_seconds must be positive")
+        self.lease_seconds = lease_seconds
+        self._owner = uuid.uuid4().hex  # this instance: its own leases never block it
 
     # ------------------------------------------------------------------------------------ public API
 
     def put(self, payload: SyncPayload) -> Path:
         """Store ``payload`` (and copies of its artifacts) durably; return the entry's path."""
         stem = self._stem(payload.run_key)
+        self._claim(stem, "task", wait=True)  # the caller pushes next; no resync may push it meanwhile
         artifacts_dir = self.dir / f"{stem}.{uuid.uuid4().hex[:12]}.artifacts"
-        artifacts_dir.mkdir()
         try:
+            artifacts_dir.mkdir()
             copied: dict[str, str] = {}
             for index, (name, source) in enumerate(sorted(payload.artifacts.items())):
                 target = artifacts_dir / f"{index:03d}-{Path(source).name}"
@@ -65,6 +91,7 @@ class Outbox:
                 self._remove_artifact_dirs(stem, keep=artifacts_dir)
         except BaseException:
             shutil.rmtree(artifacts_dir, ignore_errors=True)
+            self._release(stem)
             raise
         return entry
 
@@ -78,7 +105,24 @@ class Outbox:
         with self._lock():
             (self.dir / f"{stem}.json").unlink(missing_ok=True)
             self._remove_artifact_dirs(stem)
+            lease = self._read_lease(stem)
+            if lease is not None and (lease.get("owner") == self._owner or not _lease_live(lease)):
+                self._lease_path(stem).unlink(missing_ok=True)
             fsync_dir(self.dir)
+
+    def release(self, run_key: str) -> None:
+        """Give up this instance's lease on ``run_key`` (the entry stays): e.g. when the task defers the push
+        to the resync DAG, which may then take it at once."""
+        self._release(self._stem(run_key))
+
+    def in_flight(self) -> list[str]:
+        """Run keys of entries another process holds a live lease on (being pushed right now)."""
+        busy = []
+        for entry, payload, _ in self._entries():
+            lease = self._read_lease(entry.stem)
+            if lease is not None and lease.get("owner") != self._owner and _lease_live(lease):
+                busy.append(payload.run_key)
+        return busy
 
     def resync(
         self,
@@ -93,20 +137,33 @@ class Outbox:
         """
         results: list[SyncResult] = []
         secrets = auth.secret_values() if auth else []
-        for entry, payload, identity in self._entries():
-            try:
-                result = sync(payload, tracking_uri, auth=auth)
-            except Exception as exc:  # keep it; the next resync tries again
-                log.warning("outbox: sync of %s failed, kept: %s", payload.run_key, redact_text(str(exc), secrets))
+        for entry, listed, _ in self._entries():
+            stem = entry.stem
+            if not self._claim(stem, "resync", wait=False):
+                log.info("outbox: %s is being pushed by another process; skipped", listed.run_key)
                 continue
-            results.append(result)
-            if on_synced is not None:
-                on_synced(payload, result)
-            with self._lock():
-                if _identity(entry) == identity:  # not replaced by a newer put meanwhile
-                    entry.unlink()
-                    self._remove_artifact_dirs(entry.stem)
-                    fsync_dir(self.dir)
+            try:
+                # Read again under the lease: the entry may have been pushed and removed, or replaced, meanwhile.
+                identity = _identity(entry)
+                try:
+                    payload = SyncPayload.from_json(entry.read_text(encoding="utf-8"))
+                except (FileNotFoundError, ValueError, TypeError):
+                    continue
+                try:
+                    result = sync(payload, tracking_uri, auth=auth)
+                except Exception as exc:  # keep it; the next resync tries again
+                    log.warning("outbox: sync of %s failed, kept: %s", payload.run_key, redact_text(str(exc), secrets))
+                    continue
+                results.append(result)
+                if on_synced is not None:
+                    on_synced(payload, result)
+                with self._lock():
+                    if identity is not None and _identity(entry) == identity:  # not replaced meanwhile
+                        entry.unlink()
+                        self._remove_artifact_dirs(stem)
+                        fsync_dir(self.dir)
+            finally:
+                self._release(stem)
         return results
 
     # ------------------------------------------------------------------------------------- internals
@@ -131,6 +188,59 @@ class Outbox:
         found.sort(key=lambda item: (item[0].stat().st_mtime_ns if item[0].exists() else 0, item[0].name))
         return found
 
+    # --- leases ------------------------------------------------------------------------------------------
+
+    def _lease_path(self, stem: str) -> Path:
+        return self.dir / f"{stem}.lease"
+
+    def _read_lease(self, stem: str) -> dict[str, Any] | None:
+        try:
+            lease = json.loads(self._lease_path(stem).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        except ValueError:  # torn by a crash: void
+            return {}
+        return lease if isinstance(lease, dict) else {}
+
+    def _claim(self, stem: str, kind: LeaseKind, *, wait: bool) -> bool:
+        """Take the lease of ``stem`` for this instance. A live lease of another owner blocks, except that a
+        task takes over an earlier try's lease. With ``wait`` poll until it is free (bounded by its expiry)."""
+        while True:
+            with self._lock():
+                lease = self._read_lease(stem)
+                held = (
+                    lease is not None
+                    and lease.get("owner") != self._owner
+                    and _lease_live(lease)
+                    and not (kind == "task" and lease.get("kind") == "task")
+                )
+                if not held:
+                    self._write_lease(stem, kind)
+                    return True
+            if not wait:
+                return False
+            time.sleep(LEASE_POLL_SECONDS)
+
+    def _write_lease(self, stem: str, kind: LeaseKind) -> None:
+        pid = os.getpid()
+        lease = {
+            "owner": self._owner,
+            "kind": kind,
+            "host": _host_id(),
+            "pid": pid,
+            "pid_start": _process_start(pid),
+            "expires": time.time() + self.lease_seconds,
+        }
+        tmp = self.dir / f".tmp-lease-{stem}-{uuid.uuid4().hex[:8]}"
+        tmp.write_text(json.dumps(lease), encoding="utf-8")
+        os.replace(tmp, self._lease_path(stem))
+
+    def _release(self, stem: str) -> None:
+        with self._lock():
+            lease = self._read_lease(stem)
+            if lease is not None and lease.get("owner") == self._owner:
+                self._lease_path(stem).unlink(missing_ok=True)
+
     def _remove_artifact_dirs(self, stem: str, keep: Path | None = None) -> None:
         for path in self.dir.glob(f"{glob_escape(stem)}.*.artifacts"):
             if path != keep:
@@ -144,6 +254,50 @@ class Outbox:
                 yield
             finally:
                 fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _lease_live(lease: dict[str, Any]) -> bool:
+    """Not expired, and (when it was taken on this host) its process still runs."""
+    expires = lease.get("expires")
+    if not isinstance(expires, int | float) or expires <= time.time():
+        return False
+    if lease.get("host") == _host_id() and isinstance(lease.get("pid"), int):
+        start = _process_start(lease["pid"])
+        if start is None or (lease.get("pid_start") is not None and start != lease["pid_start"]):
+            return False  # the process ended (or its pid now belongs to another process)
+    return True
+
+
+@cache
+def _host_id() -> str:
+    """This host and pid namespace: a lease's pid can only be checked where it means the same process."""
+    parts = [socket.gethostname()]
+    for source in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(os.readlink(source) if source.endswith("/pid") else Path(source).read_text().strip())
+        except OSError:
+            parts.append("?")
+    return "|".join(parts)
+
+
+def _process_start(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot, /proc/<pid>/stat field 22); None if it does not run."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return None
+    except OSError:  # no /proc: fall back to "does the pid exist"
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "?"
+    fields = stat.rsplit(")", 1)[-1].split()
+    if len(fields) > 19 and fields[0] == "Z":  # a zombie has ended
+        return None
+    return fields[19] if len(fields) > 19 else "?"
 
 
 def glob_escape(text: str) -> str:

@@ -3,6 +3,8 @@
 A retrain whose MLflow sync failed on every try left its payload in the outbox (`mlflow_sync_deferred`).
 :meth:`include.outbox.Outbox.resync` pushes each one with the same idempotent sync (the MLflow run is
 found again by its run key, the model version by its Cognigy task id), so pushing twice creates nothing new.
+Entries are leased (see :mod:`include.outbox`): one that the retrain's own ``mlflow_sync`` task (or another
+resync) is pushing right now is skipped and counted as ``in_flight``, never pushed twice at once.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ def resync_outbox(conn_id: str = "mlflow_default", **context: Any) -> dict[str, 
     log = context["task"].log
     if not pending:
         log.info("outbox %s is empty: nothing to push", outbox.dir)
-        return {"pending": 0, "pushed": 0, "left": 0}
+        return {"pending": 0, "pushed": 0, "left": 0, "in_flight": 0}
     uri, auth, _ = mlflow_target(conn_id)
     configure_client()
 
@@ -57,8 +59,13 @@ def resync_outbox(conn_id: str = "mlflow_default", **context: Any) -> dict[str, 
         log.info("pushed %s -> MLflow run %s", payload.run_key, result.run_url)
 
     results = outbox.resync(uri, auth, on_synced=audited)
-    left = outbox.pending()
-    summary = {"pending": len(pending), "pushed": len(results), "left": len(left)}
+    # An entry another process holds a lease on is being pushed right now (the retrain's own mlflow_sync task,
+    # or another resync): it is not this run's failure, and the next resync takes it if it is still there.
+    in_flight = set(outbox.in_flight())
+    left = [p for p in outbox.pending() if p.run_key not in in_flight]
+    summary = {"pending": len(pending), "pushed": len(results), "left": len(left), "in_flight": len(in_flight)}
+    if in_flight:
+        log.info("being pushed by another process, left to it: %s", ", ".join(sorted(in_flight)))
     if left:
         raise AirflowException(
             f"{len(left)} MLflow payload(s) could not be pushed and stay in {outbox.dir}: "
