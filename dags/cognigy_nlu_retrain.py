@@ -45,10 +45,11 @@ With a staging flow a rejected challenger never reaches production. A run fails 
 failed or a restore could not be verified — after auditing it; `watcher` makes a failure of any task fail the
 run.
 
-**Tenant budget.** Tasks that call Cognigy (`capture`, `submit`, `wait_for_training`, `evaluate`, `rollback`)
-run in the pool `{TENANT_POOL}`, deferred waits included: at most *slots* of them talk to the tenant at once, so
-keep `requests_per_second × slots` under the tenant limit (Cognigy default 1,000 requests / 5 min ≈ 3.3/s;
-see docs/operations.md).
+**Tenant budget.** Every process that calls Cognigy (workers and the triggerer) draws from ONE request budget
+per tenant, set once in the connection extra `rate_limit` (default Cognigy's 1,000 requests / 5 min) and shared
+through Redis (`rate_limit_storage` / `COGNIGY_RATE_LIMIT_STORAGE`) or a local SQLite file; training polls have
+priority over scoring, and a 429 pauses everyone. The pool `{TENANT_POOL}` only bounds how many of these tasks
+run at once (waits do not hold a slot); see docs/operations.md.
 
 **Links.** `submit`, `wait_for_training` and `rollback` have a *Cognigy flow* button (the flow's NLU page and the
 Cognigy task); `mlflow_sync` an *MLflow run* button.
@@ -280,9 +281,9 @@ PARAMS = {
     # --- tenant and connections -------------------------------------------------------------------------
     "requests_per_second": _p(2.6, "Requests per second (per task)", TENANT_SECTION, type="number", minimum=0.1,
                               maximum=100,
-                              description=f"Client pacing of each task that calls Cognigy. Keep it × the slots of "
-                                          f"pool {TENANT_POOL} under the tenant limit (default 1,000 / 5 min ≈ "
-                                          f"3.3/s): 1 slot → ≤ 2.6, 2 slots → ≤ 1.3."),
+                              description="Optional cap per task, kept for compatibility. The tenant's limit is "
+                                          "kept by the shared budget (connection extra rate_limit), whatever the "
+                                          "slots; this only slows one task further."),
     "poll_min_seconds": _p(2.0, "Fastest poll (s)", TENANT_SECTION, type="number", minimum=1, maximum=60,
                            description="Shortest interval between two status reads of a training."),
     "poll_max_seconds": _p(30.0, "Slowest poll (s)", TENANT_SECTION, type="number", minimum=5, maximum=600,
@@ -296,7 +297,7 @@ PARAMS = {
                   description="Validate (and capture) only: nothing is changed on Cognigy."),
 }  # fmt: skip
 
-COGNIGY = {"pool": TENANT_POOL}  # every task that calls Cognigy, deferred waits included (see DOC)
+COGNIGY = {"pool": TENANT_POOL}  # concurrency per tenant; deferred waits hold no slot, the budget is shared (DOC)
 
 with DAG(
     dag_id="cognigy_nlu_retrain",

@@ -27,10 +27,12 @@ FLEET_VARIABLE = "cognigy_fleet"
 DEFAULT_FLEET_PATH = Path(__file__).with_name("fleet.json")
 MAX_ENTRIES = 500
 
-# The Airflow pool every task that calls Cognigy runs in (deferred waits included): its slots bound how many
-# tasks talk to the tenant at once, so slots × requests_per_second stays under the tenant's rate limit.
+# The Airflow pool every task that calls Cognigy runs in. It bounds CONCURRENCY (worker slots busy with one
+# tenant), not the request rate: the tenant's rate limit is kept by the shared budget (include/rate_limit.py,
+# connection extra `rate_limit`). Deferred waits do not count (include_deferred off), so trainings overlap.
 TENANT_POOL = "cognigy_tenant"
-DEFAULT_POOL_SLOTS = 1
+DEFAULT_POOL_SLOTS = 8
+POOL_INCLUDE_DEFERRED = False
 # Cognigy's default tenant limit: 1,000 API requests per 5 minutes.
 TENANT_REQUESTS = 1000
 TENANT_WINDOW_SECONDS = 300.0
