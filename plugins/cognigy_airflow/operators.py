@@ -162,6 +162,34 @@ class _CognigyOperator(BaseOperator):
     def reconcile_seconds(self) -> float:
         return float(self.plan.get("reconcile_seconds") or RECONCILE_SECONDS)
 
+    def on_last_try(
+        self, context: Any, step: Callable[[], dict[str, Any]], give_up: Callable[[Any, str], dict[str, Any]]
+    ) -> dict[str, Any]:
+        """Run a step; an error is retried by Airflow, and on the last try `give_up` says what happens instead."""
+        try:
+            return step()
+        except (AirflowFailException, AirflowSkipException):
+            raise
+        except Exception as exc:
+            if not _last_try(context):
+                raise
+            return give_up(context, f"{type(exc).__name__}: {exc}")
+
+    def defer_on_training(self, job_id: str, started: float, deadline_seconds: float) -> None:
+        """Leave the worker slot until the Cognigy training ends or its deadline passes (`execute_complete`)."""
+        self.defer(
+            trigger=CognigyJobTrigger(
+                conn_id=self.plan["conn_id"],
+                dialect=self.plan["dialect"],
+                job_id=job_id,
+                end_time=started + deadline_seconds,
+                started_at=started,
+                poll_min=self.plan.get("poll_min_seconds", 2.0),
+                poll_max=self.plan.get("poll_max_seconds", 30.0),
+            ),
+            method_name="execute_complete",
+        )
+
 
 class CognigySubmitTrainingOperator(_CognigyOperator):
     """Put the candidate training data into the training flow and start the training exactly once.
@@ -303,7 +331,6 @@ class CognigyWaitForTrainingOperator(_CognigyOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         job_id = self.submitted["job_id"]
         self.link_to(job_id)
-        end_time = self.submitted["submitted_at"] + self.plan["deadline_seconds"]
         try:
             status = self.hook().get_client().job_status(job_id)
         except CognigyError as exc:
@@ -312,18 +339,7 @@ class CognigyWaitForTrainingOperator(_CognigyOperator):
             return self._unknown(context, f"cannot read training {job_id}: {exc}")
         if status.terminal:
             return self._finish(context, status)
-        self.defer(
-            trigger=CognigyJobTrigger(
-                conn_id=self.plan["conn_id"],
-                dialect=self.plan["dialect"],
-                job_id=job_id,
-                end_time=end_time,
-                started_at=self.submitted["submitted_at"],
-                poll_min=self.plan.get("poll_min_seconds", 2.0),
-                poll_max=self.plan.get("poll_max_seconds", 30.0),
-            ),
-            method_name="execute_complete",
-        )
+        self.defer_on_training(job_id, self.submitted["submitted_at"], self.plan["deadline_seconds"])
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         self.link_to(self.submitted["job_id"])  # a resumed task is a new operator object
@@ -442,14 +458,7 @@ class CognigyRollbackOperator(_CognigyOperator):
 
     def _failing_loudly_on_last_try(self, context: Any, step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Any error: Airflow retries; on the last try, audit `rollback_failed` and say what a person must do."""
-        try:
-            return step()
-        except (AirflowFailException, AirflowSkipException):
-            raise
-        except Exception as exc:
-            if not _last_try(context):
-                raise
-            return self._fail(context, f"{type(exc).__name__}: {exc}")
+        return self.on_last_try(context, step, self._fail)
 
     def _after_restore(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         if event["outcome"] == "deadline":
@@ -506,18 +515,7 @@ class CognigyRollbackOperator(_CognigyOperator):
         if status.terminal:
             return self.execute_complete(context, {"outcome": "finished", "status": status.to_dict()})
         started = float(state.get(f"{prefix}.submitted_at") or time.time())
-        self.defer(
-            trigger=CognigyJobTrigger(
-                conn_id=self.plan["conn_id"],
-                dialect=self.plan["dialect"],
-                job_id=status.job_id,
-                end_time=started + self.deadline_seconds,
-                started_at=started,
-                poll_min=self.plan.get("poll_min_seconds", 2.0),
-                poll_max=self.plan.get("poll_max_seconds", 30.0),
-            ),
-            method_name="execute_complete",
-        )
+        self.defer_on_training(status.job_id, started, self.deadline_seconds)
 
     def _stop_run_training(self, context: Any, client: CognigyClient, target: Target) -> None:
         """A training of this run that still runs would overwrite the restore when it ends: cancel it first.
@@ -655,14 +653,7 @@ class CognigyPromoteOperator(_CognigyOperator):
 
     def _or_give_up(self, context: Any, step: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Errors are retried by Airflow; on the last try the promotion is given up and rollback restores."""
-        try:
-            return step()
-        except (AirflowFailException, AirflowSkipException):
-            raise
-        except Exception as exc:
-            if not _last_try(context):
-                raise
-            return self._failed(context, f"{type(exc).__name__}: {exc}")
+        return self.on_last_try(context, step, self._failed)
 
     def _start(self, context: Any) -> dict[str, Any]:
         production = Target.from_dict(self.target)
@@ -693,18 +684,7 @@ class CognigyPromoteOperator(_CognigyOperator):
         if status.terminal:
             return self._after_training(context, {"outcome": "finished", "status": status.to_dict()})
         started = float(state.get("promote.submitted_at") or time.time())
-        self.defer(
-            trigger=CognigyJobTrigger(
-                conn_id=self.plan["conn_id"],
-                dialect=self.plan["dialect"],
-                job_id=status.job_id,
-                end_time=started + self.deadline_seconds,
-                started_at=started,
-                poll_min=self.plan.get("poll_min_seconds", 2.0),
-                poll_max=self.plan.get("poll_max_seconds", 30.0),
-            ),
-            method_name="execute_complete",
-        )
+        self.defer_on_training(status.job_id, started, self.deadline_seconds)
 
     def _after_training(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         if event["outcome"] == "deadline":
