@@ -23,6 +23,7 @@ from include.cognigy import rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.errors import NotFound
 from include.cognigy.model import Target
+from include.cognigy.training_jobs import mlflow_platform_metrics
 from include.fleet import FLEET_VARIABLE, FleetInvalid, load_fleet
 from include.gate_report import write_gate_report
 from include.gates import GateConfig, evaluate_gates
@@ -230,6 +231,8 @@ def _request_plan(
     except Exception as exc:  # pydantic ValidationError
         errors.extend(f"gates.{e['loc'][0]}: {e['msg']}" for e in getattr(exc, "errors", lambda: [])())
         gates = None
+    if request:
+        errors.extend(request.platform_problems(config.dialect))  # Cognigy's limits apply to rest-v2 only
     if request and config.dialect == "training-jobs":
         if len(request.locales) != 1:
             errors.append("locales: the training-jobs dialect trains one model (modelId) per run; give one locale")
@@ -485,6 +488,7 @@ def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[
     save_predictions(folder / "challenger_predictions.jsonl", predictions)
     champion = load_predictions(Path(captured["champion_predictions_path"]))
     feedback = client.platform_feedback(judged, version)
+    platform_metrics = feedback.get("serverMetrics") if isinstance(feedback, dict) else None
     trained = trained_intents(folder)
     counts = {k: len(v) for k, v in trained.items()} if trained else (submitted or {}).get("training_counts") or {}
     labels = sorted(set(held.intents) | set(counts))
@@ -512,6 +516,7 @@ def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[
         latency_seconds=waited.get("latency_seconds"),
         judged_flow=judged.flow_id,
         held_out=held.summary(),
+        platform_metrics=platform_metrics,
         gate_report=str(paths["gate_report.json"]) if "gate_report.json" in paths else None,
     )
     return {
@@ -521,6 +526,7 @@ def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[
         "reason": "all blocking gates passed" if report.passed else f"failed: {', '.join(report.failed_gates)}",
         "eval_seconds": round(seconds, 2),
         "artifacts": {k: str(v) for k, v in paths.items()},
+        "platform_metrics": platform_metrics,  # training-jobs: the server's own /metrics, recorded beside ours
         "decided_at": time.time(),
     }
 
@@ -690,6 +696,7 @@ def build_payload(
         "ungated_exposure_seconds": exposure,
         "held_out_rows": ((captured or {}).get("held_out") or {}).get("rows"),
     }
+    metrics.update(mlflow_platform_metrics((evaluated or {}).get("platform_metrics") or {}))
     report_file = ((evaluated or {}).get("artifacts") or {}).get("gate_report.json")
     if report_file and Path(report_file).exists():
         full = json.loads(Path(report_file).read_text())
