@@ -35,7 +35,7 @@ import redis
 import requests
 from psycopg2 import sql
 
-from devtools.airflow_env import ensure_tenant_pool
+from devtools.airflow_env import DEMO_CONF, ensure_tenant_pool
 from devtools.deployment import ADMIN_USER, AIRFLOW_SETTINGS, DAG_ID
 from devtools.servers import ROOT, Server, free_port
 
@@ -53,7 +53,7 @@ COMPONENTS: dict[str, list[str]] = {
     "celery-worker": ["celery", "worker", "--skip-serve-logs"],
     "triggerer": ["triggerer", "--skip-serve-logs"],
 }
-FAST_CONF = {"requests_per_second": 100, "held_out_per_intent": 6}
+FAST_CONF = {**DEMO_CONF, "requests_per_second": 100, "held_out_per_intent": 6}  # the demo data, by name
 TERMINAL_RUN_STATES = {"success", "failed"}
 
 
@@ -202,17 +202,25 @@ class AirflowStack:
         on_poll: Callable[[list[dict]], None] | None = None,
         dag_id: str = DAG_ID,
     ) -> dict:
-        """Poll the run (and its task instances, given to on_poll) until it ends."""
+        """Poll the run (and its task instances, given to on_poll) until it ends.
+
+        A poll the api-server does not answer in time is repeated (its one worker shares two cores with everything
+        else); a dead process still ends the wait at once (check_alive)."""
         deadline = time.monotonic() + timeout
+        unanswered: list[str] = []
         while time.monotonic() < deadline:
             self.check_alive()
-            if on_poll is not None:
-                on_poll(self.task_instances(run_id, dag_id))
-            run = self.run(run_id, dag_id)
+            try:
+                if on_poll is not None:
+                    on_poll(self.task_instances(run_id, dag_id))
+                run = self.run(run_id, dag_id)
+            except requests.Timeout as exc:
+                unanswered.append(f"{time.strftime('%H:%M:%S')} {type(exc).__name__}")
+                continue
             if run["state"] in TERMINAL_RUN_STATES:
                 return run
             time.sleep(0.5)
-        raise TimeoutError(f"run {run_id} did not end within {timeout}s")
+        raise TimeoutError(f"run {run_id} did not end within {timeout}s (polls unanswered: {unanswered})")
 
     # -- processes --
     def check_alive(self) -> None:

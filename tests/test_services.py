@@ -77,7 +77,7 @@ def test_the_stack_uses_the_suites_own_servers(airflow_stack: AirflowStack, stac
     conn.close()
     client = redis.Redis.from_url(redis_server.url)
     try:
-        assert any(c["db"] == airflow_stack.redis_db for c in client.client_list()), client.client_list()
+        assert any(int(c["db"]) == airflow_stack.redis_db for c in client.client_list()), client.client_list()
     finally:
         client.close()
 
