@@ -129,10 +129,11 @@ def run_dag(airflow_home, tmp_path: Path, conf: dict[str, Any], name: str = "dag
     return DagRun(state, run_id, text, audit_events(airflow_home.state_dir, run_id))
 
 
-def outcome_file(airflow_home, run_id: str) -> dict[str, Any]:
-    files = list((airflow_home.state_dir / "runs").glob(f"*/{run_id}/*/outcome.json"))
-    assert len(files) == 1, files
-    return json.loads(files[0].read_text())
+def outcome_file(run: DagRun) -> dict[str, Any]:
+    """The run folder's outcome.json (the folder of the rollback point the run captured)."""
+    return json.loads(
+        (Path(run.event("rollback_point_captured")["rollback_point"]).parent / "outcome.json").read_text()
+    )
 
 
 def xcom(airflow_home, run_id: str, task_id: str) -> Any:
@@ -189,7 +190,7 @@ def test_staging_rejected_challenger_never_touches_production(
     for absent in ("promotion_started", "rollback_triggered", "rollback_retrain_started"):
         assert absent not in names(run.events)
     assert run.final["ungated_exposure_seconds"] == 0
-    assert outcome_file(airflow_home, run.run_id)["ungated_exposure_seconds"] == 0
+    assert outcome_file(run)["ungated_exposure_seconds"] == 0
     assert mlflow_exposure(mlflow_server, run) == 0
     observed("staging rejected", tenant, run.events, per_flow=delta(per_flow(tenant), before))
 
@@ -216,7 +217,7 @@ def test_staging_promoted_challenger_reaches_production_once_after_the_gates(
     assert run.event("promotion_verified")["fingerprint"] == production
     assert run.event("promotion_verified")["agreement"] >= CognigyPromoteOperator.MIN_AGREEMENT
     assert run.final["ungated_exposure_seconds"] == 0
-    assert outcome_file(airflow_home, run.run_id)["ungated_exposure_seconds"] == 0
+    assert outcome_file(run)["ungated_exposure_seconds"] == 0
     assert mlflow_exposure(mlflow_server, run) == 0
 
     entries = tenant.timeline(PROD, LOCALE)["entries"]
@@ -246,7 +247,7 @@ def test_in_place_rejected_challenger_exposes_customers_then_restores(
     assert "rollback_verified" in names(run.events)
     exposure = run.final["ungated_exposure_seconds"]
     assert exposure > 0
-    assert outcome_file(airflow_home, run.run_id)["ungated_exposure_seconds"] == exposure
+    assert outcome_file(run)["ungated_exposure_seconds"] == exposure
     assert mlflow_exposure(mlflow_server, run) > 0
     observed("in place rejected", tenant, run.events, per_flow=delta(per_flow(tenant), before), exposure=exposure)
 
@@ -269,40 +270,83 @@ def _flow_without_locale(emulator: Emulator) -> str:
     return NO_LOCALE_ID
 
 
+def assert_only_reads(emulator: Emulator, stats: dict[str, Any], fingerprint: str) -> list[str]:
+    """Nothing changed: only read routes were hit, no training started, production's intents as before."""
+    after = emulator.stats()
+    assert writes(stats["by_route"], after["by_route"]) == [], after["by_route"]
+    assert after["trainings_total"] == stats["trainings_total"]
+    assert export_fingerprint(emulator, PROD) == fingerprint
+    return writes(stats["by_route"], after["by_route"])
+
+
 @pytest.mark.parametrize(
     ("case", "make_flow", "expected"),
     [
         ("staging is production", lambda emulator: PROD, "promotion.stagingFlowId: is the production flow"),
         ("served by an endpoint", _served_flow, "is served by endpoint(s) Webchat"),
-        ("without the locale", _flow_without_locale, f"staging flow {NO_LOCALE_ID} / locale {LOCALE}"),
-        ("does not exist", lambda emulator: MISSING_ID, f"staging flow {MISSING_ID} / locale {LOCALE}"),
     ],
-    ids=["same-as-production", "endpoint-served", "missing-locale", "missing-flow"],
+    ids=["same-as-production", "endpoint-served"],
 )
 def test_unsafe_staging_flow_is_refused_and_nothing_changes(
     airflow_home, tenant: Emulator, tmp_path: Path, case: str, make_flow: Callable[[Emulator], str], expected: str
 ) -> None:
-    """Refused (the run fails) with the reason named; only reads reached the tenant (no import, train or cancel
-    route), no training started, production's intents unchanged."""
+    """Whole DAG runs: refused (the run fails) with the reason named (the endpoint by name); only reads reached
+    the tenant (no import, train or cancel route), no training started, production's intents unchanged."""
     staging_flow = make_flow(tenant)
-    stats, fingerprint = tenant.stats(), export_fingerprint(tenant, PROD)
+    fingerprint = export_fingerprint(tenant, PROD)
+    stats = tenant.stats()
 
     run = run_dag(airflow_home, tmp_path, {**PROMOTED, "staging_flow_id": staging_flow})
 
     assert run.state == "failed"
-    after = tenant.stats()
-    assert writes(stats["by_route"], after["by_route"]) == [], after["by_route"]
-    assert after["trainings_total"] == stats["trainings_total"]
-    assert export_fingerprint(tenant, PROD) == fingerprint
+    assert_only_reads(tenant, stats, fingerprint)
     assert "training_submitted" not in names(run.events) and "challenger_staged" not in names(run.events)
     if case == "staging is production":  # refused at validate: not even a read
-        assert after["requests_total"] == stats["requests_total"]
+        assert tenant.stats()["requests_total"] == stats["requests_total"]
         rejected = run.event("request_rejected")
         assert any(expected in err for err in rejected["errors"]), rejected["errors"]
     else:  # refused at capture, by reading the staging flow
         assert "staging flow refused (nothing was changed)" in run.log and expected in run.log, run.log[-3000:]
         assert "rollback_point_captured" not in names(run.events)
-    observed(f"safety {case}", tenant, run.events, writes=writes(stats["by_route"], after["by_route"]))
+        assert final_of(run.events)["outcome"] == "training_not_run"
+    observed(f"safety {case}", tenant, run.events)
+
+
+MISSING_LOCALE_BUG = (
+    "product bug: steps.check_staging (plugins/cognigy_airflow/steps.py:325) takes 'exporting the staging flow in "
+    "the target locale did not raise NotFound' for 'the flow has this locale'; the export of en-US from a flow that "
+    "has only de-DE answers 200 [], so capture passes, and submit's import POST is the first to fail (404 'NLU model "
+    "of flow/locale not found'), retried by Airflow: a write is sent and the run fails as training_not_run instead "
+    "of being refused before any change"
+)
+
+
+@pytest.mark.parametrize(
+    ("make_flow", "expected"),
+    [
+        pytest.param(_flow_without_locale, f"staging flow {NO_LOCALE_ID} / locale {LOCALE}", id="missing-locale",
+                     marks=pytest.mark.xfail(strict=True, reason=MISSING_LOCALE_BUG)),
+        pytest.param(lambda emulator: MISSING_ID, f"staging flow {MISSING_ID} / locale {LOCALE}", id="missing-flow"),
+    ],
+)  # fmt: skip
+def test_staging_flow_missing_or_without_the_locale_is_refused(
+    fresh: Emulator, state_dir: Path, make_flow: Callable[[Emulator], str], expected: str
+) -> None:
+    """In-process (the refusal happens in `capture`, as the endpoint-served case's DAG run shows; a whole DAG run
+    each would add ~4 minutes): `capture` refuses, naming the flow and locale; the run fails; only reads reached
+    the tenant, no training started, production's intents unchanged."""
+    staging_flow = make_flow(fresh)
+    fingerprint = export_fingerprint(fresh, PROD)
+    stats = fresh.stats()
+    run = StagingRun(f"staging-refused-{staging_flow}", staging_flow_id=staging_flow)
+    out = staging_pipeline(run)
+    observed(f"safety {expected}", fresh, audit_events(state_dir, run.run_id), per_flow=per_flow(fresh),
+             writes=writes(stats["by_route"], fresh.stats()["by_route"]), failed=sorted(out.failed))  # fmt: skip
+
+    assert "staging flow refused (nothing was changed)" in out.failed.get("capture", ""), out.failed
+    assert expected in out.failed["capture"], out.failed
+    assert_only_reads(fresh, stats, fingerprint)
+    assert "finalize" in out.failed, "the run fails"
 
 
 # --- 5. fault rows for the new steps, in-process -------------------------------------------------------------
@@ -340,7 +384,8 @@ class Staged:
 
 def staging_pipeline(run: StagingRun, before: dict[str, Callable[[], None]] | None = None) -> Staged:
     """validate → capture → submit → wait → evaluate → promote → rollback → finalize, with the DAG's trigger rules:
-    wait runs only after a successful submit; evaluate, rollback and finalize run whatever happened before."""
+    submit after a successful capture, wait after a successful submit, promote after capture and evaluate;
+    evaluate, rollback and finalize run whatever happened before (ALL_DONE)."""
     before = before or {}
     failed: dict[str, str] = {}
 
@@ -361,16 +406,17 @@ def staging_pipeline(run: StagingRun, before: dict[str, Callable[[], None]] | No
     plan, target = first_target(run.call("validate", steps.validate))
     common = {"target": target, "plan": plan}
     out = Staged(plan, target, task("capture", lambda: run.call("capture", steps.capture, **common)))
-    out.submitted = task(
-        "submit", lambda: run.operate(CognigySubmitTrainingOperator(task_id="submit", captured=out.captured, **common))
-    )
+    if out.captured:  # all_success: a failed capture leaves submit (and wait, promote) upstream_failed
+        submit = CognigySubmitTrainingOperator(task_id="submit", captured=out.captured, **common)
+        out.submitted = task("submit", lambda: run.operate(submit))
     if out.submitted:
         wait = CognigyWaitForTrainingOperator(task_id="wait_for_training", submitted=out.submitted, **common)
         out.waited = task("wait", lambda: run.operate(wait))
     out.evaluated = task("evaluate", lambda: run.call(
         "evaluate", steps.evaluate, target, plan, out.captured, out.submitted, out.waited))  # fmt: skip
     promote = CognigyPromoteOperator(task_id="promote", captured=out.captured, evaluated=out.evaluated, **common)
-    out.promoted = task("promote", lambda: run.operate(promote))
+    if out.captured and out.evaluated:
+        out.promoted = task("promote", lambda: run.operate(promote))
     out.rolled_back = task("rollback", lambda: run.operate(CognigyRollbackOperator(
         task_id="rollback", captured=out.captured, waited=out.waited, evaluated=out.evaluated,
         promoted=out.promoted, **common)))  # fmt: skip
