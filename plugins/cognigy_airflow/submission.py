@@ -273,9 +273,11 @@ def lease_folder(state: Any, prefix: str) -> Path:
     return state_file.parent / f"{prefix}.lease"
 
 
-def take_lease(folder: Path, *, wait: float = LEASE_WAIT_SECONDS, ttl: float = LEASE_SECONDS) -> Lease:
+def take_lease(folder: Path, *, wait: float | None = None, ttl: float | None = None) -> Lease:
     """The lease of `folder`: this thread's own if it still holds it (continuous), else a new generation once
     no live holder is left. Raises LeaseBusy after `wait` s of a live holder."""
+    wait = LEASE_WAIT_SECONDS if wait is None else wait
+    ttl = LEASE_SECONDS if ttl is None else ttl
     me = Owner.me()
     with _registry_lock:
         mine = _registry.get(str(folder))
