@@ -287,13 +287,22 @@ def ensure_schema(engine: Engine) -> None:
     with engine.begin() as conn:  # PostgreSQL DDL is transactional: all of it or nothing
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
         metadata.create_all(conn, checkfirst=True)
-        conn.exec_driver_sql(_PG_GUARD)
-        conn.exec_driver_sql(_PG_LINK)
+        _run_verbatim(conn, _PG_GUARD)  # PL/pgSQL with `%` placeholders: no parameter interpolation
+        _run_verbatim(conn, _PG_LINK)
         for name, when, level, function in _PG_TRIGGERS:
             conn.exec_driver_sql(f"DROP TRIGGER IF EXISTS {TABLE}_{name} ON {TABLE}")
             conn.exec_driver_sql(
                 f"CREATE TRIGGER {TABLE}_{name} {when} ON {TABLE} {level} EXECUTE FUNCTION {TABLE}_{function}()"
             )
+
+
+def _run_verbatim(conn: Connection, sql: str) -> None:
+    """Execute ``sql`` on the connection's DBAPI cursor without parameters (psycopg2 leaves ``%`` alone then)."""
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.execute(sql)
+    finally:
+        cursor.close()
 
 
 def _columns(record: Mapping[str, Any]) -> dict[str, Any]:
