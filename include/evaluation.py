@@ -7,13 +7,11 @@ column of the confusion matrix and is never a true label, so it never enters the
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
-
-import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 
 NO_INTENT = "__no_intent__"
 STATUSES = ("scored", "skipped", "failed")
@@ -77,7 +75,7 @@ def label_from_scores(scores: Sequence[dict[str, Any]], threshold: float) -> tup
             continue
         score = entry.get("score")
         name = entry.get("name")
-        if not name or not isinstance(score, int | float) or isinstance(score, bool) or np.isnan(score):
+        if not name or not isinstance(score, int | float) or isinstance(score, bool) or math.isnan(score):
             continue
         if best_score is None or score > best_score:
             best_name, best_score = str(name), float(score)
@@ -115,6 +113,9 @@ def compute_metrics(predictions: list[Prediction], labels: list[str] | None = No
     averages run over the true intents that have at least one scored utterance (an intent without test
     utterances cannot be judged; it is listed under ``labels_without_support``). ``zero_division=0``.
     """
+    import numpy as np  # imported here: the DAG file's parse must not load scikit-learn
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
     scored = [p for p in predictions if p.status == "scored"]
     label_set = true_labels(scored, labels)
     y_true = [p.true_intent for p in scored]

@@ -41,18 +41,8 @@ from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support, recall_score
 
 from include.evaluation import NO_INTENT, Prediction, compute_metrics, true_labels
+from include.gate_names import GATE_ORDER, GATE_PROFILES
 
-GATE_ORDER = (
-    "scoring_coverage",
-    "leakage",
-    "precision_recall_balance",
-    "per_intent_floor",
-    "bias",
-    "training_balance",
-    "champion_regression",
-    "platform_feedback",
-)
-GATE_PROFILES = ("default", "strict")
 GATE_STATUSES = ("passed", "failed", "not_evaluated")
 GateStatus = Literal["passed", "failed", "not_evaluated"]
 MAX_LEAKED_LISTED = 50  # leaked held-out utterances listed in the report

@@ -25,8 +25,6 @@ from include.cognigy.errors import NotFound
 from include.cognigy.model import Target
 from include.cognigy.training_jobs import mlflow_platform_metrics
 from include.fleet import FLEET_VARIABLE, FleetInvalid, load_fleet
-from include.gate_report import write_gate_report
-from include.gates import GateConfig, evaluate_gates
 from include.held_out import load_predictions, save_predictions, score_utterances
 from include.labelled_data import check_intents
 from include.mlflow_sync import (
@@ -101,9 +99,11 @@ def request_from_params(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def gate_config(params: dict[str, Any]) -> GateConfig:
+def gate_config(params: dict[str, Any]) -> Any:
     """The run's gates: the named profile, with every form/fleet threshold that differs from the default profile
     on top (so 'strict' is not undone by the form's default values), and the gates allowed to be unevaluated."""
+    from include.gates import GateConfig  # numpy/scipy/scikit-learn load in the task, not at DAG parse
+
     defaults = GateConfig()
     overrides = {k: params[k] for k in GATE_PARAMS if params.get(k) is not None and params[k] != getattr(defaults, k)}
     if params.get("allow_unevaluated_gates"):
@@ -464,6 +464,9 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
 def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[str, Any]:
     """Score the held-out set against the challenger (the staging flow, or production in place) and run every
     gate; `promote` and `rollback` act on this result only."""
+    from include.gate_report import write_gate_report
+    from include.gates import GateConfig, evaluate_gates
+
     if plan.get("dry_run") or not captured:
         # No rollback point means `capture` did not finish, so nothing was changed and nothing is restored.
         raise AirflowSkipException("dry run" if plan.get("dry_run") else "no rollback point: nothing was changed")
@@ -488,7 +491,14 @@ def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[
     save_predictions(folder / "challenger_predictions.jsonl", predictions)
     champion = load_predictions(Path(captured["champion_predictions_path"]))
     feedback = client.platform_feedback(judged, version)
-    platform_metrics = feedback.get("serverMetrics") if isinstance(feedback, dict) else None
+    server = feedback.get("serverMetrics") if isinstance(feedback, dict) else None
+    platform_metrics = None
+    if server:  # XCom keeps the headline numbers; the whole answer is a report file
+        (folder / "report").mkdir(parents=True, exist_ok=True)
+        (folder / "report" / "platform_metrics.json").write_text(json.dumps(server, indent=2, default=str))
+        dist = server.get("intent_distribution")
+        platform_metrics = {k: server.get(k) for k in ("precision", "recall", "f1", "bias_score")}
+        platform_metrics["intents"] = len(dist) if isinstance(dist, dict) else None
     trained = trained_intents(folder)
     counts = {k: len(v) for k, v in trained.items()} if trained else (submitted or {}).get("training_counts") or {}
     labels = sorted(set(held.intents) | set(counts))
@@ -696,7 +706,9 @@ def build_payload(
         "ungated_exposure_seconds": exposure,
         "held_out_rows": ((captured or {}).get("held_out") or {}).get("rows"),
     }
-    metrics.update(mlflow_platform_metrics((evaluated or {}).get("platform_metrics") or {}))
+    platform = (evaluated or {}).get("platform_metrics") or {}
+    metrics.update(mlflow_platform_metrics(platform))
+    metrics["platform.intents"] = platform.get("intents")
     report_file = ((evaluated or {}).get("artifacts") or {}).get("gate_report.json")
     if report_file and Path(report_file).exists():
         full = json.loads(Path(report_file).read_text())
@@ -820,6 +832,7 @@ def mlflow_sync(
             )
             raise RuntimeError(f"MLflow sync failed: {message}") from None
         audit(context, "mlflow_sync_deferred", plan, target, **common, outbox_entry=str(entry), error=message)
+        outbox.release(payload.run_key)  # the resync DAG may take it at once
         context["task"].log.error("MLflow unreachable after %s tries; the record waits in %s", ti.try_number, entry)
         return {"synced": False, "deferred": True, "run_key": payload.run_key, "outbox_entry": str(entry)}
     outbox.done(payload.run_key)

@@ -1,0 +1,165 @@
+"""The trigger form of `cognigy_nlu_retrain`: every param with its section, title, schema and help text.
+
+Defaults have one home each: the demo tenant's ids in `include.defaults`, gate thresholds in `GateConfig`
+(the form shows them), the tenant pool in `include.fleet`. Fleet entries override the same names.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from airflow.sdk import Param
+
+from include import defaults
+from include.gate_names import GATE_ORDER
+
+DOCS = Path(__file__).resolve().parents[2] / "dags" / "docs"
+
+
+def doc(name: str) -> str:
+    """A task's (or the DAG's) documentation, kept as Markdown in dags/docs/<name>.md."""
+    return (DOCS / f"{name}.md").read_text(encoding="utf-8")
+
+
+TARGET_SECTION = "Target (manual runs; scheduled runs retrain the fleet)"
+TRAINING_SECTION = "Training"
+GATES_SECTION = "Evaluation and quality gates"
+TENANT_SECTION = "Tenant, pacing and connections"
+RUN_SECTION = "Run"
+UUID = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+OBJECT_ID = "^[0-9a-f]{24}$"
+CONN_ID = "^[A-Za-z0-9_.-]{1,250}$"
+
+
+def _p(default, title: str, section: str, **schema) -> Param:
+    return Param(default, title=title, section=section, **schema)
+
+
+PARAMS = {
+    # --- target -----------------------------------------------------------------------------------------
+    "fleet": _p(False, "Retrain the fleet", TARGET_SECTION, type="boolean",
+                description="Ticked: retrain every entry of the fleet (Variable cognigy_fleet, else "
+                            "include/fleet.json) and ignore the four fields below. Scheduled runs always do."),
+    "project_id": _p(defaults.DEMO_PROJECT_ID, "Project id", TARGET_SECTION, type="string", pattern=OBJECT_ID,
+                     description="Cognigy project (24 hex characters)."),
+    "flow_id": _p(defaults.DEMO_FLOW_ID, "Flow id", TARGET_SECTION, type="string", pattern=OBJECT_ID,
+                  description="Cognigy flow whose intents are retrained (24 hex characters)."),
+    "locales": _p(defaults.DEMO_LOCALES, "Locales", TARGET_SECTION, type="array", minItems=1, maxItems=20,
+                  uniqueItems=True, items={"type": "string", "pattern": "^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"},
+                  description="Locale names of the flow to retrain, one per line (e.g. en-US, de-DE); each is its "
+                              "own target. training-jobs dialect: exactly one."),
+    "model_id": _p(defaults.DEMO_MODEL_ID, "Model id", TARGET_SECTION, type="string", pattern=UUID,
+                   description="Model identity (UUID): MLflow registry identity; the training-jobs dialect's model."),
+    # --- training ---------------------------------------------------------------------------------------
+    "mode": _p("full", "Training mode", TRAINING_SECTION, type="string", enum=["full", "quick"],
+               values_display={"full": "full (NLU + embeddings)", "quick": "quick (faster, less accurate)"},
+               description="Cognigy's intent training mode."),
+    "training_data_source": _p("flow", "Training data", TRAINING_SECTION, type="string",
+                               enum=["flow", "uri", "demo"],
+                               values_display={"flow": "flow: retrain on the flow's sentences as they are",
+                                               "uri": "uri: import my training file (below) first",
+                                               "demo": "demo: the shipped demo set (emulator / make run only)"},
+                               description="What the new model learns from. Nothing is imported for 'flow'."),
+    "training_data_uri": _p("", "Training file", TRAINING_SECTION, type="string", maxLength=2048,
+                            description="Source 'uri': CSV (text,intent) or JSONL ({text,intent}); a path or "
+                                        "file://, s3://, gs://… URI; {locale} is replaced per locale. Imported "
+                                        "with mode=overwrite: the flow ends with exactly these intents."),
+    "promotion": _p("staging", "Promotion", TRAINING_SECTION, type="string", enum=["staging", "in_place"],
+                    values_display={"staging": "staging: train and judge in the staging flow, then promote",
+                                    "in_place": "in place: train production (customers meet the challenger "
+                                                "before the gates judge it)"},
+                    description="staging: production is changed only after every gate passed. in_place: for "
+                                "tenants without a staging flow; customers talk to the challenger from the end "
+                                "of its training until the gates reject it and a restoring training ends."),
+    "staging_flow_id": _p(defaults.DEMO_STAGING_FLOW_ID, "Staging flow id", TRAINING_SECTION,
+                          type=["null", "string"], pattern=f"^$|{OBJECT_ID}",
+                          description="A flow no endpoint serves, with the target's locales (24 hex). Its intents "
+                                      "are overwritten by every run."),
+    "staging_project_id": _p(None, "Staging project id", TRAINING_SECTION, type=["null", "string"],
+                             pattern=f"^$|{OBJECT_ID}",
+                             description="Project of the staging flow when it is not the production project."),
+    "retrain_unchanged": _p(False, "Retrain even if unchanged", TRAINING_SECTION, type="boolean",
+                            description="Unticked: a flow whose intents did not change since its last successful "
+                                        "training (and is not out of date) ends 'unchanged' after a few reads."),
+    "samples_per_intent": _p(defaults.SAMPLES_PER_INTENT, "Sentences per intent", TRAINING_SECTION, type="integer",
+                             minimum=1, maximum=200,
+                             description="Example sentences per intent when no slice matrix is given "
+                                         "(Cognigy: ≤ 200)."),
+    "training_data_slice_matrix": _p({}, "Training data slice matrix", TRAINING_SECTION, type="object",
+                                     maxProperties=2500,
+                                     propertyNames={"minLength": 1, "maxLength": 200},
+                                     additionalProperties={"type": "integer", "minimum": 1, "maximum": 200},
+                                     description="Intent name → number of example sentences (1–200). Empty: every "
+                                                 "intent × sentences per intent."),
+    "max_dataset_size": _p(10000, "Max dataset size", TRAINING_SECTION, type="integer", minimum=100, maximum=500000,
+                           description="Upper bound on all example sentences together; the training deadline must "
+                                       "be at least size / 1000 × 10 s."),
+    "timeout_seconds": _p(600, "Training deadline (s)", TRAINING_SECTION, type="integer", minimum=300, maximum=7200,
+                          description="The wait cancels the training after this; capped at Cognigy's 10-minute "
+                                      "training limit on the rest-v2 dialect."),
+    "convergence_threshold": _p(0.01, "Convergence threshold", TRAINING_SECTION, type="number", minimum=0.001,
+                                maximum=0.99, description="Specification field (training-jobs dialect)."),
+    "max_gpu_memory_mb": _p(1024, "Max GPU memory (MB)", TRAINING_SECTION, type="integer", minimum=1, maximum=81920,
+                            description="Specification field (training-jobs dialect; informational on Cognigy)."),
+    "max_cpu_cores": _p(2, "Max CPU cores", TRAINING_SECTION, type="integer", minimum=1, maximum=32,
+                        description="Specification field (training-jobs dialect)."),
+    # Nullable: the UI form treats a non-null type as required and would block the Trigger button.
+    "rollback_trigger_version_id": _p(None, "Rollback version id", TRAINING_SECTION, type=["null", "string"],
+                                      pattern=f"^$|{UUID}",
+                                      description="training-jobs: version to roll back to (UUID). Empty: the version "
+                                                  "serving when the run starts."),
+    # --- evaluation and gates ---------------------------------------------------------------------------
+    "held_out_uri": _p("", "Held-out test set", GATES_SECTION, type="string", maxLength=2048,
+                       description="Your labelled test set: CSV (text,intent[,slice columns]) or JSONL "
+                                   "({text,intent,slices}); a path or file://, s3://, gs://… URI, {locale} replaced "
+                                   "per locale. Extra columns are the bias gate's slices. 'demo' = the shipped "
+                                   "demo test set (emulator only)."),
+    "held_out_per_intent": _p(defaults.HELD_OUT_PER_INTENT, "Demo held-out utterances per intent", GATES_SECTION,
+                              type="integer", minimum=1, maximum=200,
+                              description="Only for held-out 'demo': utterances per intent."),
+    "gate_profile": _p("default", "Gate profile", GATES_SECTION, type="string", enum=["default", "strict"],
+                       values_display={"default": "default (floors 0.80, bias 0.15)",
+                                       "strict": "strict: the specification (precision/recall ≥ 0.95, bias ≤ 0.15)"},
+                       description="Named thresholds; a threshold below that you change from its default wins."),
+    "allow_unevaluated_gates": _p([], "Gates allowed to be unevaluated", GATES_SECTION, type="array",
+                                  items={"type": "string", "enum": list(GATE_ORDER)},
+                                  uniqueItems=True,
+                                  description="A gate that could not measure (e.g. bias without slice columns) "
+                                              "blocks promotion unless named here; the report says 'not evaluated'."),
+    "score_threshold": _p(0.3, "'No intent' score threshold", GATES_SECTION, type="number", minimum=0, maximum=1,
+                          description="A top intent score below this counts as 'no intent'."),
+    "precision_floor": _p(0.80, "Precision floor", GATES_SECTION, type="number", minimum=0, maximum=1,
+                          description="Macro precision must be at least this."),
+    "recall_floor": _p(0.80, "Recall floor", GATES_SECTION, type="number", minimum=0, maximum=1,
+                       description="Macro recall must be at least this."),
+    "pr_balance_tolerance": _p(0.05, "Precision–recall balance", GATES_SECTION, type="number", minimum=0, maximum=1,
+                               description="Largest allowed |precision − recall|."),
+    "per_intent_recall_floor": _p(0.60, "Per-intent recall floor", GATES_SECTION, type="number", minimum=0,
+                                  maximum=1, description="Every intent's recall must be at least this."),
+    "bias_ceiling": _p(0.15, "Bias ceiling", GATES_SECTION, type="number", minimum=0, maximum=1,
+                       description="Largest allowed accuracy difference between slices (channel, length, locale)."),
+    "max_accuracy_drop": _p(0.01, "Max accuracy drop vs champion", GATES_SECTION, type="number", minimum=0,
+                            maximum=1, description="Non-inferiority margin against the model serving now."),
+    "significance_alpha": _p(0.05, "Significance level", GATES_SECTION, type="number", minimum=0.0001, maximum=0.5,
+                             description="McNemar's test: a drop is significant below this p-value."),
+    "block_on_feedback_findings": _p(False, "Block on Cognigy feedback findings", GATES_SECTION, type="boolean",
+                                     description="Ticked: the platform's intent feedback report's findings fail the "
+                                                 "gate (else they are only reported)."),
+    # --- tenant and connections -------------------------------------------------------------------------
+    "requests_per_second": _p(2.6, "Requests per second (per task)", TENANT_SECTION, type="number", minimum=0.1,
+                              maximum=100,
+                              description="Optional cap per task, kept for compatibility. The tenant's limit is "
+                                          "kept by the shared budget (connection extra rate_limit), whatever the "
+                                          "slots; this only slows one task further."),
+    "poll_min_seconds": _p(2.0, "Fastest poll (s)", TENANT_SECTION, type="number", minimum=1, maximum=60,
+                           description="Shortest interval between two status reads of a training."),
+    "poll_max_seconds": _p(30.0, "Slowest poll (s)", TENANT_SECTION, type="number", minimum=5, maximum=600,
+                           description="Longest interval between two status reads (bounds the detection lag)."),
+    "cognigy_conn_id": _p("cognigy_default", "Cognigy connection", TENANT_SECTION, type="string", pattern=CONN_ID,
+                          description="Airflow connection of type cognigy (base URL, API key or OAuth2 client)."),
+    "mlflow_conn_id": _p("mlflow_default", "MLflow connection", TENANT_SECTION, type="string", pattern=CONN_ID,
+                         description="Airflow connection whose host is the MLflow tracking URI."),
+    # --- run --------------------------------------------------------------------------------------------
+    "dry_run": _p(False, "Dry run", RUN_SECTION, type="boolean",
+                  description="Validate (and capture) only: nothing is changed on Cognigy."),
+}  # fmt: skip
