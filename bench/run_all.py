@@ -21,6 +21,7 @@ PLAN = [
     ("triggerer_fleet", triggerer_fleet.main, FLEET),
     ("slot_seconds", slot_seconds.main, ["--training-seconds", "60"]),
     ("pipeline_overhead", pipeline_overhead.main, ["--training-seconds", "30"]),
+    ("staging_vs_in_place", lambda argv: __import__("bench.staging_vs_in_place", fromlist=["main"]).main(argv), []),
     ("fleet_budget", lambda argv: __import__("bench.fleet_budget", fromlist=["main"]).main(argv), []),
 ]
 
