@@ -189,6 +189,7 @@ def _run_writers(url: str, workers: int, per_worker: int, warm: bool) -> None:
     assert [proc.exitcode for proc in procs] == [0] * workers
 
 
+@pytest.mark.slow
 def test_eight_processes_write_one_unbroken_chain(db_url: str, tmp_path: Path) -> None:
     DatabaseAuditLog(db_url).ensure_schema()  # as `init` does before the workers start
     workers, per_worker = 8, 20
@@ -208,6 +209,7 @@ def test_eight_processes_write_one_unbroken_chain(db_url: str, tmp_path: Path) -
     assert exported.ok and exported.records == workers * per_worker and exported.head_hash == result.head_hash
 
 
+@pytest.mark.slow
 def test_first_appends_race_to_create_the_schema(db_url: str) -> None:
     """No `init`: the first appends of several processes create the table together, one chain results."""
     _run_writers(db_url, 4, 3, warm=False)
