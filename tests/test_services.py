@@ -33,12 +33,17 @@ def _tree(pid: int) -> list[psutil.Process]:
     return [root, *root.children(recursive=True)]
 
 
+def _connections(proc: psutil.Process) -> list:
+    """The process's inet connections; none once it has ended (task processes come and go while we look)."""
+    try:
+        return proc.net_connections(kind="inet")
+    except (psutil.NoSuchProcess, FileNotFoundError):
+        return []
+
+
 def _listening(pid: int) -> set[tuple[str, int]]:
     return {
-        (c.laddr.ip, c.laddr.port)
-        for proc in _tree(pid)
-        for c in proc.net_connections(kind="inet")
-        if c.status == psutil.CONN_LISTEN
+        (c.laddr.ip, c.laddr.port) for proc in _tree(pid) for c in _connections(proc) if c.status == psutil.CONN_LISTEN
     }
 
 
@@ -86,7 +91,7 @@ def test_nothing_connects_to_the_machines_servers(airflow_stack: AirflowStack, s
     """No process of the stack, of its servers or of this test session holds a connection to 5432 or 6379."""
     pids = [s.proc.pid for s in (*airflow_stack.processes.values(), stack_services.postgres, stack_services.redis)]
     processes = [proc for pid in pids for proc in _tree(pid)] + _tree(os.getpid())
-    remote = {(proc.pid, c.raddr.port) for proc in processes for c in proc.net_connections(kind="inet") if c.raddr}
+    remote = {(proc.pid, c.raddr.port) for proc in processes for c in _connections(proc) if c.raddr}
     assert not {(pid, port) for pid, port in remote if port in DEFAULT_PORTS}, remote
     assert any(port == stack_services.postgres.port for _, port in remote)
     assert any(port == stack_services.redis.port for _, port in remote)
