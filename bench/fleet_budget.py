@@ -30,7 +30,7 @@ from typing import Any
 import requests
 
 from bench.common import STATE, banner, show, summary, write_result
-from bench.fleet_stack import RequestSampler, fleet_conf, local_stack, make_fleet
+from bench.fleet_stack import RequestSampler, fleet_conf, local_stack, make_fleet, max_overlap
 from devtools.servers import start_emulator
 from include.audit import read
 
@@ -87,14 +87,9 @@ def run_mode(name: str, mode: dict, args: argparse.Namespace) -> dict:
             stack.unpause()
             started = time.time()
             run_id = stack.trigger(conf)
-            waits_at_once: list[int] = []
-
-            def watch(tis: list[dict]) -> None:
-                waits_at_once.append(sum(ti["state"] == "deferred" for ti in tis))
-
             try:
                 with RequestSampler(emulator, interval=0.5) as sampler:
-                    run = stack.wait_for_run(run_id, timeout=args.timeout, on_poll=watch)
+                    run = stack.wait_for_run(run_id, timeout=args.timeout)
             finally:
                 stop.set()
             wall = time.time() - started
@@ -102,12 +97,12 @@ def run_mode(name: str, mode: dict, args: argparse.Namespace) -> dict:
             tis = stack.task_instances(run_id)
             events = read(stack.state_dir / "audit" / "retrain_audit.jsonl", run_id=run_id)
         emulator.knobs(rate_limit_requests=None)
-        return _figures(emulator, args, run, wall, before, after, tis, events, sampler, waits_at_once, conf)
+        return _figures(emulator, args, run, wall, before, after, tis, events, sampler, conf)
     finally:
         emulator.stop()
 
 
-def _figures(emulator, args, run, wall, before, after, tis, events, sampler, waits_at_once, conf) -> dict:
+def _figures(emulator, args, run, wall, before, after, tis, events, sampler, conf) -> dict:
     requests_total = after["requests_total"] - before["requests_total"]
     polls = after["by_route"].get(STATUS_ROUTE, 0) - before["by_route"].get(STATUS_ROUTE, 0)
     session = requests.Session()
@@ -146,7 +141,7 @@ def _figures(emulator, args, run, wall, before, after, tis, events, sampler, wai
         "polls_per_training": round(polls / max(1, len(trainings)), 1),
         "achieved_over_allowed_rate": round(requests_total / wall / allowed_rate, 3),
         "peak_window_use": round(sampler.max_in_window(args.window) / args.limit, 3),
-        "max_trainings_waited_at_once": max(waits_at_once, default=0),
+        "max_trainings_waited_at_once": max_overlap(tis),
         "detection_lag_s": summary(lags),
         "training_seconds": summary(trainings),
         "targets_completed": len(completed),
