@@ -95,6 +95,11 @@ def test_trigger_form_starts_a_dry_run(browser, airflow_stack: AirflowStack) -> 
         locales = form.locator("[name=element_locales]")
         locales.fill(NEW_LOCALE)
         expect(locales).to_have_value(NEW_LOCALE)
+        # A held-out set must be named (the defaults never pick the demo data): the demo's, by name.
+        form.get_by_role("button", name="Evaluation and quality gates").click()
+        held_out = form.locator("[name=element_held_out_uri]")
+        held_out.fill("demo")
+        expect(held_out).to_have_value("demo")
         expect(trigger).to_be_enabled()
         page.screenshot(path=str(ARTIFACTS / "trigger-form.png"), animations="disabled")
 
@@ -103,6 +108,7 @@ def test_trigger_form_starts_a_dry_run(browser, airflow_stack: AirflowStack) -> 
         run = _wait_for_new_run(stack, before)
         assert run["conf"]["dry_run"] is True, run["conf"]
         assert run["conf"]["locales"] == [NEW_LOCALE], run["conf"]
+        assert run["conf"]["held_out_uri"] == "demo", run["conf"]
 
         # The run shows up in the UI's list of runs.
         page.goto(f"{stack.api_url}/dags/{DAG_ID}/runs")

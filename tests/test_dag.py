@@ -89,7 +89,7 @@ def test_schedule_params_and_docs(dag_facts: dict) -> None:
         assert name in params
     # The defaults never import the shipped demo data into a flow: the demo is asked for by name.
     assert params["training_data_source"] == "flow"
-    assert params["held_out_uri"] == ""
+    assert not params["held_out_uri"]  # no held-out set until the user names one
     assert params["promotion"] == "staging"
     assert dag_facts["doc"] and all(v["doc"] for k, v in dag_facts["tasks"].items())
     assert dag_facts["tasks"]["validate"]["retries"] == 0

@@ -60,7 +60,8 @@ PARAMS = {
                                                "uri": "uri: import my training file (below) first",
                                                "demo": "demo: the shipped demo set (emulator / make run only)"},
                                description="What the new model learns from. Nothing is imported for 'flow'."),
-    "training_data_uri": _p("", "Training file", TRAINING_SECTION, type="string", maxLength=2048,
+    # Nullable: the UI form treats a non-null type as required and would block the Trigger button.
+    "training_data_uri": _p(None, "Training file", TRAINING_SECTION, type=["null", "string"], maxLength=2048,
                             description="Source 'uri': CSV (text,intent) or JSONL ({text,intent}); a path or "
                                         "file://, s3://, gs://… URI; {locale} is replaced per locale. Imported "
                                         "with mode=overwrite: the flow ends with exactly these intents."),
@@ -109,7 +110,7 @@ PARAMS = {
                                       description="training-jobs: version to roll back to (UUID). Empty: the version "
                                                   "serving when the run starts."),
     # --- evaluation and gates ---------------------------------------------------------------------------
-    "held_out_uri": _p("", "Held-out test set", GATES_SECTION, type="string", maxLength=2048,
+    "held_out_uri": _p(None, "Held-out test set", GATES_SECTION, type=["null", "string"], maxLength=2048,
                        description="Your labelled test set: CSV (text,intent[,slice columns]) or JSONL "
                                    "({text,intent,slices}); a path or file://, s3://, gs://… URI, {locale} replaced "
                                    "per locale. Extra columns are the bias gate's slices. 'demo' = the shipped "
@@ -121,7 +122,7 @@ PARAMS = {
                        values_display={"default": "default (floors 0.80, bias 0.15)",
                                        "strict": "strict: the specification (precision/recall ≥ 0.95, bias ≤ 0.15)"},
                        description="Named thresholds; a threshold below that you change from its default wins."),
-    "allow_unevaluated_gates": _p([], "Gates allowed to be unevaluated", GATES_SECTION, type="array",
+    "allow_unevaluated_gates": _p(None, "Gates allowed to be unevaluated", GATES_SECTION, type=["null", "array"],
                                   items={"type": "string", "enum": list(GATE_ORDER)},
                                   uniqueItems=True,
                                   description="A gate that could not measure (e.g. bias without slice columns) "
