@@ -104,6 +104,7 @@ def run_mode(name: str, mode: dict, args: argparse.Namespace) -> dict:
 
 def _figures(emulator, args, run, wall, before, after, tis, events, sampler, conf) -> dict:
     requests_total = after["requests_total"] - before["requests_total"]
+    started_trainings = after.get("trainings_total", 0) - before.get("trainings_total", 0)
     polls = after["by_route"].get(STATUS_ROUTE, 0) - before["by_route"].get(STATUS_ROUTE, 0)
     session = requests.Session()
     session.trust_env = False
@@ -138,7 +139,8 @@ def _figures(emulator, args, run, wall, before, after, tis, events, sampler, con
         "requests_total": requests_total,
         "responses_429": after["responses_429"] - before["responses_429"],
         "training_polls": polls,
-        "polls_per_training": round(polls / max(1, len(trainings)), 1),
+        "trainings_started": started_trainings,
+        "polls_per_training": round(polls / max(1, started_trainings), 1),
         "achieved_over_allowed_rate": round(requests_total / wall / allowed_rate, 3),
         "peak_window_use": round(sampler.max_in_window(args.window) / args.limit, 3),
         "max_trainings_waited_at_once": max_overlap(tis),

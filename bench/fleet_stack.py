@@ -166,14 +166,14 @@ def fleet_conf(held_out_per_intent: int, requests_per_second: float) -> dict:
     }
 
 
-def max_overlap(tis: list[dict], task_id: str = "retrain.wait_for_training") -> int:
+def max_overlap(tis: list[dict], task_id: str = "wait_for_training") -> int:
     """The most task instances of `task_id` that were between their start and end at one moment (from the final
     task instances: a deferred wait keeps its first start_date)."""
     from datetime import datetime
 
     edges = []
     for ti in tis:
-        if ti["task_id"] == task_id and ti.get("start_date") and ti.get("end_date"):
+        if ti["task_id"].endswith(task_id) and ti.get("start_date") and ti.get("end_date"):
             edges.append((datetime.fromisoformat(ti["start_date"].replace("Z", "+00:00")).timestamp(), 1))
             edges.append((datetime.fromisoformat(ti["end_date"].replace("Z", "+00:00")).timestamp(), -1))
     best = current = 0
