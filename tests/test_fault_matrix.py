@@ -246,7 +246,8 @@ class Outcome:
 
 
 def pipeline(run: Run, before: dict[str, Callable[[], None]] | None = None, stop_after: str = "finalize") -> Outcome:
-    """validate → capture → submit → wait → evaluate → decide → rollback → finalize (no MLflow: not under test)."""
+    """validate → capture → submit → wait → evaluate → rollback (when needed) → finalize, in place (no promote:
+    these rows run `promotion: in_place`; no MLflow: not under test)."""
     before = before or {}
 
     def phase(name: str) -> None:
@@ -258,7 +259,7 @@ def pipeline(run: Run, before: dict[str, Callable[[], None]] | None = None, stop
     phase("capture")
     out = Outcome(plan, run.call("capture", steps.capture, **common))
     phase("submit")
-    out.submitted = run.operate(CognigySubmitTrainingOperator(task_id="submit", **common))
+    out.submitted = run.operate(CognigySubmitTrainingOperator(task_id="submit", captured=out.captured, **common))
     if stop_after == "submit":
         return out
     phase("wait")
@@ -269,7 +270,7 @@ def pipeline(run: Run, before: dict[str, Callable[[], None]] | None = None, stop
         return out
     phase("evaluate")
     out.evaluated = run.call("evaluate", steps.evaluate, target, plan, out.captured, out.submitted, out.waited)
-    if steps.decide(out.evaluated, group="retrain").endswith("rollback"):
+    if steps.restore_needed(plan, out.captured, out.evaluated, None)[0]:
         phase("rollback")
         out.rolled_back = run.operate(
             CognigyRollbackOperator(
@@ -278,7 +279,7 @@ def pipeline(run: Run, before: dict[str, Callable[[], None]] | None = None, stop
         )
     try:
         out.final = run.call(
-            "finalize", steps.finalize, target, plan, out.captured, out.submitted, out.waited, out.evaluated,
+            "finalize", steps.finalize, target, plan, out.captured, out.submitted, out.waited, out.evaluated, None,
             out.rolled_back, None,
         )  # fmt: skip
     except AirflowFailException as exc:

@@ -313,20 +313,10 @@ def test_unsafe_staging_flow_is_refused_and_nothing_changes(
     observed(f"safety {case}", tenant, run.events)
 
 
-MISSING_LOCALE_BUG = (
-    "product bug: steps.check_staging (plugins/cognigy_airflow/steps.py:325) takes 'exporting the staging flow in "
-    "the target locale did not raise NotFound' for 'the flow has this locale'; the export of en-US from a flow that "
-    "has only de-DE answers 200 [], so capture passes, and submit's import POST is the first to fail (404 'NLU model "
-    "of flow/locale not found'), retried by Airflow: a write is sent and the run fails as training_not_run instead "
-    "of being refused before any change"
-)
-
-
 @pytest.mark.parametrize(
     ("make_flow", "expected"),
     [
-        pytest.param(_flow_without_locale, f"staging flow {NO_LOCALE_ID} / locale {LOCALE}", id="missing-locale",
-                     marks=pytest.mark.xfail(strict=True, reason=MISSING_LOCALE_BUG)),
+        pytest.param(_flow_without_locale, f"staging flow {NO_LOCALE_ID} / locale {LOCALE}", id="missing-locale"),
         pytest.param(lambda emulator: MISSING_ID, f"staging flow {MISSING_ID} / locale {LOCALE}", id="missing-flow"),
     ],
 )  # fmt: skip
@@ -522,15 +512,8 @@ def assert_restored(
 
 # The gap the DAG's scheduling leaves between `promote` ending and `rollback` POSTing its restoring training: more than
 # the exactly-once check's look-back (SERVER_CLOCK_MARGIN_SECONDS = 2 s before the intent's server time, which has
-# 1 s resolution), see DUPLICATE_WINDOW_BUG.
+# 1 s resolution); the next test covers no gap at all (this run's other trainings are excluded from that check).
 SCHEDULER_GAP_SECONDS = 5.0
-DUPLICATE_WINDOW_BUG = (
-    "product bug: submission.only_one (plugins/cognigy_airflow/submission.py:376) counts every training of the "
-    "flow/locale created since the purpose's intent minus SERVER_CLOCK_MARGIN_SECONDS (2 s; the intent is a 1 s "
-    "resolution Date header) as a duplicate of its own; a promotion training that failed within ~3 s of its start is "
-    "the 'older' one, so rollback.0 keeps it and cancels its own restoring training (duplicate_training_cancelled), "
-    "rollback.1 and .2 then keep rollback.0's cancelled training the same way: the restore is never verified"
-)
 
 
 def _promotion_fails(fresh: Emulator, training_seconds: float) -> Callable[[], None]:
@@ -555,7 +538,6 @@ def test_promotion_training_error_restores_production(fresh: Emulator, state_dir
     observed("5d promotion training error", fresh, events, per_flow=delta(per_flow(fresh), before))
 
 
-@pytest.mark.xfail(strict=True, reason=DUPLICATE_WINDOW_BUG)
 def test_promotion_training_failing_at_once_restores_production(fresh: Emulator, state_dir: Path) -> None:
     """As above, but the promotion training fails at once (training_seconds 0, as a training Cognigy refuses
     right away) and `rollback` follows `promote` without a pause: the restoring training is POSTed within the

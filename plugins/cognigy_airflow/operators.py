@@ -63,11 +63,12 @@ def _reconcile(
     *,
     until: float | None = None,
     lease: submission.Lease | None = None,
+    exclude: set[str] | frozenset[str] = frozenset(),
 ) -> JobStatus | None:
     """The first training of this flow/locale the tenant started at or after `since` (the server's clock),
     looking for `wait` s and, with `until`, also until the server's clock (read from each task-list answer)
     passes `until`: the task list may lag behind the POST (`submission.settle_seconds`)."""
-    return submission.reconcile(client, target, since, wait, until=until, lease=lease)
+    return submission.reconcile(client, target, since, wait, until=until, lease=lease, exclude=exclude)
 
 
 def _reattach(
@@ -105,8 +106,9 @@ def _start_once(
         # The GET just before the POST: the server's clock for the intent, and a last look for a training an
         # earlier intent of this purpose started that the task list showed only now.
         listing = client.recent_trainings(target, float(first) if first is not None else float("inf"))
-        if listing:
-            status = submission.earliest(listing)
+        theirs = submission.other_purposes_jobs(state, prefix)  # this run's other trainings are not ours
+        if ours := [j for j in listing if j.job_id not in theirs]:
+            status = submission.earliest(ours)
             log.warning("%s: training %s of an earlier intent showed up late; adopting it", prefix, status.job_id)
             state.set(f"{prefix}.job_id", status.job_id)
             return submission.only_one(client, target, state, prefix, status)
@@ -125,7 +127,7 @@ def _start_once(
             if exc.status is not None:  # the server answered (5xx): no request timeout to add to the lag bound
                 state.set(f"{prefix}.answered_at", intent_at)
             log.warning("%s got no clear answer (%s); reconciling with the tenant's task list", prefix, exc)
-            found = _reconcile(client, target, intent_server, wait=wait, lease=lease)
+            found = _reconcile(client, target, intent_server, wait=wait, lease=lease, exclude=theirs)
             if not found:
                 raise  # the next try reconciles again (up to the lag bound) before it would send anything
             status = found

@@ -324,8 +324,9 @@ def check_staging(client: CognigyClient, production: Target, staging: Target) ->
     problems = []
     if (staging.project_id, staging.flow_id) == (production.project_id, production.flow_id):
         problems.append(f"staging flow {staging.flow_id} is the production flow")
-    try:
-        client.flow_intents(staging)  # the flow exists and has this locale
+    try:  # the flow exists and has this locale (an export of a missing locale may answer an empty list)
+        client.training_out_of_date(staging)
+        client.flow_intents(staging)
     except NotFound as exc:
         problems.append(f"staging flow {staging.flow_id} / locale {staging.locale}: {exc}")
     if not problems:
@@ -550,11 +551,6 @@ def trained_intents(folder: Path) -> dict[str, list[str]] | None:
 
 
 STAGED_INTENTS = "challenger_intents.json"
-
-
-def decide(evaluated: dict[str, Any], group: str, **context: Any) -> str:
-    """Branch on the gate report only: promote, or reject (restoring production when in place)."""
-    return f"{group}.promote" if evaluated and evaluated.get("passed") else f"{group}.rollback"
 
 
 # --- what happened: one place decides it -----------------------------------------------------------------

@@ -329,17 +329,47 @@ def _release_all() -> None:
 
 
 # --- reconciliation ------------------------------------------------------------------------------------
+def other_purposes_jobs(state: Any, prefix: str) -> set[str]:
+    """Trainings this run started for its other purposes (submit, promote, earlier rollback rounds), read from
+    the state files beside this one: they are never this purpose's training, nor a duplicate of it (a promotion
+    training that failed a second before the restore was POSTed is not the restore)."""
+    folder = getattr(state, "_file", None)
+    if folder is None:
+        return set()
+    jobs: set[str] = set()
+    for path in Path(folder).parent.glob("*_state.json"):
+        data = json.loads(_read(path, "{}") or "{}")
+        for key, value in data.items():
+            owner = key.rsplit(".", 1)[0]
+            if owner == prefix or not value:
+                continue
+            if key.endswith(".job_id"):
+                jobs.add(str(value))
+            elif key.endswith(".duplicates_cancelled"):
+                jobs.update(str(v) for v in value)
+    return jobs
+
+
 def reconcile(
-    client: Any, target: Any, since: float, wait: float, *, until: float | None = None, lease: Lease | None = None
+    client: Any,
+    target: Any,
+    since: float,
+    wait: float,
+    *,
+    until: float | None = None,
+    lease: Lease | None = None,
+    exclude: set[str] | frozenset[str] = frozenset(),
 ) -> JobStatus | None:
-    """The first training of this flow/locale started at or after `since` (server clock): looking for `wait` s,
-    and with `until` also until the server's clock (each task-list answer's `Date`) passes `until`."""
+    """The first training of this flow/locale started at or after `since` (server clock), other than `exclude`:
+    looking for `wait` s, and with `until` also until the server's clock (each task-list answer's `Date`) passes
+    `until`."""
     deadline = time.monotonic() + wait
     while True:
-        found = client.recent_trainings(target, since)
+        listing = client.recent_trainings(target, since)
+        found = [j for j in listing if j.job_id not in exclude]
         if found:
             return earliest(found)
-        now = server_time(found) or time.time()
+        now = server_time(listing) or time.time()
         if time.monotonic() >= deadline and (until is None or now >= until):
             return None
         if lease is not None:
@@ -364,7 +394,9 @@ def attached(
             since = latest = float(intent) - LEASE_CLOCK_MARGIN_SECONDS
         answered = state.get(f"{prefix}.answered_at") == intent
         until = float(latest) + settle_seconds(client, wait, answered=answered)
-        found = reconcile(client, target, float(since), wait, until=until, lease=lease)
+        found = reconcile(
+            client, target, float(since), wait, until=until, lease=lease, exclude=other_purposes_jobs(state, prefix)
+        )
         if found is None:
             log.info("%s: no training since the intent within the task list's lag bound: one may be started", prefix)
             return None
@@ -379,7 +411,8 @@ def only_one(client: Any, target: Any, state: Any, prefix: str, status: JobStatu
     since = state.get(f"{prefix}.since_server_at")
     if since is None:
         return status
-    seen = {j.job_id: j for j in client.recent_trainings(target, float(since))}
+    others = other_purposes_jobs(state, prefix)
+    seen = {j.job_id: j for j in client.recent_trainings(target, float(since)) if j.job_id not in others}
     seen.setdefault(status.job_id, status)
     if len(seen) < 2:
         return status
