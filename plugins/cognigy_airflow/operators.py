@@ -531,8 +531,9 @@ class CognigyRollbackOperator(_CognigyOperator):
         started = json.loads(state_file.read_text()) if state_file.exists() else {}
         known = (self.promoted or {}) if staging else (self.waited or {})
         job_ids = {j for j in (known.get("job_id"), started.get(f"{prefix}.job_id")) if j}
-        if not job_ids and started.get(f"{prefix}.intent_at"):
-            job_ids = {j.job_id for j in client.recent_trainings(target, float(started[f"{prefix}.intent_at"]))}
+        since = started.get(f"{prefix}.since_server_at") or started.get(f"{prefix}.intent_at")  # server clock first
+        if not job_ids and since:
+            job_ids = {j.job_id for j in client.recent_trainings(target, float(since))}
         for job_id in sorted(job_ids):
             try:
                 if client.job_status(job_id).terminal:
