@@ -12,6 +12,9 @@ intent, better than the seeded champion's 10) and one that is rejected (3 per in
 - ungated exposure seconds (the run's `retrain_completed` audit record): how long the endpoint-served production
   flow served a model the gates had not passed.
 Polling uses the DAG's defaults (2-30 s), so the in-place exposure includes the real detection lag.
+Caveat: the four runs share one pipeline state dir, so the champion's held-out scores (152 requests) are paid by
+the first run (promoted / staging) only; the later runs take them from the champion cache. Subtract 152 from the
+first run's requests to compare like with like.
 Run: PYTHONPATH=. .venv/bin/python -m bench.staging_vs_in_place [--training-seconds 10]
 """
 
