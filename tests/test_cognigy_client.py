@@ -12,6 +12,7 @@ import datetime as dt
 import email.utils
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 import sys
@@ -771,3 +772,15 @@ def test_training_jobs_metrics_normalise_odd_answers() -> None:
         assert empty == {"precision": None, "recall": None, "f1": None, "bias_score": None,
                          "intent_distribution": {}, "raw": {}}  # fmt: skip
         assert mlflow_platform_metrics(empty) == {}
+
+
+def test_every_request_carries_a_request_id_that_errors_quote(emulator) -> None:
+    """Support can find the call: an error message names the X-Request-Id that was sent."""
+    from include.cognigy.config import ConnectionConfig
+    from include.cognigy.errors import NotFound
+    from include.cognigy.transport import Transport
+
+    transport = Transport(ConnectionConfig(base_url=emulator.url, dialect="rest-v2", api_key=emulator.api_key))
+    with pytest.raises(NotFound) as caught:
+        transport.json("GET", "/new/v2.0/tasks/000000000000000000000000", "GET task", safe=True)
+    assert re.search(r"\[X-Request-Id [0-9a-f]{32}\]", str(caught.value)), str(caught.value)

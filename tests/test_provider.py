@@ -120,3 +120,15 @@ def test_airflow_providers_list_shows_the_package(tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr[-2000:]
     listed = {p["package_name"]: p for p in json.loads(out.stdout[out.stdout.index("[") :])}
     assert listed["airflow-provider-cognigy"]["version"] == "0.1.0"
+
+
+def test_the_hook_refuses_a_connection_of_another_type(monkeypatch) -> None:
+    """An `http` connection named like the Cognigy one is refused, naming both types, before any request."""
+    from cognigy_airflow.hooks import CognigyHook
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_COGNIGY_WRONG_TYPE",
+        json.dumps({"conn_type": "http", "host": "https://api-app.cognigy.ai", "password": "k"}),
+    )
+    with pytest.raises(ValueError, match=r"'cognigy_wrong_type' is of type 'http'.*type 'cognigy'"):
+        CognigyHook("cognigy_wrong_type").get_config()

@@ -24,6 +24,7 @@ import re
 import ssl
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -182,12 +183,18 @@ def register_config_secrets(config: ConnectionConfig) -> None:
             register_secret(secret.get_secret_value())
 
 
-def request_headers(config: ConnectionConfig, token: str | None) -> dict[str, str]:
-    """JSON (Cognigy defaults to hal+json) and the credentials: a bearer token, else the API key header."""
+def request_headers(config: ConnectionConfig, token: str | None, request_id: str) -> dict[str, str]:
+    """JSON (Cognigy defaults to hal+json), the credentials (a bearer token, else the API key header) and an
+    `X-Request-Id` that every error message quotes, so a tenant's support can find the call."""
+    common = {"Accept": "application/json", "X-Request-Id": request_id}
     if token is not None:
-        return {"Accept": "application/json", "Authorization": f"Bearer {token}"}
+        return {**common, "Authorization": f"Bearer {token}"}
     assert config.api_key is not None
-    return {"Accept": "application/json", "X-API-Key": config.api_key.get_secret_value()}
+    return {**common, "X-API-Key": config.api_key.get_secret_value()}
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
 
 
 class Transport:
@@ -215,7 +222,9 @@ class Transport:
     ) -> requests.Response:
         if self.bucket is not None:
             self.bucket.acquire_request(request_kind(method, path))
-        headers = {**request_headers(self.config, token), **kwargs.pop("headers", {})}
+        request_id = new_request_id()
+        what = f"{what} [X-Request-Id {request_id}]"
+        headers = {**request_headers(self.config, token, request_id), **kwargs.pop("headers", {})}
         try:
             resp = self._session.request(
                 method,
@@ -400,8 +409,10 @@ class AsyncTransport:
     async def _get_once(self, client: httpx.AsyncClient, path: str, what: str, token: str | None) -> Any:
         if self.budget is not None:
             await self.budget.aacquire(request_kind("GET", path))
+        request_id = new_request_id()
+        what = f"{what} [X-Request-Id {request_id}]"
         try:
-            resp = await client.get(path, headers=request_headers(self.config, token))
+            resp = await client.get(path, headers=request_headers(self.config, token, request_id))
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc, what, timeout=self.config.timeout_seconds) from None
         try:

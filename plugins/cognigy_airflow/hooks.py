@@ -108,6 +108,11 @@ class CognigyHook(BaseHook):
 
     def get_config(self) -> ConnectionConfig:
         conn = self.get_connection(self.cognigy_conn_id)
+        if conn.conn_type and conn.conn_type != self.conn_type:
+            raise ValueError(
+                f"connection {self.cognigy_conn_id!r} is of type {conn.conn_type!r}; the Cognigy hook needs a "
+                f"connection of type {self.conn_type!r} (a {conn.conn_type} connection's fields mean something else)"
+            )
         config = config_from_airflow_connection(conn, conn.extra_dejson)
         register_config_secrets(config)  # masked in every log, XCom, audit and MLflow text of this process
         return config
