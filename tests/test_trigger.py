@@ -293,3 +293,28 @@ def test_poll_policy_falls_back_to_backoff_when_progress_stalls_or_restarts() ->
     assert policy.predicted_remaining() is None
     policy.observe(0.3, now=30.0)
     assert policy.predicted_remaining() == pytest.approx(35.0)
+
+
+def test_the_async_token_lock_works_across_event_loops() -> None:
+    """A token provider used from one event loop, then another (a triggerer's or a test's second loop), must not
+    fail with 'bound to a different event loop': each loop has its own refresh lock."""
+    import asyncio
+
+    import httpx
+
+    from include.cognigy.config import ConnectionConfig
+    from include.cognigy.transport import TokenProvider
+
+    def token_endpoint(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"access_token": f"t-{id(request)}", "expires_in": 1})  # refresh each time
+
+    config = ConnectionConfig(base_url="https://tenant.example", dialect="rest-v2", client_id="c", client_secret="s")
+    provider = TokenProvider(config)
+
+    async def refresh_twice_at_once() -> list[str]:
+        async with httpx.AsyncClient(transport=httpx.MockTransport(token_endpoint)) as client:
+            return list(await asyncio.gather(provider.aget(client), provider.aget(client)))
+
+    first = asyncio.run(refresh_twice_at_once())
+    second = asyncio.run(refresh_twice_at_once())  # a new loop
+    assert all(first) and all(second)

@@ -25,6 +25,7 @@ import ssl
 import threading
 import time
 import uuid
+import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -90,7 +91,9 @@ class TokenProvider:
         self._config = config
         self._token: _Token | None = None
         self._lock = threading.Lock()
-        self._alock: asyncio.Lock | None = None
+        # One asyncio lock per event loop: a lock is bound to the loop that first waits on it, and a triggerer (or a
+        # test) may run several loops over its life. Weak keys: a closed loop's lock goes with it.
+        self._alocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
         self.refreshes = 0
 
     @classmethod
@@ -150,9 +153,11 @@ class TokenProvider:
     async def aget(self, client: httpx.AsyncClient, rejected: str | None = None) -> str:
         if value := self._fresh(rejected):
             return value
-        if self._alock is None:
-            self._alock = asyncio.Lock()
-        async with self._alock:  # one refresh at a time among the triggers of this event loop
+        loop = asyncio.get_running_loop()
+        lock = self._alocks.get(loop)
+        if lock is None:
+            lock = self._alocks[loop] = asyncio.Lock()
+        async with lock:  # one refresh at a time among the triggers of this event loop
             if value := self._fresh(rejected):
                 return value
             try:
