@@ -1,4 +1,4 @@
-"""Benchmark 6 - a nightly fleet at the tenant's speed limit: the old one-slot pool vs the shared budget.
+"""Benchmark 7 - a nightly fleet at the tenant's speed limit: the old one-slot pool vs the shared budget.
 
 Both under a REAL scheduler (bench/fleet_stack.py: LocalExecutor scheduler, dag-processor, triggerer and
 api-server processes, PostgreSQL and Redis of their own), one fresh emulator each, its rate limit scaled down
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
     args = parser.parse_args(argv)
     config = {k: v for k, v in vars(args).items() if k != "modes"}
-    banner(f"6. Fleet budget: {config}")
+    banner(f"7. Fleet budget: {config}")
     results = {}
     for name in args.modes:
         t0 = time.monotonic()
