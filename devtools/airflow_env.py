@@ -33,6 +33,9 @@ def airflow_env(home: Path, state_dir: Path, emulator: Emulator, mlflow_url: str
         "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # Airflow's 30 s default is for the DAG file alone; on a loaded 2-core test machine importing Airflow itself
+        # can take longer (the DAG file no longer loads numpy/scikit-learn: it parses in ~2 s beyond Airflow).
+        "AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT": "120",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",

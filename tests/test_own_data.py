@@ -501,12 +501,6 @@ def test_each_bad_file_is_named_with_its_line_and_field(bad_files_run: BadRun, l
     assert f"{path}:{line}: {field}" in bad_files_run.run.log  # the task log says the same
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: plugins/cognigy_airflow/data_files.py::freeze_request_data/_training_errors never compare "
-    "a training file's sentence count with maxDatasetSize (only trainingDataSliceMatrix is checked in "
-    "include/retrain_request.py), so a 150-sentence file passes validate with max_dataset_size=100",
-)
 def test_training_file_larger_than_max_dataset_size_is_refused(bad_files_run: BadRun) -> None:
     mine = [e for e in bad_files_run.errors if f"({OVERSIZED_LOCALE})" in e]
     assert any("maxDatasetSize" in e and str(bad_files_run.files[OVERSIZED_LOCALE]) in e for e in mine), (
@@ -514,12 +508,6 @@ def test_training_file_larger_than_max_dataset_size_is_refused(bad_files_run: Ba
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: plugins/cognigy_airflow/data_files.py::read_data_file raises DataFileInvalid([message]) "
-    "without the `name` argument DataFileInvalid(name, errors) needs, so a file over 50 MB (or a missing or "
-    "unreadable file) ends validate with TypeError: no request_rejected record, no user-facing message",
-)
 def test_file_over_fifty_megabytes_is_refused_by_name(airflow_home, emulator: Emulator, tmp_path: Path) -> None:
     big = tmp_path / "held_en-US.csv"
     with big.open("wb") as fh:  # sparse: 51 MiB on paper, a few bytes on disk

@@ -28,15 +28,15 @@ def read_data_file(uri: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         path = ObjectStoragePath(location)
         size = int((path.stat() or {}).get("size") or 0)
         if size > max_bytes:
-            raise DataFileInvalid([f"{uri}: file: {size:,} bytes is larger than the {max_bytes:,} bytes allowed"])
+            raise DataFileInvalid(uri, [f"{uri}: file: {size:,} bytes is larger than the {max_bytes:,} bytes allowed"])
         return path.read_bytes()
     except DataFileInvalid:
         raise
     except FileNotFoundError:
-        raise DataFileInvalid([f"{uri}: file: not found"]) from None
+        raise DataFileInvalid(uri, [f"{uri}: file: not found"]) from None
     except Exception as exc:  # unknown scheme / provider not installed / access denied: say which
         detail = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise DataFileInvalid([f"{uri}: file: cannot be read ({type(exc).__name__}: {detail})"]) from None
+        raise DataFileInvalid(uri, [f"{uri}: file: cannot be read ({type(exc).__name__}: {detail})"]) from None
 
 
 def _source_bytes(request: RetrainRequest, kind: str, locale: str) -> tuple[str, bytes, str | None] | None:
@@ -80,7 +80,7 @@ def freeze_request_data(request: RetrainRequest, folder: Path) -> tuple[dict[str
                 if kind == TRAINING:
                     labelled_errors = _training_errors(request, labelled)
                     if labelled_errors:
-                        raise DataFileInvalid(labelled_errors)
+                        raise DataFileInvalid(name, labelled_errors)
             except DataFileInvalid as exc:
                 errors.extend(f"{field} ({locale}): {e}" for e in exc.errors)
                 continue
@@ -118,6 +118,12 @@ def _training_errors(request: RetrainRequest, labelled: LabelledSet) -> list[str
                 f"Cognigy allows at most {COGNIGY_MAX_SENTENCES_PER_INTENT} per intent"
             )
     if request.trainingData.source == "uri":
+        total = sum(len(texts) for texts in training_intents(request, labelled).values() if texts)
+        if total > request.maxDatasetSize:
+            problems.append(
+                f"{labelled.name}: file: {total:,} example sentences exceed maxDatasetSize {request.maxDatasetSize:,} "
+                "(raise max_dataset_size, and the training deadline with it, or trim the file)"
+            )
         for intent, n in request.trainingDataSliceMatrix.items():
             have = len(dict.fromkeys(by_intent.get(intent, [])))
             if n > have:
@@ -139,5 +145,5 @@ def training_intents(request: RetrainRequest, labelled: LabelledSet) -> dict[str
     by_intent = {intent: list(dict.fromkeys(texts)) for intent, texts in labelled.by_intent().items()}
     matrix = request.trainingDataSliceMatrix if request.trainingData.source == "uri" else {}
     if matrix:
-        return {intent: by_intent[intent][:n] for intent, n in matrix.items()}
+        return {intent: by_intent.get(intent, [])[:n] for intent, n in matrix.items()}
     return by_intent
