@@ -382,6 +382,12 @@ def read(path: str | Path, **filters: Any) -> list[dict[str, Any]]:
 
     A filter whose value is ``None`` is ignored; a list/tuple/set value matches any of its members.
     """
+    return filter_records(iter_records(path), **filters)
+
+
+def filter_records(records: Iterable[dict[str, Any]], **filters: Any) -> list[dict[str, Any]]:
+    """The records whose fields equal every given filter (None ignored; a list/tuple/set matches any member);
+    shared by the file and the database (`include.audit_db`)."""
     active = {k: v for k, v in filters.items() if v is not None}
 
     def matches(record: dict[str, Any]) -> bool:
@@ -394,7 +400,7 @@ def read(path: str | Path, **filters: Any) -> list[dict[str, Any]]:
                 return False
         return True
 
-    return [r for r in iter_records(path) if matches(r)]
+    return [r for r in records if matches(r)]
 
 
 def main(argv: list[str] | None = None) -> int:

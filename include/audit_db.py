@@ -59,6 +59,7 @@ from include.audit import (
     AuditLogCorrupt,
     VerifyResult,
     canonical_json,
+    filter_records,
     record_hash,
     utc_timestamp,
 )
@@ -426,19 +427,7 @@ class DatabaseAuditLog:
 
     def read(self, **filters: Any) -> list[dict[str, Any]]:
         """Records whose fields equal every given filter (None ignored; a list/tuple/set matches any member)."""
-        active = {k: v for k, v in filters.items() if v is not None}
-
-        def matches(record: dict[str, Any]) -> bool:
-            for key, want in active.items():
-                have = record.get(key)
-                if isinstance(want, list | tuple | set | frozenset):
-                    if have not in want:
-                        return False
-                elif have != want:
-                    return False
-            return True
-
-        return [r for r in self.iter_records() if matches(r)]
+        return filter_records(self.iter_records(), **filters)
 
     def export(self, out: IO[bytes]) -> int:
         """Write every row's record as one JSON line, in ``seq`` order, as stored (a broken row too: the reviewer's
