@@ -74,8 +74,10 @@ def ensure_tenant_pool(env: dict[str, str], slots: int | None = None) -> int:
         raise ValueError("the tenant pool needs at least one slot")
     marker = Path(env["AIRFLOW_HOME"]) / f".pool-{TENANT_POOL}-{slots}"
     if not marker.exists():
-        description = "Cognigy tenant: tasks calling Cognigy at once (x requests_per_second <= tenant limit)"
-        subprocess.run([airflow_bin(), "pools", "set", TENANT_POOL, str(slots), description, "--include-deferred"],
+        # Concurrency only: the tenant's request budget is shared by every process (include/rate_limit.py), and a
+        # deferred wait holds no slot (no --include-deferred).
+        description = "Cognigy tenant: tasks calling Cognigy at once (waits excluded)"
+        subprocess.run([airflow_bin(), "pools", "set", TENANT_POOL, str(slots), description],
                        env=env, check=True, capture_output=True)  # fmt: skip
         for old in Path(env["AIRFLOW_HOME"]).glob(f".pool-{TENANT_POOL}-*"):
             old.unlink()

@@ -172,8 +172,10 @@ def compose_problems(config: dict) -> list[str]:
         if not (command.startswith(component) or component in command):
             problems.append(f"{name}: command {command!r} does not run `airflow {component}`")
     init = " ".join(services.get("airflow-init", {}).get("command") or [])
-    if f"pools set {TENANT_POOL}" not in init or "--include-deferred" not in init:
-        problems.append(f"airflow-init: does not create the pool {TENANT_POOL} (with --include-deferred)")
+    if f"pools set {TENANT_POOL}" not in init:
+        problems.append(f"airflow-init: does not create the pool {TENANT_POOL}")
+    if "--include-deferred" in init:
+        problems.append(f"airflow-init: the pool {TENANT_POOL} must not count deferred waits (--include-deferred)")
     return problems
 
 

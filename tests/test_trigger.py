@@ -253,47 +253,6 @@ def test_poll_policy_backs_off_while_nothing_is_known() -> None:
     assert policy.predicted_remaining() is None
 
 
-def test_poll_policy_aims_just_after_the_predicted_end() -> None:
-    policy = PollPolicy(minimum=2.0, maximum=60.0)
-    policy.observe(0.0, now=100.0)
-    policy.observe(0.25, now=110.0)  # 2.5 %/s: 30 s left
-    assert policy.predicted_remaining() == pytest.approx(30.0)
-    assert policy.next_delay(now=110.0) == pytest.approx(30.5)
-    policy.observe(0.9, now=136.0)  # faster than thought: 0.1 left at 0.025/s
-    assert policy.next_delay(now=136.0) == pytest.approx(4.5, abs=0.01)
-    policy.observe(0.999, now=140.0)
-    assert policy.next_delay(now=140.0) == 2.0  # never below the minimum
-
-
-def test_poll_policy_caps_a_far_prediction() -> None:
-    policy = PollPolicy(minimum=2.0, maximum=30.0)
-    policy.observe(0.0, now=0.0)
-    policy.observe(0.01, now=10.0)  # ~990 s left
-    assert policy.predicted_remaining() == pytest.approx(990.0)
-    assert policy.next_delay(now=10.0) == 30.0
-
-
-def test_poll_policy_measures_the_rate_from_when_progress_started() -> None:
-    """A task queued at 0 % for a minute, then 50 % done in 10 s: about 10 s left, not 70."""
-    policy = PollPolicy(minimum=2.0, maximum=120.0)
-    for t in (0.0, 20.0, 40.0, 60.0):
-        policy.observe(0.0, now=t)
-    policy.observe(0.5, now=70.0)
-    assert policy.predicted_remaining() == pytest.approx(10.0)
-
-
-def test_poll_policy_falls_back_to_backoff_when_progress_stalls_or_restarts() -> None:
-    policy = PollPolicy(minimum=2.0, maximum=30.0)
-    policy.observe(0.4, now=0.0)
-    policy.observe(0.4, now=10.0)  # stalled
-    assert policy.predicted_remaining() is None
-    assert policy.next_delay(now=10.0) == 2.0
-    assert policy.next_delay(now=12.0) == 3.0
-    policy.observe(0.1, now=20.0)  # the task restarted: the old rate means nothing now
-    assert policy.predicted_remaining() is None
-    policy.observe(0.3, now=30.0)
-    assert policy.predicted_remaining() == pytest.approx(35.0)
-
 
 def test_the_async_token_lock_works_across_event_loops() -> None:
     """A token provider used from one event loop, then another (a triggerer's or a test's second loop), must not
