@@ -126,17 +126,18 @@ def test_one_failed_training_fails_the_run_after_auditing_both(fleet_run: dict) 
     completed = {loc: evs[-1] for loc, evs in by_locale(fleet_run["events"], "retrain_completed").items()}
     assert set(completed) == {"en-US", "de-DE"}, fleet_run["log"][-3000:]
     outcomes = sorted(e["outcome"] for e in completed.values())
-    assert outcomes == ["promoted", "training_failed_rolled_back"], completed
+    # Staging promotion (the default): the failed training was the staging flow's; production was never touched.
+    assert outcomes == ["promoted", "training_failed"], completed
     assert verify(fleet_run["audit_path"]).ok
 
 
-def test_the_failed_target_is_rolled_back_and_the_other_is_not(fleet_run: dict) -> None:
+def test_the_failed_target_leaves_production_alone_and_the_other_is_promoted(fleet_run: dict) -> None:
     completed = {loc: evs[-1] for loc, evs in by_locale(fleet_run["events"], "retrain_completed").items()}
     failed = next(loc for loc, e in completed.items() if e["outcome"] != "promoted")
     promoted = next(loc for loc in completed if loc != failed)
-    rolled = by_locale(fleet_run["events"], "rollback_verified")
-    assert failed in rolled and promoted not in rolled
-    assert promoted not in by_locale(fleet_run["events"], "rollback_triggered")
+    assert not by_locale(fleet_run["events"], "rollback_triggered")  # staging: nothing to restore for either
+    assert promoted in by_locale(fleet_run["events"], "promotion_verified")
+    assert failed not in by_locale(fleet_run["events"], "promotion_started")
     assert failed in by_locale(fleet_run["events"], "retrain_failed")
     assert promoted in by_locale(fleet_run["events"], "mlflow_synced")
     # On Cognigy: the failed locale serves the seeded sentences again, the promoted one the new training data.

@@ -15,6 +15,7 @@ import textwrap
 import pytest
 
 from devtools.servers import ROOT
+from include.defaults import DEMO_STAGING_FLOW_ID
 from include.emulator import seed
 from tests.test_fleet import by_locale, fleet_run  # noqa: F401  (the shared DAG run)
 
@@ -31,33 +32,35 @@ def link_xcoms(run: dict) -> dict[tuple[str, int, str], str]:
     return {(task_id, map_index, key): json.loads(value) for task_id, map_index, key, value in rows}
 
 
-def flow_url(emulator, locale: str, job_id: str) -> str:
-    return f"{emulator.url}/agent/{seed.PROJECT_ID}/flow/{seed.FLOW_ID}/nlu?locale={locale}&task={job_id}"
+def flow_url(emulator, locale: str, job_id: str, flow_id: str = seed.FLOW_ID) -> str:
+    return f"{emulator.url}/agent/{seed.PROJECT_ID}/flow/{flow_id}/nlu?locale={locale}&task={job_id}"
 
 
 def test_submit_and_wait_link_to_the_cognigy_training(fleet_run: dict, emulator) -> None:  # noqa: F811
+    """The challenger trains in the staging flow: the buttons open that flow and its training."""
     links = link_xcoms(fleet_run)
     for locale, events in by_locale(fleet_run["events"], "training_submitted").items():
         job_id, index = events[-1]["cognigy_job_id"], events[-1]["map_index"]
-        expected = flow_url(emulator, locale, job_id)
+        assert events[-1]["trained_flow"] == DEMO_STAGING_FLOW_ID
+        expected = flow_url(emulator, locale, job_id, DEMO_STAGING_FLOW_ID)
         assert links[("retrain.submit", index, "_link_CognigyTaskLink")] == expected, links
         assert links[("retrain.wait_for_training", index, "_link_CognigyTaskLink")] == expected
 
 
-def test_rollback_links_to_the_restoring_training(fleet_run: dict, emulator) -> None:  # noqa: F811
+def test_promote_links_to_the_production_training(fleet_run: dict, emulator) -> None:  # noqa: F811
     links = link_xcoms(fleet_run)
-    started = by_locale(fleet_run["events"], "rollback_retrain_started")
-    assert len(started) == 1, started  # only the target whose training failed rolls back
+    started = by_locale(fleet_run["events"], "promotion_training_started")
+    assert len(started) == 1, started  # only the target whose challenger passed is promoted
     ((locale, events),) = started.items()
-    restore = events[-1]
-    url = links[("retrain.rollback", restore["map_index"], "_link_CognigyTaskLink")]
-    assert url == flow_url(emulator, locale, restore["cognigy_job_id"])
+    promotion = events[-1]
+    url = links[("retrain.promote", promotion["map_index"], "_link_CognigyTaskLink")]
+    assert url == flow_url(emulator, locale, promotion["cognigy_job_id"])  # the production flow
 
 
 def test_mlflow_sync_links_to_the_mlflow_run(fleet_run: dict, mlflow_server) -> None:  # noqa: F811
     links = link_xcoms(fleet_run)
     synced = by_locale(fleet_run["events"], "mlflow_synced")
-    assert set(synced) == {"en-US", "de-DE"}  # the rolled-back target is recorded too (as FAILED)
+    assert set(synced) == {"en-US", "de-DE"}  # the failed target is recorded too (as FAILED)
     for events in synced.values():
         record = events[-1]
         url = links[("retrain.mlflow_sync", record["map_index"], "_link_MlflowRunLink")]

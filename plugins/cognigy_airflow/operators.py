@@ -154,9 +154,12 @@ class _CognigyOperator(BaseOperator):
     def hook(self) -> CognigyHook:
         return CognigyHook(self.plan["conn_id"], requests_per_second=self.plan.get("requests_per_second"))
 
+    trains_staging = False  # submit and wait act on the flow that trains the challenger (staging, or production)
+
     def link_to(self, job_id: str | None = None) -> None:
-        """Point the task page's "Cognigy flow" button at this flow/locale, and at the Cognigy task once known."""
-        t = Target.from_dict(self.target)
+        """Point the task page's "Cognigy flow" button at the flow/locale this task acts on, and at the Cognigy task
+        once known."""
+        t = steps.training_target(self.plan, self.target) if self.trains_staging else Target.from_dict(self.target)
         console = self.plan.get("console_url") or ""
         self.cognigy_url = cognigy_flow_url(console, t.project_id, t.flow_id, t.locale, job_id) if console else ""
 
@@ -209,6 +212,7 @@ class CognigySubmitTrainingOperator(_CognigyOperator):
     template_fields = ("target", "plan", "captured")
     operator_extra_links = (CognigyTaskLink(),)
     ui_color = "#d6e9ff"
+    trains_staging = True
 
     def __init__(self, *, captured: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -325,6 +329,7 @@ class CognigyWaitForTrainingOperator(_CognigyOperator):
     template_fields = ("target", "plan", "submitted")
     operator_extra_links = (CognigyTaskLink(),)
     ui_color = "#fff2cc"
+    trains_staging = True
 
     def __init__(self, *, submitted: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
