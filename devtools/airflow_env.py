@@ -42,6 +42,8 @@ def airflow_env(home: Path, state_dir: Path, emulator: Emulator, mlflow_url: str
         "AIRFLOW_CONN_COGNIGY_DEFAULT": cognigy_conn(emulator),
         "AIRFLOW_CONN_MLFLOW_DEFAULT": json.dumps({"conn_type": "http", "host": mlflow_url}),
         "COGNIGY_RETRAIN_STATE_DIR": str(state_dir),
+        # The emulator lists a task the moment it is created: no real tenant's task-list lag to wait out.
+        "COGNIGY_TASK_LIST_LAG_SECONDS": os.environ.get("COGNIGY_TASK_LIST_LAG_SECONDS", "5"),
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "PYTHONPATH": str(ROOT),
         "NO_PROXY": "127.0.0.1,localhost",

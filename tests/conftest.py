@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
 
 from devtools.servers import Emulator, Server, start_emulator, start_mlflow
+
+# The emulator lists a task the moment it is created, so a retry need not wait out a real tenant's task-list lag
+# (60 s by default) before concluding a POST started nothing. tests/test_exactly_once.py sets its own bound.
+os.environ.setdefault("COGNIGY_TASK_LIST_LAG_SECONDS", "5")
 
 
 @pytest.fixture(scope="session")
