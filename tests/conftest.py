@@ -47,17 +47,6 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory, emulator: Emulator, m
     return make_env
 
 
-# `make test` runs the suite on several pytest-xdist workers (most tests wait on trainings, polls and pacing, not
-# on the CPU). Each test file stays on one worker (its session servers and shared DAG runs are built once); the
-# files that use the distributed Airflow stack share one worker, and test_links reads test_fleet's DAG run.
-STACK_MODULES = {"test_browser", "test_distributed", "test_services", "test_audit_db"}
-SHARED_RUN = {"test_links": "test_fleet"}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        module = getattr(item, "module", None)
-        name = module.__name__.rsplit(".", 1)[-1] if module is not None else "other"
-        group = "stack" if name in STACK_MODULES else SHARED_RUN.get(name, name)
-        item.add_marker(pytest.mark.xdist_group(group))
+# `make test` runs the suite on 3 pytest-xdist workers with `--dist loadfile`: most tests wait on trainings, polls
+# and pacing, not on the CPU, and each test file stays on one worker, so its session servers and shared DAG runs
+# are built once per worker that runs it.
