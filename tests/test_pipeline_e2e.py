@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 from devtools.airflow_env import DEMO_CONF, cognigy_conn, dags_test
 from devtools.servers import Emulator, Server
 from include.audit import read, verify
+from include.defaults import DEMO_STAGING_FLOW_ID
 from include.emulator import seed
 
 FAST = {**DEMO_CONF, "requests_per_second": 100, "held_out_per_intent": 8, "samples_per_intent": 40}
@@ -37,10 +38,15 @@ def test_happy_path_promotes_and_records_everything(
 ) -> None:
     emulator.reset()
     emulator.knobs(training_seconds=3)
-    before = emulator.stats()["trainings_total"]
+    before = emulator.stats()
     state, run_id = run_dag(airflow_home, tmp_path, {})
     assert state == "success"
-    assert emulator.stats()["trainings_total"] == before + 1  # exactly one training
+    after = emulator.stats()
+    # Staging promotion: exactly one training of the staging flow, then exactly one of production.
+    assert after["trainings_total"] == before["trainings_total"] + 2
+    for flow in (seed.FLOW_ID, DEMO_STAGING_FLOW_ID):
+        key = f"{flow}/en-US"
+        assert after["trainings_by_flow_locale"].get(key, 0) == before["trainings_by_flow_locale"].get(key, 0) + 1
 
     names = [e["event"] for e in events_of(airflow_home, run_id)]
     for event in (
