@@ -54,7 +54,7 @@ def test_promote_links_to_the_production_training(fleet_run: dict, emulator) -> 
     ((locale, events),) = started.items()
     promotion = events[-1]
     url = links[("retrain.promote", promotion["map_index"], "_link_CognigyTaskLink")]
-    assert url == flow_url(emulator, locale, promotion["cognigy_job_id"])  # the production flow
+    assert url == flow_url(emulator, locale, promotion["promotion_job_id"])  # the production flow
 
 
 def test_mlflow_sync_links_to_the_mlflow_run(fleet_run: dict, mlflow_server) -> None:  # noqa: F811

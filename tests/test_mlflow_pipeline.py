@@ -223,7 +223,7 @@ def test_promotion_records_one_complete_mlflow_run_and_moves_champion(promoted, 
     # params: the flattened request; the whole canonical request as an artifact, hashing to request_hash
     params = mlflow_run.data.params
     assert params["flowId"] == seed.FLOW_ID and params["projectId"] == seed.PROJECT_ID
-    assert params["computeConstraints.timeoutSeconds"] == "600" and params["heldOut.perIntent"] == "6"
+    assert params["computeConstraints.timeoutSeconds"] == "600" and params["heldOut.perIntent"] == "8"
     assert params["trainingDataSliceMatrix.total"] == str(40 * len(dataset.intents(LOCALE)))
     request_json = Path(client.download_artifacts(mlflow_run.info.run_id, "request.json", str(tmp_path)))
     assert hashlib.sha256(request_json.read_bytes()).hexdigest() == completed["request_hash"]
@@ -302,7 +302,8 @@ def test_gate_failure_keeps_champion_and_marks_new_version_challenger(
     emulator.reset()
     emulator.knobs(training_seconds=3)
     env = airflow_home()
-    run = run_dag(env, tmp_path / "dags_test.log", {**PASS, "precision_floor": 0.99})
+    # In place: this test is about the MLflow record of a rolled-back run (staging would not touch production).
+    run = run_dag(env, tmp_path / "dags_test.log", {**PASS, "precision_floor": 0.99, "promotion": "in_place"})
     assert run.state == "success", run.log[-3000:]  # a rejected, verified rollback is a healthy outcome
     names = [e["event"] for e in events(env, run.run_id)]
     for event in ("validation_failed", "rollback_triggered", "rollback_verified", "mlflow_synced"):

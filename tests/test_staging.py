@@ -223,7 +223,7 @@ def test_staging_promoted_challenger_reaches_production_once_after_the_gates(
     entries = tenant.timeline(PROD, LOCALE)["entries"]
     assert len(entries) == len(entries_before) + 1, entries
     new = entries[-1]
-    assert new["until"] is None and new["task_id"] == run.event("promotion_verified")["cognigy_job_id"]
+    assert new["until"] is None and new["task_id"] == run.event("promotion_verified")["promotion_job_id"]
     passed_at = epoch(run.event("validation_passed")["ts"])
     assert new["since"] > passed_at, (new, run.event("validation_passed")["ts"])
     observed("staging promoted", tenant, run.events, per_flow=delta(per_flow(tenant), before),

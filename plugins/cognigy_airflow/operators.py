@@ -687,7 +687,7 @@ class CognigyPromoteOperator(_CognigyOperator):
                 ),
                 wait=self.reconcile_seconds,
             )
-            audit(context, "promotion_training_started", self.plan, self.target, cognigy_job_id=status.job_id)
+            audit(context, "promotion_training_started", self.plan, self.target, promotion_job_id=status.job_id)
         self.link_to(status.job_id)
         if status.terminal:
             return self._after_training(context, {"outcome": "finished", "status": status.to_dict()})
@@ -732,7 +732,7 @@ class CognigyPromoteOperator(_CognigyOperator):
                 f"(< {self.MIN_AGREEMENT:.0%}) of {len(sample)} utterances",
                 status.job_id,
             )
-        audit(context, "promotion_verified", self.plan, self.target, cognigy_job_id=status.job_id,
+        audit(context, "promotion_verified", self.plan, self.target, promotion_job_id=status.job_id,
               fingerprint=serving, agreement=round(agree, 4))  # fmt: skip
         return {
             "promoted": True,
@@ -744,7 +744,7 @@ class CognigyPromoteOperator(_CognigyOperator):
         }
 
     def _failed(self, context: Any, why: str, job_id: str | None = None) -> dict[str, Any]:
-        audit(context, "promotion_failed", self.plan, self.target, reason=why, cognigy_job_id=job_id)
+        audit(context, "promotion_failed", self.plan, self.target, reason=why, promotion_job_id=job_id)
         self.log.error("promotion of %s failed: %s; rollback restores the rollback point", self.target, why)
         return {"promoted": False, "verified": False, "needs_rollback": True, "reason": why, "job_id": job_id}
 
