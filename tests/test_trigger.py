@@ -253,7 +253,6 @@ def test_poll_policy_backs_off_while_nothing_is_known() -> None:
     assert policy.predicted_remaining() is None
 
 
-
 def test_the_async_token_lock_works_across_event_loops() -> None:
     """A token provider used from one event loop, then another (a triggerer's or a test's second loop), must not
     fail with 'bound to a different event loop': each loop has its own refresh lock."""
