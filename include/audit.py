@@ -57,42 +57,47 @@ from include.redaction import redact
 GENESIS_HASH = "0" * 64
 RESERVED_FIELDS = frozenset({"seq", "ts", "event", "prev_hash", "hash"})
 
-# Known events. Other names are accepted; these are the ones the pipeline writes.
-RETRAIN_INITIATED = "retrain_initiated"  # a retrain request was accepted (who, what, why)
-ROLLBACK_POINT_CAPTURED = "rollback_point_captured"  # the live model was exported before training
-TRAINING_SUBMITTED = "training_submitted"  # a Cognigy training task was started
-TRAINING_REATTACHED = "training_reattached"  # a retry found the task already running and followed it
-RETRAIN_COMPLETED = "retrain_completed"  # closing record of one target's retrain, with its outcome
-RETRAIN_FAILED = "retrain_failed"  # training failed or timed out
-VALIDATION_PASSED = "validation_passed"  # the quality gates accepted the new model
-VALIDATION_FAILED = "validation_failed"  # a quality gate rejected the new model
-ROLLBACK_TRIGGERED = "rollback_triggered"  # restoring the captured rollback point started
-ROLLBACK_VERIFIED = "rollback_verified"  # the restored model answers like the captured one
-ROLLBACK_FAILED = "rollback_failed"  # restoring did not work; a human is needed
-MLFLOW_SYNCED = "mlflow_synced"  # the run and model version are in MLflow
-MLFLOW_SYNC_DEFERRED = "mlflow_sync_deferred"  # MLflow was unreachable; the payload waits in the outbox
-REQUEST_REJECTED = "request_rejected"  # a retrain request failed validation or authorization
-LOG_REPAIRED = "log_repaired"  # a torn last line (a writer died mid-append) was moved to a sidecar file
+# The events the pipeline writes: name -> (default outcome, what it means). The trail itself accepts any name
+# (an operator's note, a later version's event); the pipeline's ``audit()`` writes only these.
+EVENTS: dict[str, tuple[str, str]] = {
+    "request_rejected": ("rejected", "a retrain request failed validation or authorization"),
+    "retrain_initiated": ("accepted", "a retrain request was accepted (who, what, why)"),
+    "retrain_unchanged": ("unchanged", "the training data matched what the flow last trained on: nothing sent"),
+    "rollback_point_captured": ("captured", "the live intents were exported before training"),
+    "training_submitted": ("submitted", "a Cognigy training task was started"),
+    "training_reattached": ("reattached", "a retry found the task already running and followed it"),
+    "duplicate_training_cancelled": ("cancelled", "a second training of the same try was found and cancelled"),
+    "challenger_staged": ("staged", "the new intents were trained in the staging flow, not production"),
+    "retrain_failed": ("failed", "training failed or timed out"),
+    "training_cancelled": ("cancelled", "a running training was cancelled"),
+    "validation_passed": ("passed", "the quality gates accepted the new model"),
+    "validation_failed": ("failed", "a quality gate rejected the new model"),
+    "promotion_started": ("started", "the gated intents are being imported into the production flow"),
+    "promotion_training_started": ("started", "the production flow trains on the gated intents"),
+    "promotion_verified": ("verified", "production serves the gated intents"),
+    "promotion_failed": ("failed", "promotion did not complete; production is restored or needs a human"),
+    "rollback_triggered": ("started", "restoring the captured rollback point started"),
+    "rollback_retrain_started": ("started", "the restored intents are training"),
+    "rollback_retry": ("retrying", "restoring failed once and is tried again"),
+    "rollback_skipped": ("skipped", "nothing changed, so nothing to restore"),
+    "rollback_verified": ("verified", "the restored model answers like the captured one"),
+    "rollback_failed": ("failed", "restoring did not work; a human is needed"),
+    "mlflow_synced": ("synced", "the run and model version are in MLflow"),
+    "mlflow_sync_deferred": ("deferred", "MLflow was unreachable; the payload waits in the outbox"),
+    "retrain_completed": ("completed", "closing record of one target's retrain, with its outcome"),
+    "log_repaired": ("repaired", "a torn last line (a writer died mid-append) was moved to a sidecar file"),
+}
+KNOWN_EVENTS: frozenset[str] = frozenset(EVENTS)
 
-KNOWN_EVENTS: frozenset[str] = frozenset(
-    {
-        RETRAIN_INITIATED,
-        ROLLBACK_POINT_CAPTURED,
-        TRAINING_SUBMITTED,
-        TRAINING_REATTACHED,
-        RETRAIN_COMPLETED,
-        RETRAIN_FAILED,
-        VALIDATION_PASSED,
-        VALIDATION_FAILED,
-        ROLLBACK_TRIGGERED,
-        ROLLBACK_VERIFIED,
-        ROLLBACK_FAILED,
-        MLFLOW_SYNCED,
-        MLFLOW_SYNC_DEFERRED,
-        REQUEST_REJECTED,
-        LOG_REPAIRED,
-    }
-)
+RETRAIN_INITIATED = "retrain_initiated"
+ROLLBACK_POINT_CAPTURED = "rollback_point_captured"
+TRAINING_SUBMITTED = "training_submitted"
+RETRAIN_COMPLETED = "retrain_completed"
+RETRAIN_FAILED = "retrain_failed"
+REQUEST_REJECTED = "request_rejected"
+VALIDATION_PASSED = "validation_passed"
+ROLLBACK_TRIGGERED = "rollback_triggered"
+LOG_REPAIRED = "log_repaired"
 
 
 class AuditLogCorrupt(RuntimeError):

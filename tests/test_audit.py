@@ -74,6 +74,28 @@ def test_unknown_event_names_are_accepted(tmp_path: Path) -> None:
     assert read(log.path, event="operator_note")[0]["note"] == "retrained by hand"
 
 
+def test_every_event_the_pipeline_writes_has_a_meaning_and_an_outcome() -> None:
+    """A reviewer reads `outcome` on every record: an event written without an entry in EVENTS would carry none."""
+    import re
+
+    written = set()
+    for path in (ROOT / "plugins" / "cognigy_airflow").glob("*.py"):
+        written |= set(re.findall(r'\baudit\(\s*context,\s*"([a-z_]+)"', path.read_text()))
+    assert len(written) > 15, written  # the scan found the pipeline's calls
+    assert written <= audit.KNOWN_EVENTS, written - audit.KNOWN_EVENTS
+    assert all(outcome and meaning for outcome, meaning in audit.EVENTS.values())
+
+
+def test_the_pipeline_refuses_an_event_it_does_not_know() -> None:
+    from types import SimpleNamespace
+
+    from cognigy_airflow.auditing import audit as pipeline_audit
+
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="t", map_index=-1, try_number=1)
+    with pytest.raises(ValueError, match="unknown audit event 'trained_somehow'"):
+        pipeline_audit({"ti": ti, "dag_run": SimpleNamespace(run_type="manual")}, "trained_somehow")
+
+
 def test_read_filters(log_with_five: Path) -> None:
     assert [r["seq"] for r in read(log_with_five, run_id="r1")] == [1, 2, 3, 4]
     assert [r["requested_by"] for r in read(log_with_five, event=audit.RETRAIN_INITIATED)] == ["alice", "bob"]

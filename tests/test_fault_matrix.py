@@ -514,8 +514,10 @@ TRIGGER_PROCESS = """
 import asyncio, json, sys
 sys.path.insert(0, "plugins")
 from cognigy_airflow.triggers import CognigyJobTrigger
+print("ready", file=sys.stderr, flush=True)  # imports done: the training may start now
+kwargs = json.loads(sys.stdin.readline())
 async def main():
-    async for event in CognigyJobTrigger(**json.loads(sys.argv[1])).run():
+    async for event in CognigyJobTrigger(**kwargs).run():
         print(json.dumps(event.payload), flush=True)
 asyncio.run(main())
 """
@@ -525,18 +527,24 @@ def test_triggerer_killed_mid_wait_and_a_fresh_trigger_resumes(fresh: Emulator, 
     fresh.knobs(training_seconds=8)
     client = CognigyHook(CONN_ID).get_client()
     target = Target(seed.PROJECT_ID, seed.FLOW_ID, LOCALE, seed.MODEL_IDS[LOCALE])
-    job = client.start_training(target, mode="full", spec_body={}, idempotency_key="unused-on-rest-v2")
-    requests_before = fresh.stats()["requests_total"]
-    classpath, kwargs = CognigyJobTrigger(
-        conn_id=CONN_ID, dialect="rest-v2", job_id=job.job_id, end_time=time.time() + 120, poll_min=0.5, poll_max=1.0
-    ).serialize()
-    polls_before = fresh.stats()["by_route"].get(TASK_ROUTE, 0)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     first = subprocess.Popen(
-        [sys.executable, "-c", TRIGGER_PROCESS, json.dumps(kwargs)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        [sys.executable, "-c", TRIGGER_PROCESS], cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     try:
+        assert first.stdin is not None and first.stderr is not None
+        while (line := first.stderr.readline()).strip() != b"ready":  # a loaded machine imports slowly: wait
+            assert line, "the trigger process died while importing"
+        job = client.start_training(target, mode="full", spec_body={}, idempotency_key="unused-on-rest-v2")
+        requests_before = fresh.stats()["requests_total"]
+        classpath, kwargs = CognigyJobTrigger(
+            conn_id=CONN_ID, dialect="rest-v2", job_id=job.job_id, end_time=time.time() + 120, poll_min=0.5,
+            poll_max=1.0,
+        ).serialize()  # fmt: skip
+        polls_before = fresh.stats()["by_route"].get(TASK_ROUTE, 0)
+        first.stdin.write(json.dumps(kwargs).encode() + b"\n")
+        first.stdin.flush()
         deadline = time.monotonic() + 60
         while fresh.stats()["by_route"].get(TASK_ROUTE, 0) < polls_before + 2:
             if first.poll() is not None or time.monotonic() > deadline:
@@ -641,6 +649,12 @@ def test_deadline_cancels_the_training_and_rolls_back(airflow_home, emulator, tm
              statuses=[t["status"] for t in trainings(emulator)])  # fmt: skip
 
 
+def submissions_recorded(state_dir: Path) -> int:
+    """How many training_submitted records the session's audit trail holds (all runs)."""
+    path = state_dir / "audit" / "retrain_audit.jsonl"
+    return path.read_text(errors="replace").count('"training_submitted"') if path.exists() else 0
+
+
 # --- 10. emulator restarted mid-run --------------------------------------------------------------------
 def test_emulator_restart_mid_run_keeps_state_and_the_run_completes(airflow_home, tmp_path) -> None:
     own_dir = tmp_path / "own-emulator"
@@ -651,11 +665,12 @@ def test_emulator_restart_mid_run_keeps_state_and_the_run_completes(airflow_home
         own.knobs(training_seconds=10)
         env = {"AIRFLOW_CONN_COGNIGY_DEFAULT": cognigy_conn(own)}
         conf = {**LENIENT_GATES, "held_out_per_intent": 6}
+        submissions_before = submissions_recorded(airflow_home.state_dir)
         runner = threading.Thread(target=lambda: result.update(run=run_dag(airflow_home, tmp_path, conf, **env)))
         runner.start()
         deadline = time.monotonic() + 240
-        while started(own) < 1:
-            assert runner.is_alive() and time.monotonic() < deadline, "the run never started its training"
+        while submissions_recorded(airflow_home.state_dir) == submissions_before:  # waiting, no longer submitting
+            assert runner.is_alive() and time.monotonic() < deadline, "the run never submitted its training"
             time.sleep(0.5)
         job = trainings(own)[0]["_id"]
         own.stop()  # the tenant goes away mid-wait ...

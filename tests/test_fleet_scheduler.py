@@ -22,12 +22,13 @@ pytestmark = pytest.mark.slow
 
 LIMIT, WINDOW = 120, 20.0  # tight for 6 targets (each scores ~80 utterances), short enough for make test
 TARGETS = 6
+TRAINING_SECONDS = 30  # long enough that six submits spread over a loaded 2-core machine still overlap
 
 
 def test_a_fleet_runs_concurrently_within_the_tenant_limit(tmp_path: Path) -> None:
     emulator = start_emulator(tmp_path / "emulator")
     try:
-        emulator.knobs(rate_limit_requests=LIMIT, rate_limit_window_seconds=WINDOW, training_seconds=10)
+        emulator.knobs(rate_limit_requests=LIMIT, rate_limit_window_seconds=WINDOW, training_seconds=TRAINING_SECONDS)
         fleet = make_fleet(emulator, TARGETS)
         emulator.knobs(rate_limit_requests=LIMIT, rate_limit_window_seconds=WINDOW)  # creating flows counted
         with local_stack(

@@ -282,7 +282,7 @@ def test_every_audit_record_carries_the_governance_fields(promoted) -> None:
         assert record.keys() >= GOVERNANCE_FIELDS, (record["event"], GOVERNANCE_FIELDS - record.keys())
         assert record["request_hash"] == plan_hash and len(plan_hash) == 64
         assert record["triggered_by"] == "user:dag_test" and record["run_type"] == "manual"
-        assert record["outcome"], record
+        assert record["outcome"], (record["event"], record)
         assert record["target"]["flow_id"] == seed.FLOW_ID
     after_training = names.index("training_submitted")
     for record in records[after_training:]:

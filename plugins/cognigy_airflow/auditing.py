@@ -19,34 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from include import settings
-from include.audit import AuditLog
+from include.audit import EVENTS, AuditLog
 from include.cognigy.model import Target
 
 TARGET_IDS = ("project_id", "flow_id", "locale", "model_id")
 # Governance fields present in every record; carried forward within a run and target when a task knows them.
 CARRIED_FIELDS = ("cognigy_job_id", "cognigy_version_id", "metrics", "latency_seconds", "accuracy_delta")
 STANDARD_FIELDS = (*CARRIED_FIELDS, "outcome")
-
-# What an event means when the caller gives no outcome of its own.
-DEFAULT_OUTCOMES = {
-    "request_rejected": "rejected",
-    "retrain_initiated": "accepted",
-    "rollback_point_captured": "captured",
-    "training_submitted": "submitted",
-    "training_reattached": "reattached",
-    "retrain_failed": "failed",
-    "validation_passed": "passed",
-    "validation_failed": "failed",
-    "training_cancelled": "cancelled",
-    "rollback_triggered": "started",
-    "rollback_retrain_started": "started",
-    "rollback_retry": "retrying",
-    "rollback_skipped": "skipped",
-    "rollback_verified": "verified",
-    "rollback_failed": "failed",
-    "mlflow_synced": "synced",
-    "mlflow_sync_deferred": "deferred",
-}
 
 
 def run_type(context: Any) -> str:
@@ -127,6 +106,8 @@ def audit(
 
     ``carry=False`` for a record about another DAG run (the MLflow resync): nothing is read or remembered.
     """
+    if event not in EVENTS:
+        raise ValueError(f"unknown audit event {event!r}: add it to include.audit.EVENTS")
     ti = context["ti"]
     record: dict[str, Any] = {
         "dag_id": ti.dag_id,
@@ -142,7 +123,7 @@ def audit(
     facts = _carry(ti, event, plan, target, fields) if carry else {}
     for key in CARRIED_FIELDS:
         record[key] = facts.get(key)
-    record["outcome"] = DEFAULT_OUTCOMES.get(event)
+    record["outcome"] = EVENTS[event][0]
     # A caller's empty value does not hide a fact an earlier task of the run already recorded.
     record.update({k: v for k, v in fields.items() if k not in CARRIED_FIELDS or _known(k, v)})
     return audit_log().append(event, **record)
