@@ -145,6 +145,29 @@ def _tail(path: Path, lines: int = 30) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
 
+def _launch(kind: type[Service], argv: list[str], log_path: Path, url: str, port: int, privileges: dict,
+            ping: Callable[[], str], timeout: float, started: float) -> Service:  # fmt: skip
+    """Start one server process and return once `ping` answers; stop it if it does not."""
+    server = kind(url=url, proc=_popen(argv, log_path, privileges), log_path=log_path, argv=argv, port=port)
+    try:
+        _wait_ready(server, ping, timeout, started)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _start_on_a_free_port(start_once: Callable[[int], Service], what: str, data_dir: Path) -> Service:
+    """`_start_with_retries`, removing the server's data folder if it never started."""
+    try:
+        server = _start_with_retries(start_once, what)
+    except BaseException:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        raise
+    server.data_dir = data_dir
+    return server
+
+
 def _start_with_retries(start_once: Callable[[int], Service], what: str, attempts: int = 3) -> Service:
     """free_port() hands out a port that another process may take before ours binds it: try another one."""
     for attempt in range(1, attempts + 1):
@@ -202,30 +225,17 @@ def start_postgres(log_dir: Path, timeout: float = 60) -> Postgres:
 
     def start_once(port: int) -> Postgres:
         settings = [arg for key, value in POSTGRES_SETTINGS.items() for arg in ("-c", f"{key}={value}")]
-        argv = [str(install / "bin" / "postgres"), "-D", str(data), "-p", str(port), *settings]
-        log_path = log_dir / "postgres.log"
         url = f"postgresql://{PG_USER}@127.0.0.1:{port}/postgres"
-        server = Postgres(url=url, proc=_popen(argv, log_path, privileges), log_path=log_path, argv=argv, port=port)
 
         def ping() -> str:
             with contextlib.closing(psycopg2.connect(url, connect_timeout=2)) as conn, conn.cursor() as cur:
                 cur.execute("SHOW server_version")
                 return cur.fetchone()[0]
 
-        try:
-            _wait_ready(server, ping, timeout, started)
-        except BaseException:
-            server.stop()
-            raise
-        return server
+        argv = [str(install / "bin" / "postgres"), "-D", str(data), "-p", str(port), *settings]
+        return _launch(Postgres, argv, log_dir / "postgres.log", url, port, privileges, ping, timeout, started)
 
-    try:
-        server = _start_with_retries(start_once, "PostgreSQL")
-    except BaseException:
-        shutil.rmtree(data_root, ignore_errors=True)
-        raise
-    server.data_dir = data_root
-    return server
+    return _start_on_a_free_port(start_once, "PostgreSQL", data_root)
 
 
 def start_redis(log_dir: Path, timeout: float = 30) -> Service:
@@ -237,28 +247,15 @@ def start_redis(log_dir: Path, timeout: float = 30) -> Service:
         argv = [str(redis_server_binary()), "--bind", "127.0.0.1", "--port", str(port), "--unixsocket", "",
                 "--dir", str(data_dir), "--save", "", "--appendonly", "no", "--daemonize", "no",
                 "--databases", "16", "--logfile", ""]  # fmt: skip
-        log_path = log_dir / "redis.log"
         url = f"redis://127.0.0.1:{port}"
-        server = Service(url=url, proc=_popen(argv, log_path, {}), log_path=log_path, argv=argv, port=port)
 
         def ping() -> str:
             with contextlib.closing(redis.Redis.from_url(url, socket_connect_timeout=2)) as client:
                 return str(client.info("server")["redis_version"])
 
-        try:
-            _wait_ready(server, ping, timeout, started)
-        except BaseException:
-            server.stop()
-            raise
-        return server
+        return _launch(Service, argv, log_dir / "redis.log", url, port, {}, ping, timeout, started)
 
-    try:
-        server = _start_with_retries(start_once, "Redis")
-    except BaseException:
-        shutil.rmtree(data_dir, ignore_errors=True)
-        raise
-    server.data_dir = data_dir
-    return server
+    return _start_on_a_free_port(start_once, "Redis", data_dir)
 
 
 class OwnServices(NamedTuple):
