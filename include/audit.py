@@ -408,6 +408,17 @@ def filter_records(records: Iterable[dict[str, Any]], **filters: Any) -> list[di
     return [r for r in records if matches(r)]
 
 
+def show_filters(args: argparse.Namespace, parser: argparse.ArgumentParser) -> dict[str, Any]:
+    """The `show` command's filters: --event, --run-id, --dag-id and each --where KEY=VALUE."""
+    filters: dict[str, Any] = {"event": args.event, "run_id": args.run_id, "dag_id": args.dag_id}
+    for item in args.where:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--where expects KEY=VALUE, got {item!r}")
+        filters[key] = value
+    return filters
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m include.audit", description="Audit trail tools")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -439,12 +450,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"BROKEN at line {line} (seq {seq}): {result.reason}")
         return 1
 
-    filters: dict[str, Any] = {"event": args.event, "run_id": args.run_id, "dag_id": args.dag_id}
-    for item in args.where:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--where expects KEY=VALUE, got {item!r}")
-        filters[key] = value
+    filters = show_filters(args, parser)
     if not Path(args.path).exists():
         print(f"{args.path} does not exist", file=sys.stderr)
         return 2

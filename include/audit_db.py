@@ -61,6 +61,7 @@ from include.audit import (
     canonical_json,
     filter_records,
     record_hash,
+    show_filters,
     utc_timestamp,
 )
 from include.redaction import redact, redact_text
@@ -563,12 +564,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, log: Databas
         else:
             log.export(sys.stdout.buffer)
         return 0
-    filters: dict[str, Any] = {"event": args.event, "run_id": args.run_id, "dag_id": args.dag_id}
-    for item in args.where:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--where expects KEY=VALUE, got {item!r}")
-        filters[key] = value
+    filters = show_filters(args, parser)
     for record in log.read(**filters):
         print(json.dumps(record, ensure_ascii=False))
     return 0
