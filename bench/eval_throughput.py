@@ -3,7 +3,8 @@
 Cognigy allows 1,000 requests per 5 minutes per tenant (3.33 requests/s). Scaled down in time, not in rate:
 the emulator is set to 100 requests per 30 s (also 3.33/s; 10x shorter window, so a burst weighs 10x more -
 the scaled-down case is the harder one). Held-out utterances are scored one request each with
-`include.held_out.score_utterances` through `CognigyClient(config, bucket=TokenBucket.for_tenant_limit(...))`.
+`include.evaluation.held_out.score_utterances` through
+`CognigyClient(config, bucket=TokenBucket.for_tenant_limit(...))`.
 
 Phase A: scoring alone. Phase B: the same scoring while 50 trainings are polled (PollPolicy, as the trigger
 does) through clients sharing the one bucket. Figures: achieved request rate / the tenant's allowed rate,
@@ -21,7 +22,7 @@ from bench.common import banner, create_trainings, demo_target, fresh_emulator, 
 from include import dataset
 from include.cognigy.client import CognigyClient
 from include.cognigy.config import ConnectionConfig
-from include.held_out import score_utterances
+from include.evaluation.held_out import score_utterances
 from include.poll_policy import PollPolicy
 from include.rate_limit import TokenBucket
 

@@ -27,7 +27,7 @@ from devtools.servers import start_mlflow
 from include import dataset
 from include.cognigy.client import CognigyClient
 from include.cognigy.config import ConnectionConfig
-from include.held_out import score_utterances
+from include.evaluation.held_out import score_utterances
 from include.rate_limit import TokenBucket
 
 CONF = {"requests_per_second": 100, "held_out_per_intent": 8, "samples_per_intent": 40}

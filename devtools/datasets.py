@@ -496,7 +496,7 @@ def seed_intents(gen: GeneratedSet, per_intent: int = 10) -> dict[str, list[str]
 def accuracy_of(examples: dict[str, list[str]], held_out_path: Path, threshold: float = 0.3) -> float:
     """Train the emulator's classifier on ``examples`` and score every held-out row like the pipeline does."""
     from include.emulator import classifier
-    from include.evaluation import label_from_scores
+    from include.evaluation.metrics import label_from_scores
 
     pipeline = classifier.train(examples)
     rows = read_csv(held_out_path)
@@ -513,6 +513,6 @@ def sklearn_accuracy(train_path: Path, held_out_path: Path, threshold: float = 0
     """Accuracy of the emulator's classifier trained on ``train_path`` over every row of ``held_out_path``.
 
     An utterance whose top score is below ``threshold`` counts as "no intent" (always wrong), exactly as
-    ``include.evaluation.label_from_scores`` labels it.
+    ``include.evaluation.metrics.label_from_scores`` labels it.
     """
     return accuracy_of(training_examples(train_path), held_out_path, threshold)

@@ -11,7 +11,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from threadpoolctl import threadpool_limits
 
-from include.evaluation import NO_INTENT, Prediction, compute_metrics, label_from_scores
+from include.evaluation.metrics import NO_INTENT, Prediction, compute_metrics, label_from_scores
 
 TRAIN = {
     "greeting": [

@@ -14,8 +14,10 @@ from collections import Counter
 import pytest
 from PIL import Image
 
-from include.evaluation import NO_INTENT, Prediction
-from include.gate_report import (
+from include.evaluation.config import GateConfig
+from include.evaluation.gates import evaluate_gates
+from include.evaluation.metrics import NO_INTENT, Prediction
+from include.evaluation.report import (
     REPORT_FILES,
     TOP_CONFUSION_COLUMNS,
     f1_change_selection,
@@ -23,7 +25,7 @@ from include.gate_report import (
     top_confusion_rows,
     write_gate_report,
 )
-from include.gates import GateConfig, GateReport, evaluate_gates
+from include.evaluation.results import GateReport
 
 INTENTS = [f"intent_{i:02d}" for i in range(77)]
 PER_INTENT = 10

@@ -23,14 +23,13 @@ from sklearn.metrics import f1_score
 from sklearn.pipeline import Pipeline, make_pipeline
 from threadpoolctl import threadpool_limits
 
-from include.evaluation import NO_INTENT, Prediction, label_from_scores
-from include.gate_report import REPORT_FILES, write_gate_report
-from include.gates import (
-    GATE_ORDER,
-    GATE_PROFILES,
-    GateConfig,
-    GateReport,
-    evaluate_gates,
+from include.evaluation.config import GateConfig
+from include.evaluation.gates import evaluate_gates
+from include.evaluation.metrics import NO_INTENT, Prediction, label_from_scores
+from include.evaluation.names import GATE_ORDER, GATE_PROFILES
+from include.evaluation.report import REPORT_FILES, write_gate_report
+from include.evaluation.results import GateReport
+from include.evaluation.statistics import (
     macro_f1_per_resample,
     mcnemar_exact,
     one_vs_rest_equalized_odds,

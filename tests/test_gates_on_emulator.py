@@ -12,9 +12,10 @@ from include.cognigy.client import CognigyClient
 from include.cognigy.config import ConnectionConfig
 from include.cognigy.model import Target
 from include.emulator import seed
-from include.evaluation import Prediction
-from include.gates import GateConfig, evaluate_gates
-from include.held_out import score_utterances
+from include.evaluation.config import GateConfig
+from include.evaluation.gates import evaluate_gates
+from include.evaluation.held_out import score_utterances
+from include.evaluation.metrics import Prediction
 from include.rate_limit import TokenBucket
 
 LOCALE = "en-US"

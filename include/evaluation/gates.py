@@ -21,374 +21,36 @@ Rasa/Azure/Lex practice, Dietterich 1998, Dror et al. 2018, fairlearn):
   CI of the macro-F1 delta, per-intent F1 drop). Only a *significantly* worse challenger is blocked;
   a non-significant difference is noise and is neither a regression nor an improvement.
 - ``platform_feedback``: problem findings of the Cognigy NLU feedback report, blocking only when configured.
+
+The thresholds are ``GateConfig`` (``config.py``), the verdicts ``GateResult``/``GateReport`` (``results.py``),
+the paired statistics are in ``statistics.py``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 from fairlearn.metrics import MetricFrame, count
-from pydantic import BaseModel, ConfigDict, Field, field_validator
-from scipy.stats import binomtest
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support, recall_score
 
-from include.evaluation import NO_INTENT, Prediction, compute_metrics, true_labels
-from include.gate_names import GATE_ORDER, GATE_PROFILES
+from include.evaluation.config import GateConfig
+from include.evaluation.metrics import NO_INTENT, Prediction, compute_metrics, true_labels
+from include.evaluation.results import GateReport, GateResult, jsonable, round_value
+from include.evaluation.statistics import (
+    bootstrap_group_accuracy_difference,
+    mcnemar_exact,
+    one_vs_rest_equalized_odds,
+    pair_predictions,
+    paired_bootstrap_f1_delta,
+)
 
-GATE_STATUSES = ("passed", "failed", "not_evaluated")
-GateStatus = Literal["passed", "failed", "not_evaluated"]
 MAX_LEAKED_LISTED = 50  # leaked held-out utterances listed in the report
-_BOOTSTRAP_CELLS_PER_CHUNK = 2_000_000  # resamples × utterances materialised at once
-
-
-class GateConfig(BaseModel):
-    """Thresholds of the promotion gates. Defaults are defensible starting points, not universal truths."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-    precision_floor: float = Field(
-        0.80, ge=0.0, le=1.0, description="Minimum macro precision over the true intents of the held-out set."
-    )
-    recall_floor: float = Field(
-        0.80, ge=0.0, le=1.0, description="Minimum macro recall over the true intents of the held-out set."
-    )
-    pr_balance_tolerance: float = Field(0.05, ge=0.0, le=1.0, description="Maximum |macro precision − macro recall|.")
-    per_intent_recall_floor: float = Field(
-        0.60, ge=0.0, le=1.0, description="Minimum recall of every intent with enough test utterances."
-    )
-    per_intent_f1_floor: float = Field(
-        0.60, ge=0.0, le=1.0, description="Minimum F1 of every intent with enough test utterances."
-    )
-    per_intent_min_support: int = Field(
-        5, ge=1, description="Test utterances an intent needs before per-intent gates judge it."
-    )
-    per_intent_pr_gap_warning: float = Field(
-        0.20, ge=0.0, le=1.0, description="Warn when an intent's |precision − recall| exceeds this."
-    )
-    weak_intent_f1: float = Field(
-        0.80, ge=0.0, le=1.0, description="An intent with F1 at or below this counts as weak (warning)."
-    )
-    weak_intent_max_share: float = Field(
-        0.10, ge=0.0, le=1.0, description="Warn when more than this share of judged intents is weak."
-    )
-    max_leakage_share: float = Field(
-        0.01,
-        ge=0.0,
-        le=1.0,
-        description=(
-            "Maximum share of held-out utterances whose normalised text (casefolded, whitespace collapsed) also "
-            "appears among the training sentences. A test set that overlaps training overstates accuracy, "
-            "because the model is graded on sentences it has memorised; 1 % tolerates incidental short "
-            "utterances such as greetings ('hi', 'thanks') that occur in both sets by chance."
-        ),
-    )
-    max_unscored_share: float = Field(
-        0.05,
-        ge=0.0,
-        le=1.0,
-        description="Maximum share of held-out utterances that were skipped or failed instead of scored.",
-    )
-    bias_ceiling: float = Field(
-        0.15,
-        ge=0.0,
-        le=1.0,
-        description="Maximum between-groups difference of accuracy within any slice dimension.",
-    )
-    bias_ratio_floor: float = Field(
-        0.80, ge=0.0, le=1.0, description="Minimum ratio of the worst to the best group accuracy in a slice."
-    )
-    bias_min_group_size: int = Field(
-        20, ge=1, description="Groups with fewer scored utterances are excluded from the bias gate (reported)."
-    )
-    bias_slices: list[str] | None = Field(
-        None,
-        description=(
-            "Slice dimensions (keys of Prediction.slices) compared by the bias gate. None (default): every "
-            "dimension present in the challenger's held-out predictions, so no slice is invented or silently "
-            "dropped; a held-out set without slice columns leaves the bias gate not evaluated."
-        ),
-    )
-    bias_require_ci_above_ceiling: bool = Field(
-        False,
-        description=(
-            "Block on bias only when the bootstrap interval of the accuracy difference lies entirely above "
-            "the ceiling (fewer false alarms on small groups, slower to catch real disparity)."
-        ),
-    )
-    imbalance_ratio_max: float = Field(
-        10.0, ge=1.0, description="Maximum training imbalance ratio: largest / smallest intent example count."
-    )
-    min_class_count: int = Field(5, ge=1, description="Minimum training examples of every intent.")
-    max_accuracy_drop: float = Field(
-        0.01, ge=0.0, le=1.0, description="Non-inferiority margin for accuracy and macro F1 vs the champion."
-    )
-    significance_alpha: float = Field(0.05, gt=0.0, lt=1.0, description="Significance level of McNemar's exact test.")
-    confidence_level: float = Field(0.95, gt=0.5, lt=1.0, description="Confidence level of the bootstrap intervals.")
-    max_intent_f1_drop: float = Field(
-        0.10, ge=0.0, le=1.0, description="Maximum F1 an intent may lose vs the champion when the change is real."
-    )
-    require_non_inferiority: bool = Field(
-        False,
-        description=(
-            "Also block when non-inferiority is not shown, i.e. the lower bound of the macro-F1 delta interval "
-            "is below −max_accuracy_drop (strict; small test sets will often fail it)."
-        ),
-    )
-    bootstrap_resamples: int = Field(
-        2000, ge=100, le=100_000, description="Resamples of the paired and the bias bootstrap."
-    )
-    seed: int = Field(0, ge=0, description="Seed of the bootstrap resampling, for reproducible reports.")
-    block_on_feedback_findings: bool = Field(
-        False, description="Make problem findings of the Cognigy feedback report block promotion."
-    )
-    allow_unevaluated: list[str] = Field(
-        default_factory=list,
-        description=(
-            "Blocking gates that may be not evaluated without blocking promotion (e.g. champion_regression "
-            "for the very first model of a flow). By default a blocking gate that cannot measure blocks."
-        ),
-    )
-
-    @field_validator("bias_slices")
-    @classmethod
-    def _distinct_slices(cls, value: list[str] | None) -> list[str] | None:
-        if value is None:
-            return None
-        if any(not s.strip() for s in value):
-            raise ValueError("slice names must be non-empty")
-        if len(set(value)) != len(value):
-            raise ValueError("slice names must be distinct")
-        return value
-
-    @field_validator("allow_unevaluated")
-    @classmethod
-    def _known_gates(cls, value: list[str]) -> list[str]:
-        unknown = sorted(set(value) - set(GATE_ORDER))
-        if unknown:
-            raise ValueError(f"unknown gate(s) {unknown}; gates are {list(GATE_ORDER)}")
-        return list(dict.fromkeys(value))
-
-    @classmethod
-    def profile(cls, name: str, **overrides: Any) -> GateConfig:
-        """A named set of thresholds (``GATE_PROFILES``), with ``overrides`` applied on top.
-
-        ``default``: the field defaults. ``strict``: the specification — macro precision and recall ≥ 0.95,
-        |P − R| ≤ 0.05, between-groups accuracy difference ≤ 0.15.
-        """
-        if name not in GATE_PROFILES:
-            raise ValueError(f"unknown gate profile {name!r}; profiles are {list(GATE_PROFILES)}")
-        values: dict[str, Any] = dict(_PROFILE_VALUES[name])
-        values.update(overrides)
-        return cls(**values)
-
-    @classmethod
-    def spec_strict(cls, **overrides: Any) -> GateConfig:
-        """Alias of ``GateConfig.profile("strict", **overrides)``."""
-        return cls.profile("strict", **overrides)
-
-    def fingerprint(self) -> str:
-        """SHA-256 of the canonical JSON of every threshold (sorted keys), for audits: same hash, same gates."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
-
-
-_SPEC_TOLERANCE = 0.05
-_PROFILE_VALUES: dict[str, dict[str, Any]] = {
-    "default": {},
-    "strict": {
-        "precision_floor": 1 - _SPEC_TOLERANCE,
-        "recall_floor": 1 - _SPEC_TOLERANCE,
-        "pr_balance_tolerance": _SPEC_TOLERANCE,
-        "bias_ceiling": 0.15,
-    },
-}
-
-
-@dataclass
-class GateResult:
-    """One gate's verdict.
-
-    ``status`` is "passed", "failed" or "not_evaluated" (the gate could not measure). ``passed`` stays for
-    compatibility: True for "passed", and for "not_evaluated" only when ``allowed_unevaluated`` (the gate is
-    listed in ``GateConfig.allow_unevaluated``). ``skipped`` is True exactly when the gate was not evaluated.
-    """
-
-    name: str
-    passed: bool
-    blocking: bool
-    values: dict[str, Any]
-    thresholds: dict[str, Any]
-    reason: str
-    warnings: list[str] = field(default_factory=list)
-    skipped: bool = False
-    status: GateStatus | None = None
-    allowed_unevaluated: bool = False
-
-    def __post_init__(self) -> None:
-        if self.status is None:
-            self.status = "not_evaluated" if self.skipped else "passed" if self.passed else "failed"
-        if self.status not in GATE_STATUSES:
-            raise ValueError(f"status must be one of {GATE_STATUSES}, got {self.status!r}")
-        self.skipped = self.status == "not_evaluated"
-
-    @property
-    def blocks(self) -> bool:
-        """True when this gate keeps the challenger from being promoted."""
-        return self.blocking and not self.passed
-
-    @property
-    def result_label(self) -> str:
-        """What a reader sees in the report's result column."""
-        if self.status == "passed":
-            return "pass"
-        if self.status == "failed":
-            return "FAIL" if self.blocking else "warn"
-        if not self.blocking:
-            return "not evaluated (not blocking)"
-        if self.allowed_unevaluated:
-            return "not evaluated (allowed by allow_unevaluated)"
-        return "NOT EVALUATED (blocks)"
-
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(
-            {
-                "name": self.name,
-                "status": self.status,
-                "passed": self.passed,
-                "blocking": self.blocking,
-                "skipped": self.skipped,
-                "allowed_unevaluated": self.allowed_unevaluated,
-                "result": self.result_label,
-                "values": self.values,
-                "thresholds": self.thresholds,
-                "reason": self.reason,
-                "warnings": self.warnings,
-            }
-        )
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> GateResult:
-        return cls(
-            name=d["name"],
-            passed=bool(d["passed"]),
-            blocking=bool(d["blocking"]),
-            values=dict(d.get("values") or {}),
-            thresholds=dict(d.get("thresholds") or {}),
-            reason=d["reason"],
-            warnings=list(d.get("warnings") or []),
-            skipped=bool(d.get("skipped", False)),
-            status=d.get("status"),
-            allowed_unevaluated=bool(d.get("allowed_unevaluated", False)),
-        )
-
-
-@dataclass
-class GateReport:
-    passed: bool
-    gates: list[GateResult]
-    metrics: dict[str, Any]
-    champion_metrics: dict[str, Any] | None
-    comparison: dict[str, Any] | None
-    bias: dict[str, Any]
-    training_distribution: dict[str, Any]
-    config: GateConfig
-    held_out: dict[str, Any] | None = None
-
-    def gate(self, name: str) -> GateResult:
-        for gate in self.gates:
-            if gate.name == name:
-                return gate
-        raise KeyError(name)
-
-    @property
-    def failed_gates(self) -> list[str]:
-        """Blocking gates that keep the challenger from being promoted: failed, or not evaluated and not allowed."""
-        return [g.name for g in self.gates if g.blocks]
-
-    @property
-    def warning_gates(self) -> list[str]:
-        """Non-blocking gates that failed."""
-        return [g.name for g in self.gates if not g.blocking and g.status == "failed"]
-
-    @property
-    def not_evaluated_gates(self) -> dict[str, str]:
-        """Every gate that could not measure, with the reason (blocking or not, allowed or not)."""
-        return {g.name: g.reason for g in self.gates if g.status == "not_evaluated"}
-
-    def to_dict(self) -> dict[str, Any]:
-        return _jsonable(
-            {
-                "passed": self.passed,
-                "failed_gates": self.failed_gates,
-                "warning_gates": self.warning_gates,
-                "not_evaluated_gates": self.not_evaluated_gates,
-                "gates": [g.to_dict() for g in self.gates],
-                "held_out": self.held_out,
-                "metrics": self.metrics,
-                "champion_metrics": self.champion_metrics,
-                "comparison": self.comparison,
-                "bias": self.bias,
-                "training_distribution": self.training_distribution,
-                "config": self.config.model_dump(mode="json"),
-                "config_fingerprint": self.config.fingerprint(),
-            }
-        )
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> GateReport:
-        return cls(
-            passed=bool(d["passed"]),
-            gates=[GateResult.from_dict(g) for g in d["gates"]],
-            metrics=d["metrics"],
-            champion_metrics=d.get("champion_metrics"),
-            comparison=d.get("comparison"),
-            bias=d.get("bias") or {},
-            training_distribution=d.get("training_distribution") or {},
-            config=GateConfig(**d["config"]),
-            held_out=d.get("held_out"),
-        )
-
-    def summary(self) -> dict[str, Any]:
-        """A small JSON-safe dict for Airflow XCom (well under 2 kB)."""
-        comparison = self.comparison or {}
-        leakage = next((g for g in self.gates if g.name == "leakage"), None)
-        return _jsonable(
-            {
-                "passed": self.passed,
-                "failed_gates": self.failed_gates,
-                "warning_gates": self.warning_gates,
-                "not_evaluated_gates": {
-                    g.name: "not evaluated: "
-                    + _shorten(g.values.get("not_evaluated_because") or g.reason, _SUMMARY_REASON_CHARS)
-                    for g in self.gates
-                    if g.status == "not_evaluated"
-                },
-                "accuracy": _round(self.metrics.get("accuracy")),
-                "macro_precision": _round(self.metrics.get("macro", {}).get("precision")),
-                "macro_recall": _round(self.metrics.get("macro", {}).get("recall")),
-                "macro_f1": _round(self.metrics.get("macro", {}).get("f1")),
-                "bias_score": _round(self.bias.get("bias_score")),
-                "leaked_share": _round(leakage.values.get("leaked_share")) if leakage else None,
-                "accuracy_delta": _round(comparison.get("accuracy", {}).get("delta")),
-                "macro_f1_delta": _round(comparison.get("macro_f1", {}).get("delta")),
-                "p_value": _significant(comparison.get("mcnemar", {}).get("p_value")),
-                "verdict": comparison.get("verdict"),
-                "n_scored": self.metrics.get("counts", {}).get("scored"),
-                "held_out_sha256": (self.held_out or {}).get("sha256"),
-                "config_fingerprint": self.config.fingerprint(),
-            }
-        )
-
-
-_SUMMARY_REASON_CHARS = 100
 
 
 def evaluate_gates(
@@ -440,7 +102,7 @@ def evaluate_gates(
 def _provenance(held_out: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if held_out is None:
         return None
-    data = _jsonable(dict(held_out))
+    data = jsonable(dict(held_out))
     try:
         json.dumps(data, allow_nan=False)
     except (TypeError, ValueError) as exc:
@@ -744,57 +406,6 @@ def _macro_recall_present(y_true: Sequence[str], y_pred: Sequence[str]) -> float
     return float(recall_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
 
 
-def bootstrap_group_accuracy_difference(
-    correct: np.ndarray, groups: np.ndarray, n_resamples: int, seed: int, level: float = 0.95
-) -> tuple[float, float]:
-    """Bootstrap interval of max − min group accuracy (resampling utterances), vectorized with bincount."""
-    codes, group_ids = np.unique(groups, return_inverse=True)
-    n, g = len(correct), len(codes)
-    rng = np.random.default_rng(seed)
-    diffs = []
-    chunk = max(1, _BOOTSTRAP_CELLS_PER_CHUNK // max(n, 1))
-    for start in range(0, n_resamples, chunk):
-        b = min(chunk, n_resamples - start)
-        idx = rng.integers(0, n, size=(b, n))
-        flat = (np.arange(b)[:, None] * g + group_ids[idx]).ravel()
-        totals = np.bincount(flat, minlength=b * g).reshape(b, g)
-        hits = np.bincount(flat, weights=correct[idx].ravel().astype(float), minlength=b * g).reshape(b, g)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            acc = np.where(totals > 0, hits / np.maximum(totals, 1), np.nan)
-        diffs.append(np.nanmax(acc, axis=1) - np.nanmin(acc, axis=1))
-    all_diffs = np.concatenate(diffs)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(all_diffs, [tail, 100 - tail])
-    return float(low), float(high)
-
-
-def one_vs_rest_equalized_odds(y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray) -> dict[str, Any]:
-    """Worst equalized-odds difference over intents, each intent taken one vs rest.
-
-    fairlearn's ``equalized_odds_difference`` is binary only; this applies its definition (worst case of the
-    between-groups differences of true- and false-positive rate) per intent, vectorized. Intents without
-    positives or negatives in some group are skipped (the rate is undefined there).
-    """
-    intents = np.unique(y_true)
-    group_names, group_ids = np.unique(groups, return_inverse=True)
-    positives = y_true[None, :] == intents[:, None]  # (intents, n)
-    predicted = y_pred[None, :] == intents[:, None]
-    onehot = np.eye(len(group_names), dtype=float)[group_ids]  # (n, groups)
-    pos = positives.astype(float) @ onehot
-    neg = (~positives).astype(float) @ onehot
-    tp = (positives & predicted).astype(float) @ onehot
-    fp = (~positives & predicted).astype(float) @ onehot
-    defined = (pos > 0).all(axis=1) & (neg > 0).all(axis=1)
-    if not defined.any():
-        return {"max": None, "intent": None}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        tpr, fpr = tp / pos, fp / neg
-    value = np.maximum(tpr.max(axis=1) - tpr.min(axis=1), fpr.max(axis=1) - fpr.min(axis=1))
-    value = np.where(defined, value, -np.inf)
-    worst = int(np.argmax(value))
-    return {"max": float(value[worst]), "intent": str(intents[worst])}
-
-
 def _bias_for_slice(scored: list[Prediction], slice_name: str, config: GateConfig) -> dict[str, Any]:
     """One slice dimension. ``state``: "measured" (≥ 2 groups big enough), "single_group" (the data hold one
     group only: nothing to compare) or "unmeasured" (the dimension is missing, or has several groups but fewer
@@ -1047,109 +658,6 @@ def _training_balance_gate(
 
 
 # --- champion vs challenger ---------------------------------------------------------------------------
-
-
-def pair_predictions(
-    challenger: Sequence[Prediction], champion: Sequence[Prediction]
-) -> tuple[list[tuple[Prediction, Prediction]], int, int]:
-    """Pair scored predictions on the same utterance (text + true intent; repeated utterances in order).
-
-    Returns the pairs and how many scored challenger / champion predictions found no partner.
-    """
-    pool: dict[tuple[str, str], list[Prediction]] = defaultdict(list)
-    for p in champion:
-        if p.status == "scored":
-            pool[(p.text, p.true_intent)].append(p)
-    for queue in pool.values():
-        queue.reverse()  # pop() then yields them in their original order
-    pairs, unpaired_challenger = [], 0
-    for p in challenger:
-        if p.status != "scored":
-            continue
-        queue = pool.get((p.text, p.true_intent))
-        if queue:
-            pairs.append((p, queue.pop()))
-        else:
-            unpaired_challenger += 1
-    unpaired_champion = sum(len(q) for q in pool.values())
-    return pairs, unpaired_challenger, unpaired_champion
-
-
-def mcnemar_exact(challenger_correct: np.ndarray, champion_correct: np.ndarray) -> dict[str, Any]:
-    """McNemar's exact test: binomial test of the discordant pairs (b, c) with p = 0.5, two-sided.
-
-    b = champion right and challenger wrong, c = champion wrong and challenger right.
-    """
-    b = int(np.sum(champion_correct & ~challenger_correct))
-    c = int(np.sum(~champion_correct & challenger_correct))
-    p_value = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5, alternative="two-sided").pvalue)
-    return {"b_champion_only_right": b, "c_challenger_only_right": c, "discordant": b + c, "p_value": p_value}
-
-
-def macro_f1_per_resample(
-    true_codes: np.ndarray, pred_codes: np.ndarray, indices: np.ndarray, n_labels: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-resample F1 of labels ``0..n_labels-1`` and their macro mean, from bincount of each resample.
-
-    Codes ≥ ``n_labels`` stand for any other prediction (another label, ``NO_INTENT``). An intent with neither
-    true nor predicted utterances in a resample scores F1 0 (scikit-learn's ``zero_division=0``).
-    Returns (per_label, shape (B, n_labels); macro, shape (B,)).
-    """
-    b = indices.shape[0]
-    width = n_labels + 1
-    offsets = (np.arange(b) * width)[:, None]
-    t = np.minimum(true_codes[indices], n_labels)
-    p = np.minimum(pred_codes[indices], n_labels)
-    size = b * width
-    true_count = np.bincount((t + offsets).ravel(), minlength=size).reshape(b, width)[:, :n_labels]
-    pred_count = np.bincount((p + offsets).ravel(), minlength=size).reshape(b, width)[:, :n_labels]
-    hit = (t == p).ravel()
-    tp = np.bincount((t + offsets).ravel()[hit], minlength=size).reshape(b, width)[:, :n_labels]
-    denominator = true_count + pred_count
-    f1 = np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
-    return f1, f1.mean(axis=1)
-
-
-def paired_bootstrap_f1_delta(
-    y_true: Sequence[str],
-    challenger_pred: Sequence[str],
-    champion_pred: Sequence[str],
-    labels: Sequence[str],
-    n_resamples: int,
-    seed: int,
-    level: float = 0.95,
-) -> dict[str, Any]:
-    """Paired bootstrap (same resampled utterances for both models) of challenger − champion F1.
-
-    Percentile intervals of the macro-F1 delta and of every label's F1 delta. Vectorized: about a second
-    for 2,000 resamples of a few thousand utterances, where a loop over scikit-learn takes minutes.
-    """
-    code = {label: i for i, label in enumerate(labels)}
-    other = len(labels)
-    true_codes = np.array([code.get(y, other) for y in y_true], dtype=np.int64)
-    chall_codes = np.array([code.get(y, other) for y in challenger_pred], dtype=np.int64)
-    champ_codes = np.array([code.get(y, other) for y in champion_pred], dtype=np.int64)
-    n = len(true_codes)
-    rng = np.random.default_rng(seed)
-    chunk = max(1, _BOOTSTRAP_CELLS_PER_CHUNK // max(n, 1))
-    macro_deltas, label_deltas = [], []
-    for start in range(0, n_resamples, chunk):
-        idx = rng.integers(0, n, size=(min(chunk, n_resamples - start), n))
-        f1_chall, macro_chall = macro_f1_per_resample(true_codes, chall_codes, idx, len(labels))
-        f1_champ, macro_champ = macro_f1_per_resample(true_codes, champ_codes, idx, len(labels))
-        macro_deltas.append(macro_chall - macro_champ)
-        label_deltas.append(f1_chall - f1_champ)
-    macro = np.concatenate(macro_deltas)
-    per_label = np.concatenate(label_deltas)
-    tail = (1 - level) / 2 * 100
-    low, high = np.percentile(macro, [tail, 100 - tail])
-    label_low, label_high = np.percentile(per_label, [tail, 100 - tail], axis=0)
-    return {
-        "ci_low": float(low),
-        "ci_high": float(high),
-        "mean": float(macro.mean()),
-        "per_label_ci": {label: [float(label_low[i]), float(label_high[i])] for i, label in enumerate(labels)},
-    }
 
 
 def _champion_regression_gate(
@@ -1405,7 +913,7 @@ def _platform_feedback_gate(feedback: Mapping[str, Any] | None, config: GateConf
         return f"{f['type']} ({where}{overlap}{listed})"
 
     numbers = [
-        f"flow {label} {_round(info[key], 3)}"
+        f"flow {label} {round_value(info[key], 3)}"
         for key, label in (("accuracy", "accuracy"), ("fScore", "fScore"))
         if isinstance(info.get(key), int | float) and not isinstance(info.get(key), bool)
     ]
@@ -1441,39 +949,3 @@ def _platform_feedback_gate(feedback: Mapping[str, Any] | None, config: GateConf
         reason=reason,
         warnings=warnings_,
     )
-
-
-# --- helpers ------------------------------------------------------------------------------------------
-
-
-def _round(value: Any, digits: int = 4) -> Any:
-    if isinstance(value, bool):
-        return value
-    return round(float(value), digits) if isinstance(value, int | float | np.number) else value
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
-
-
-def _significant(value: Any, digits: int = 3) -> Any:
-    """Round to significant digits, so that tiny p-values stay visible."""
-    return float(f"{float(value):.{digits}g}") if isinstance(value, int | float | np.number) else value
-
-
-def _jsonable(value: Any) -> Any:
-    """Plain JSON types only: numpy scalars/arrays converted, NaN and infinities become None."""
-    if isinstance(value, Mapping):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | np.ndarray):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, bool | np.bool_):
-        return bool(value)
-    if isinstance(value, int | np.integer):
-        return int(value)
-    if isinstance(value, float | np.floating):
-        number = float(value)
-        return number if math.isfinite(number) else None
-    if isinstance(value, BaseModel):
-        return _jsonable(value.model_dump(mode="json"))
-    return value

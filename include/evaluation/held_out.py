@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from include.cognigy.errors import CognigyError
-from include.evaluation import Prediction, label_from_scores
+from include.evaluation.metrics import Prediction, label_from_scores
 
 log = logging.getLogger(__name__)
 

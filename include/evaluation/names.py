@@ -1,5 +1,5 @@
 """The gates' names and profiles, importable without numpy, scipy or scikit-learn (the trigger form reads them
-while the DAG file is parsed). The gates themselves are in `include.gates`."""
+while the DAG file is parsed). The gates themselves are in `include.evaluation.gates`."""
 
 from __future__ import annotations
 

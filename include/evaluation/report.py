@@ -22,8 +22,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from include.evaluation import NO_INTENT
-from include.gates import GateReport, GateResult
+from include.evaluation.metrics import NO_INTENT
+from include.evaluation.results import GateReport, GateResult
 
 REPORT_FILES = (
     "gate_report.json",

@@ -11,7 +11,7 @@ from pathlib import Path
 from airflow.sdk import Param
 
 from include import defaults
-from include.gate_names import GATE_ORDER
+from include.evaluation.names import GATE_ORDER
 
 DOCS = Path(__file__).resolve().parents[2] / "dags" / "docs"
 

@@ -36,7 +36,7 @@ from include.cognigy.errors import (
     PermissionDenied,
 )
 from include.cognigy.model import JobStatus, Target
-from include.held_out import agreement, load_predictions, save_predictions, score_utterances
+from include.evaluation.held_out import agreement, load_predictions, save_predictions, score_utterances
 
 log = logging.getLogger(__name__)
 

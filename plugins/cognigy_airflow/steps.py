@@ -24,8 +24,8 @@ from include.cognigy.client import CognigyClient
 from include.cognigy.errors import NotFound
 from include.cognigy.model import Target
 from include.cognigy.training_jobs import mlflow_platform_metrics
+from include.evaluation.held_out import load_predictions, save_predictions, score_utterances
 from include.fleet import FLEET_VARIABLE, FleetInvalid, load_fleet
-from include.held_out import load_predictions, save_predictions, score_utterances
 from include.labelled_data import check_intents
 from include.mlflow_sync import (
     MAX_TAG_VALUE_LENGTH,
@@ -102,7 +102,7 @@ def request_from_params(params: dict[str, Any]) -> dict[str, Any]:
 def gate_config(params: dict[str, Any]) -> Any:
     """The run's gates: the named profile, with every form/fleet threshold that differs from the default profile
     on top (so 'strict' is not undone by the form's default values), and the gates allowed to be unevaluated."""
-    from include.gates import GateConfig  # numpy/scipy/scikit-learn load in the task, not at DAG parse
+    from include.evaluation.config import GateConfig  # the gates load in the task, not at DAG parse
 
     defaults = GateConfig()
     overrides = {k: params[k] for k in GATE_PARAMS if params.get(k) is not None and params[k] != getattr(defaults, k)}
@@ -465,8 +465,9 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
 def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[str, Any]:
     """Score the held-out set against the challenger (the staging flow, or production in place) and run every
     gate; `promote` and `rollback` act on this result only."""
-    from include.gate_report import write_gate_report
-    from include.gates import GateConfig, evaluate_gates
+    from include.evaluation.config import GateConfig
+    from include.evaluation.gates import evaluate_gates
+    from include.evaluation.report import write_gate_report
 
     if plan.get("dry_run") or not captured:
         # No rollback point means `capture` did not finish, so nothing was changed and nothing is restored.
