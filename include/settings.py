@@ -6,12 +6,28 @@ import hashlib
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 
 def state_dir() -> Path:
+    """The local state folder: the default state store, and the home of the local-only files (audit JSON-lines
+    log, rate-limit SQLite file)."""
     return Path(os.environ.get("COGNIGY_RETRAIN_STATE_DIR", PROJECT_ROOT / ".state"))
+
+
+def state_uri() -> str:
+    """Where run state, the target memory and the MLflow outbox live (see `include.state_store`):
+    ``COGNIGY_RETRAIN_STATE_URI`` (``s3://bucket/prefix``, ``s3://conn_id@bucket/prefix``, ``file:///path``),
+    else the local state folder as a ``file://`` URI. The store's Airflow connection, when the URI names none:
+    ``COGNIGY_RETRAIN_STATE_CONN_ID`` (read by ``cognigy_airflow.state_storage``)."""
+    uri = os.environ.get("COGNIGY_RETRAIN_STATE_URI", "").strip()
+    return uri.rstrip("/") if uri else state_dir().absolute().as_uri()
+
+
+def state_conn_id() -> str | None:
+    return os.environ.get("COGNIGY_RETRAIN_STATE_CONN_ID", "").strip() or None
 
 
 def audit_path() -> Path:
@@ -33,20 +49,28 @@ def audit_store() -> tuple[str, str]:
     return "file", str(audit_path())
 
 
-def outbox_dir() -> Path:
-    return Path(os.environ.get("COGNIGY_RETRAIN_OUTBOX_DIR", state_dir() / "mlflow_outbox"))
+def outbox_dir() -> Any:
+    """The MLflow outbox: ``COGNIGY_RETRAIN_OUTBOX_DIR`` (a local folder), else ``mlflow_outbox`` in the state store."""
+    from include import state_store
+
+    if local := os.environ.get("COGNIGY_RETRAIN_OUTBOX_DIR"):
+        return Path(local)
+    return state_store.root() / "mlflow_outbox"
 
 
-def run_dir(dag_id: str, run_id: str, target_key: str, attempt: str = "") -> Path:
-    """Durable per-run-attempt, per-target folder for rollback points, predictions and reports.
+def run_dir(dag_id: str, run_id: str, target_key: str, attempt: str = "") -> Any:
+    """Durable per-run-attempt, per-target folder for rollback points, predictions and reports, in the state
+    store (a Path for the local default, an ObjectStoragePath for an object store).
 
     `attempt` is minted by `validate` for each attempt of a DAG run (a cleared run gets a new one), and the
     folder name carries a hash of (run_id, attempt): two run ids that sanitise alike, or a cleared run, never
     share a folder, and no run id (``..`` included) can leave the state root.
     """
+    from include import state_store
+
     digest = hashlib.sha256(f"{dag_id}\n{run_id}\n{attempt}".encode()).hexdigest()[:16]
-    path = state_dir() / "runs" / _safe(dag_id) / f"{_safe(run_id)[:100]}.{digest}" / _safe(target_key)
-    path.mkdir(parents=True, exist_ok=True)
+    path = state_store.root() / "runs" / _safe(dag_id) / f"{_safe(run_id)[:100]}.{digest}" / _safe(target_key)
+    state_store.ensure_dir(path)
     return path
 
 

@@ -14,11 +14,9 @@ Rollback events may name their own Cognigy task (the restoring training) but nev
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Any
 
-from include import settings
+from include import settings, state_store
 from include.audit import EVENTS, AuditLog
 from include.cognigy.model import Target
 
@@ -64,7 +62,7 @@ def _target_ids(plan: dict[str, Any] | None, target: dict[str, Any] | None) -> d
     }
 
 
-def _facts_file(ti: Any, plan: dict[str, Any] | None, target: dict[str, Any]) -> Path:
+def _facts_file(ti: Any, plan: dict[str, Any] | None, target: dict[str, Any]) -> Any:
     attempt = (plan or {}).get("run_attempt", "")
     return settings.run_dir(ti.dag_id, ti.run_id, Target.from_dict(target).key, attempt) / "facts.json"
 
@@ -77,15 +75,13 @@ def _carry(
         return {}
     path = _facts_file(ti, plan, target)
     try:
-        facts = json.loads(path.read_text()) if path.exists() else {}
+        facts = state_store.read_json(path) or {}
     except ValueError:
         facts = {}
     learnt = {} if event.startswith("rollback") else {k: v for k, v in fields.items() if _known(k, v)}
     if learnt:
         facts.update(learnt)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(facts, default=str))
-        tmp.replace(path)
+        state_store.write_json(path, facts, default=str)
     return facts
 
 

@@ -1,20 +1,21 @@
-"""Per task-instance memory that survives retries: Airflow 3.3's task_state_store, or a file as fallback.
+"""Per task-instance memory that survives retries: Airflow 3.3's task_state_store, or a file (an object in the
+state store, `include.state_store`) as fallback.
 
 XComs are cleared when a task retries, so they cannot carry "I already started training job X".
 """
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
+
+from include import state_store
 
 RETENTION = timedelta(days=7)
 
 
 class RunState:
-    def __init__(self, context: Any, fallback_file: Path) -> None:
+    def __init__(self, context: Any, fallback_file: Any) -> None:
         self._store = context.get("task_state_store") if hasattr(context, "get") else None
         self._file = fallback_file
 
@@ -28,17 +29,13 @@ class RunState:
             else:
                 if value is not None:
                     return value
-        if self._file.exists():
-            return json.loads(self._file.read_text()).get(key)
-        return None
+        return (state_store.read_json(self._file) or {}).get(key)
 
     def set(self, key: str, value: Any) -> None:
         # Always keep the file copy too: it is what a person inspects when reconciling by hand.
-        data = json.loads(self._file.read_text()) if self._file.exists() else {}
+        data = state_store.read_json(self._file) or {}
         data[key] = value
-        tmp = self._file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data))
-        tmp.replace(self._file)
+        state_store.write_json(self._file, data)
         if self._store is not None:
             try:
                 self._store.set(key, value, retention=RETENTION)

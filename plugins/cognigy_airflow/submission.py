@@ -14,10 +14,11 @@ happens. Four windows, four fences:
 2. Clock skew. The intent's time is the server's `Date` header of the task-list GET made just before the
    POST, so a training's `createdAt` is compared with the server's own clock (margin:
    `model.SERVER_CLOCK_MARGIN_SECONDS`, for the platform's nodes disagreeing and `Date`'s 1 s resolution).
-3. Two tries at once (a zombie worker). The whole check-then-POST section runs under a lease: a directory
-   `<run folder>/<purpose>.lease/` next to the task's state file (under `include.settings.state_dir()`, which
-   every worker shares already: rollback points and state files live there). Each holder is one file named by
-   a generation number, created atomically with `os.link` (fails if it exists), holding the owner (host,
+3. Two tries at once (a zombie worker). The whole check-then-POST section runs under a lease: a folder
+   `<run folder>/<purpose>.lease/` next to the task's state file (in the state store, `include.state_store`,
+   which every worker shares: a local folder, or an object store such as S3). Each holder is one object named by
+   a generation number, created exclusively (`state_store.create_exclusive`: `os.link` locally, a conditional
+   PUT with `If-None-Match: *` on S3; fails if it exists), holding the owner (host,
    boot id, pid namespace, pid, the pid's start time, thread) and an expiry (`LEASE_SECONDS` after the last
    renewal, renewed while reconciling). A live holder blocks; a released, expired (expiry +
    `LEASE_CLOCK_MARGIN_SECONDS`, for workers' clocks) or dead one (same host, its process is gone) is taken
@@ -41,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from include import state_store
 from include.cognigy.errors import (
     AmbiguousSubmission,
     AuthenticationError,
@@ -188,7 +190,7 @@ def _pid_start(pid: int) -> str:
 class Lease:
     """One holder's generation of a submission lease (see the module docstring)."""
 
-    folder: Path
+    folder: Any  # a state-store path (include.state_store)
     generation: int
     token: str
     owner: Owner
@@ -197,7 +199,7 @@ class Lease:
     released: bool = field(default=False)
 
     @property
-    def path(self) -> Path:
+    def path(self) -> Any:
         return self.folder / f"{self.generation:010d}"
 
     def _record(self, *, released: bool = False) -> dict[str, Any]:
@@ -233,28 +235,28 @@ class Lease:
 
 
 _registry: dict[str, Lease] = {}  # leases this process holds, by folder
+_creating: set[str] = set()  # tokens of leases this process is creating right now (not yet in _registry)
 _registry_lock = threading.Lock()
 
 
-def _load(path: Path) -> dict[str, Any]:
+def _load(path: Any) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        return json.loads(state_store.read_bytes(path))
     except (OSError, ValueError):
         return {}
 
 
-def _write(path: Path, record: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}")
-    tmp.write_text(json.dumps(record))
-    tmp.replace(path)  # atomic: a reader sees the old or the new record, never half of one
+def _write(path: Any, record: dict[str, Any]) -> None:
+    # atomic: a reader sees the old or the new record, never half of one (only the holder writes its generation)
+    state_store.write_bytes(path, json.dumps(record).encode(), durable=False)
 
 
-def _newest(folder: Path) -> int:
-    generations = [int(p.name) for p in folder.iterdir() if p.name.isdigit()] if folder.exists() else []
+def _newest(folder: Any) -> int:
+    generations = [int(name) for name in state_store.list_names(folder) if name.isdigit()]
     return max(generations, default=0)
 
 
-def _holds(record: dict[str, Any], folder: Path) -> bool:
+def _holds(record: dict[str, Any], folder: Any) -> bool:
     """Whether the holder named in `record` may still act (it blocks everybody else)."""
     if not record or record.get("released"):
         return False
@@ -262,18 +264,19 @@ def _holds(record: dict[str, Any], folder: Path) -> bool:
         return False  # expired (allowing for the holder's clock)
     owner = Owner(**record["owner"])
     if owner.machine == _machine() and owner.pid == os.getpid():
-        held = _registry.get(str(folder))
-        return held is not None and held.token == record.get("token")
+        with _registry_lock:
+            held = _registry.get(str(folder))
+            return record.get("token") in _creating or (held is not None and held.token == record.get("token"))
     return owner.alive() is not False
 
 
-def lease_folder(state: Any, prefix: str) -> Path:
+def lease_folder(state: Any, prefix: str) -> Any:
     """`<run folder>/<prefix>.lease`: next to the task's state file (RunState's file copy)."""
-    state_file = Path(state._file)
+    state_file = state_store.path_of(state._file)
     return state_file.parent / f"{prefix}.lease"
 
 
-def take_lease(folder: Path, *, wait: float | None = None, ttl: float | None = None) -> Lease:
+def take_lease(folder: Any, *, wait: float | None = None, ttl: float | None = None) -> Lease:
     """The lease of `folder`: this thread's own if it still holds it (continuous), else a new generation once
     no live holder is left. Raises LeaseBusy after `wait` s of a live holder."""
     wait = LEASE_WAIT_SECONDS if wait is None else wait
@@ -287,7 +290,7 @@ def take_lease(folder: Path, *, wait: float | None = None, ttl: float | None = N
             mine.renew()
             return mine
         mine.release()  # ours but expired: start over like anybody else
-    folder.mkdir(parents=True, exist_ok=True)
+    state_store.ensure_dir(folder)
     deadline = time.monotonic() + wait
     while True:
         newest = _newest(folder)
@@ -301,22 +304,27 @@ def take_lease(folder: Path, *, wait: float | None = None, ttl: float | None = N
             time.sleep(0.5)
             continue
         lease = Lease(folder, newest + 1, uuid.uuid4().hex, me, ttl)
-        tmp = folder / f".new.{lease.token}"
-        tmp.write_text(json.dumps(lease._record()))
+        with _registry_lock:
+            _creating.add(lease.token)  # another thread of this process that reads it meanwhile sees it held
         try:
-            os.link(tmp, lease.path)  # atomic create-exclusive with the content in place
-        except FileExistsError:
-            continue  # another contender took this generation first: look again
-        finally:
-            tmp.unlink(missing_ok=True)
+            # atomic create-exclusive with the content in place (os.link locally, If-None-Match: * on S3)
+            if not state_store.create_exclusive(lease.path, json.dumps(lease._record()).encode(), durable=False):
+                with _registry_lock:
+                    _creating.discard(lease.token)
+                continue  # another contender took this generation first: look again
+        except BaseException:
+            with _registry_lock:
+                _creating.discard(lease.token)
+            raise
         if newest and not record.get("released"):
             log.warning("took over submission lease %s from %s (expired or dead)", folder, record.get("owner"))
-        for old in folder.iterdir():  # keep the folder small: only the last two generations matter
-            if old.name.isdigit() and int(old.name) < newest:
+        for name in state_store.list_names(folder):  # keep the folder small: only the last two generations matter
+            if name.isdigit() and int(name) < newest:
                 with contextlib.suppress(OSError):
-                    old.unlink()
+                    state_store.delete(folder / name)
         with _registry_lock:
             _registry[str(folder)] = lease
+            _creating.discard(lease.token)
         return lease
 
 
@@ -333,12 +341,15 @@ def other_purposes_jobs(state: Any, prefix: str) -> set[str]:
     """Trainings this run started for its other purposes (submit, promote, earlier rollback rounds), read from
     the state files beside this one: they are never this purpose's training, nor a duplicate of it (a promotion
     training that failed a second before the restore was POSTed is not the restore)."""
-    folder = getattr(state, "_file", None)
-    if folder is None:
+    state_file = getattr(state, "_file", None)
+    if state_file is None:
         return set()
+    folder = state_store.path_of(state_file).parent
     jobs: set[str] = set()
-    for path in Path(folder).parent.glob("*_state.json"):
-        data = json.loads(_read(path, "{}") or "{}")
+    for name in state_store.list_names(folder):
+        if not name.endswith("_state.json"):
+            continue
+        data = _load(folder / name)
         for key, value in data.items():
             owner = key.rsplit(".", 1)[0]
             if owner == prefix or not value:

@@ -1,0 +1,331 @@
+"""The one home of the pipeline's durable state: run folders, leases, the target memory and the MLflow outbox.
+
+Where it lives is one setting, ``COGNIGY_RETRAIN_STATE_URI`` (see :func:`include.settings.state_uri`): a local
+folder (``file://``, the default: ``COGNIGY_RETRAIN_STATE_DIR`` or ``<project>/.state``) or an object store
+(``s3://bucket/prefix``), so that workers sharing no disk (MWAA, Astronomer, Celery on several hosts) run one
+pipeline. Code here takes a *path-like* handed in and never imports Airflow:
+
+- a local path is a :class:`pathlib.Path` and is written as before: temp file + fsync + ``os.replace`` (+ the
+  directory's fsync), create-exclusive with ``os.link``;
+- anything else is a universal-pathlib path with ``.fs`` (an fsspec file system) and ``.path``: Airflow's
+  ``ObjectStoragePath``, opened by ``cognigy_airflow.state_storage`` (which registers :func:`register_opener`).
+  A write is one PUT (whole object or nothing); a create-exclusive is a conditional PUT (``If-None-Match: *``),
+  so nothing assumes a POSIX file system there. A store whose create-if-absent is not atomic is refused.
+
+Listings and existence checks bypass fsspec's listing cache: another worker may have written meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path, PurePath
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from include import settings
+from include.durable import fsync_dir
+
+StatePath = Any  # pathlib.Path (local) or a universal-pathlib path (ObjectStoragePath): see the module docstring
+
+# fsspec protocols whose create-if-absent is one atomic request (s3fs: a PUT with If-None-Match: *)
+ATOMIC_CREATE_PROTOCOLS = frozenset({"s3", "s3a", "s3n"})
+
+
+class StateNotIntact(RuntimeError):
+    """What was read back is not what was written (checksum mismatch)."""
+
+
+class StateStoreUnsupported(RuntimeError):
+    """The configured store cannot give a guarantee the pipeline relies on."""
+
+
+_opener: Callable[[str], StatePath] | None = None
+
+
+def register_opener(opener: Callable[[str], StatePath]) -> None:
+    """How a non-file URI becomes a path (set by ``cognigy_airflow.state_storage``: an ObjectStoragePath)."""
+    global _opener
+    _opener = opener
+
+
+def path_of(location: str | os.PathLike[str] | StatePath) -> StatePath:
+    """A path for a location kept as text (XCom, an outbox entry): local path, ``file://`` URI or store URI."""
+    if not isinstance(location, str | PurePath):
+        return location  # already a store path
+    text = str(location)
+    if "://" not in text:
+        return Path(text)
+    if text.startswith("file://"):
+        return Path(unquote(urlsplit(text).path) or "/")
+    if _opener is None:
+        raise StateStoreUnsupported(
+            f"{_scheme(text)}:// state needs the Airflow plugins (cognigy_airflow.state_storage) to open it"
+        )
+    return _opener(text)
+
+
+def root() -> StatePath:
+    """The state root configured by ``COGNIGY_RETRAIN_STATE_URI`` (a Path for the local default)."""
+    if not os.environ.get("COGNIGY_RETRAIN_STATE_URI", "").strip():
+        return settings.state_dir()  # as before: COGNIGY_RETRAIN_STATE_DIR, else <project>/.state
+    return path_of(settings.state_uri())
+
+
+def is_local(path: StatePath) -> bool:
+    return isinstance(path, PurePath)
+
+
+def describe(path: StatePath) -> str:
+    """For logs and errors: the path or URI (an ObjectStoragePath shows its connection id, never a secret)."""
+    return str(path)
+
+
+# --- reads ---------------------------------------------------------------------------------------------
+def _fresh(path: StatePath) -> None:
+    """Drop fsspec's cached listings of `path` and its parents: another worker may have changed them."""
+    with contextlib.suppress(Exception):
+        path.fs.invalidate_cache(path.path)
+
+
+def exists(path: StatePath) -> bool:
+    if is_local(path):
+        return path.exists()
+    _fresh(path)
+    return bool(path.fs.exists(path.path))
+
+
+def read_bytes(path: StatePath) -> bytes:
+    """The object's bytes; FileNotFoundError when there is none."""
+    if is_local(path):
+        return path.read_bytes()
+    _fresh(path)
+    return path.fs.cat_file(path.path)
+
+
+def read_text(path: StatePath) -> str:
+    return read_bytes(path).decode("utf-8")
+
+
+def read_json(path: StatePath, default: Any = None) -> Any:
+    """Parsed JSON, or `default` when the object does not exist."""
+    try:
+        return json.loads(read_bytes(path))
+    except FileNotFoundError:
+        return default
+
+
+def list_names(folder: StatePath) -> list[str]:
+    """Names directly under `folder` (files and sub-folders); empty when it does not exist."""
+    if is_local(folder):
+        return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    _fresh(folder)
+    try:
+        entries = folder.fs.ls(folder.path, detail=False)
+    except FileNotFoundError:
+        return []
+    finally:
+        _fresh(folder)  # never leave a listing cached: the next look must see other workers' writes
+    base = folder.path.rstrip("/")
+    return sorted({e.rstrip("/").rsplit("/", 1)[-1] for e in entries if e.rstrip("/") != base})
+
+
+def modified(path: StatePath) -> float:
+    """Last-modified time (epoch seconds), 0.0 when unknown or gone."""
+    try:
+        if is_local(path):
+            return path.stat().st_mtime_ns / 1e9
+        _fresh(path)
+        return path.fs.modified(path.path).timestamp()
+    except (OSError, NotImplementedError, AttributeError):
+        return 0.0
+
+
+# --- writes --------------------------------------------------------------------------------------------
+def ensure_dir(folder: StatePath) -> None:
+    """A local folder is created; an object store has no folders (keys carry the prefix)."""
+    if is_local(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+def write_bytes(path: StatePath, data: bytes, *, durable: bool = True) -> None:
+    """Replace the object atomically: a reader sees the old or the new content, never a part of one."""
+    if is_local(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                if durable:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if durable:
+            fsync_dir(path.parent)
+        return
+    path.fs.pipe_file(path.path, data)  # one PUT (objects below the multipart size): all or nothing
+    _fresh(path)
+
+
+def write_text(path: StatePath, text: str, *, durable: bool = True) -> None:
+    write_bytes(path, text.encode("utf-8"), durable=durable)
+
+
+def write_json(path: StatePath, value: Any, **dumps: Any) -> None:
+    write_text(path, json.dumps(value, **dumps))
+
+
+def create_exclusive(path: StatePath, data: bytes, *, durable: bool = True) -> bool:
+    """Create the object with `data` if there is none; False (nothing written) if it exists. Atomic: of two
+    writers racing, exactly one gets True, and a reader never sees the object without its content. Locally,
+    `durable` also fsyncs the file and its folder (an object store's PUT is durable when it answers)."""
+    if is_local(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.new")
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)  # fails if it exists, and the content is in place when the name appears
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+        if durable:
+            fsync_dir(path.parent)
+        return True
+    protocol = _protocol(path)
+    if protocol not in ATOMIC_CREATE_PROTOCOLS:
+        raise StateStoreUnsupported(
+            f"{protocol}:// has no atomic create-if-absent known to this pipeline (leases and rollback points "
+            f"need one); use s3:// (or a local folder) for COGNIGY_RETRAIN_STATE_URI"
+        )
+    try:
+        path.fs.pipe_file(path.path, data, mode="create")  # s3fs: PUT with If-None-Match: *
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if _precondition_failed(exc):
+            return False
+        raise
+    finally:
+        _fresh(path)
+    return True
+
+
+def create_or_read_verified(path: StatePath, data: bytes) -> tuple[bytes, bool]:
+    """Write `data` once (never over an existing object) and read the object back.
+
+    Returns (the bytes that are there, whether this call created them). When this call created the object, what
+    reads back must have the SHA-256 of `data`, else :class:`StateNotIntact` (nothing may act on a copy that is
+    not what was captured)."""
+    created = create_exclusive(path, data)
+    stored = read_bytes(path)
+    if created and sha256(stored) != sha256(data):
+        raise StateNotIntact(
+            f"{describe(path)} did not read back intact (sha256 {sha256(stored)[:16]}… != written {sha256(data)[:16]}…)"
+        )
+    return stored, created
+
+
+def delete(path: StatePath) -> None:
+    """Remove the object (no error when it is gone)."""
+    if is_local(path):
+        path.unlink(missing_ok=True)
+        return
+    try:
+        path.fs.rm_file(path.path)
+    except FileNotFoundError:
+        pass
+    finally:
+        _fresh(path)
+
+
+def delete_tree(folder: StatePath) -> None:
+    if is_local(folder):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    with contextlib.suppress(FileNotFoundError):
+        folder.fs.rm(folder.path, recursive=True)
+    _fresh(folder)
+
+
+def copy(source: StatePath, target: StatePath) -> None:
+    """Copy one object (any store to any store) atomically at the target."""
+    if is_local(source) and is_local(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.tmp")
+        shutil.copyfile(source, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+        return
+    write_bytes(target, read_bytes(source))
+
+
+# --- local files for tools that need them (matplotlib, MLflow's log_artifact) ---------------------------
+@contextlib.contextmanager
+def local_dir(folder: StatePath) -> Iterator[Path]:
+    """A local folder to write into that ends up as `folder`: `folder` itself when it is local, else a temp
+    folder whose files are uploaded to `folder` when the block ends without an error."""
+    if is_local(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="cognigy-state-") as tmp:
+        yield Path(tmp)
+        for file in sorted(Path(tmp).iterdir()):
+            if file.is_file():
+                write_bytes(folder / file.name, file.read_bytes())
+
+
+@contextlib.contextmanager
+def local_files(files: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """`{name: location}` with every location a local file: local ones as they are, store objects downloaded
+    to a temp folder for the block's duration."""
+    remote = {name: loc for name, loc in files.items() if not is_local(path_of(loc))}
+    if not remote:
+        yield dict(files)
+        return
+    with tempfile.TemporaryDirectory(prefix="cognigy-artifacts-") as tmp:
+        local = dict(files)
+        for index, (name, location) in enumerate(sorted(remote.items())):
+            source = path_of(location)
+            target = Path(tmp) / f"{index:03d}-{source.name}"
+            target.write_bytes(read_bytes(source))
+            local[name] = str(target)
+        yield local
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- internals -----------------------------------------------------------------------------------------
+def _protocol(path: StatePath) -> str:
+    protocol = getattr(path, "protocol", "") or ""
+    return protocol[0] if isinstance(protocol, tuple | list) else str(protocol)
+
+
+def _scheme(uri: str) -> str:
+    return uri.split("://", 1)[0]
+
+
+def _precondition_failed(exc: BaseException) -> bool:
+    """s3fs maps a 412 to FileExistsError only when the answer names the If-None-Match condition."""
+    cause = exc.__cause__
+    response = getattr(cause, "response", None) or {}
+    error = response.get("Error") or {}
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode")
+    return error.get("Code") in ("PreconditionFailed", "412") or status == 412
