@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from devtools.servers import ROOT
 from include import audit
 from include.audit import AuditLog, AuditLogCorrupt, read, record_hash, verify
 from include.redaction import is_secret_key, redact, redact_text
-from tests.servers import ROOT
 
 
 def _lines(path: Path) -> list[str]:

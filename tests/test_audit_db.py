@@ -27,11 +27,11 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from devtools.servers import ROOT
 from devtools.services import OwnServices
 from include import audit, audit_db, settings
 from include.audit import AuditLog, AuditLogCorrupt
 from include.audit_db import TABLE, DatabaseAuditLog, url_from_connection
-from tests.servers import ROOT
 
 pytest_plugins = ["tests.fixtures_airflow_stack"]
 

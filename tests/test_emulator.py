@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import requests
 
+from devtools.servers import Emulator, start_emulator
 from include import dataset, defaults
 from include.emulator.gateway import MAX_BODY_BYTES
 from include.emulator.seed import (
@@ -24,7 +25,6 @@ from include.emulator.seed import (
     SEED_VERSION_ID,
     STAGING_FLOW_ID,
 )
-from tests.servers import Emulator, start_emulator
 
 BASE = "/new/v2.0"
 JOBS = "/api/v2/ai/nlp"

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from devtools.servers import Server, free_port
 from include.mlflow_sync import (
     MlflowAuth,
     RegistryAction,
@@ -20,7 +21,6 @@ from include.mlflow_sync import (
     sync,
 )
 from include.outbox import Outbox
-from tests.servers import Server, free_port
 
 
 @pytest.fixture

@@ -126,16 +126,16 @@ class CognigyClient:
         return {"serverMetrics": self.jobs.metrics(target, version_id)}
 
     # --- rollback ------------------------------------------------------------------------------------
-    def restore_point(self, target: Target, point: dict[str, Any]) -> bool:
-        """Put the rollback point back; both calls are repeatable. True when a retrain must follow (rest-v2:
-        the intents were imported with mode=overwrite; start it with `start_training`, exactly once);
-        False when it serves at once (training-jobs: the rollback call)."""
+    def restore_point(self, target: Target, point: dict[str, Any]) -> None:
+        """Put the rollback point back; both calls are repeatable. An "intents-export" point (rest-v2) is imported
+        with mode=overwrite and a retrain must follow (start it with `start_training`, exactly once); a
+        "model-version" point (training-jobs) serves at once (the rollback call)."""
         if point["kind"] == "intents-export":
             assert self.v2
             self.v2.replace_intents(target, point["intents"])
-            return True
+            return
         if point["kind"] == "model-version":
             assert self.jobs
             self.jobs.rollback(target, point["versionId"])
-            return False
+            return
         raise CognigyError(f"unknown rollback point kind {point['kind']!r}")

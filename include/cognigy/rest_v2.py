@@ -1,6 +1,6 @@
 """The real Cognigy REST API v2.0: every path and JSON shape the product uses, in one place.
 
-Contract: shared/reference/cognigy-rest-v2.md. Management paths live under `<base>/new/v2.0`.
+Management paths live under `<base>/new/v2.0`.
 There is no model-version rollback: the rollback point is the intents export of the locale, restored by
 importing it with mode=overwrite and retraining.
 """

@@ -1,7 +1,7 @@
 """The original specification's "training-jobs" API (second dialect): every path and shape in one place.
 
 `/api/v2/ai/nlp/...` with OAuth2 scopes ai:nlp:read ai:nlp:write ai:training:execute ai:models:rollback.
-Not Cognigy's real API (see shared/reference/cognigy-rest-v2.md); spoken where a gateway exposes it.
+Not Cognigy's real API; spoken where a gateway exposes it.
 Marked "extension" below: calls the specification lacks, offered by the emulator (and needed to
 reconcile a lost submission and to score held-out utterances).
 """

@@ -168,9 +168,6 @@ class TokenProvider:
                 raise _httpx_failure(exc, "POST OAuth2 token", timeout=self._config.timeout_seconds) from None
             return self._store(resp.status_code, resp.content, dict(resp.headers))
 
-    def invalidate(self) -> None:
-        self._token = None
-
 
 def _retry_wait(state: RetryCallState) -> float:
     """The server's Retry-After (429, 503) when given, else exponential backoff with full jitter."""

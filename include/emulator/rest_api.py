@@ -1,4 +1,4 @@
-"""The real dialect: NICE Cognigy.AI REST API v2.0 (see shared/reference/cognigy-rest-v2.md).
+"""The real dialect: NICE Cognigy.AI REST API v2.0 (the server side of `include/cognigy/rest_v2.py`).
 
 Every response shape of this dialect is built in this module, so a real tenant's answers can correct it
 in one place.

@@ -1,8 +1,8 @@
 """The second, made-up dialect: the seed tutorial's "training-jobs" API under /api/v2/ai/nlp.
 
-It does not exist on Cognigy (see shared/reference/cognigy-rest-v2.md). Each model is the seeded flow in one
-locale; it shares the task engine, the model versions and the serving pointer with the real dialect, so a
-completed job's version serves `nlu/scores` too. Only bearer tokens from POST /oauth/token are accepted.
+It does not exist on Cognigy. Each model is the seeded flow in one locale; it shares the task engine, the model
+versions and the serving pointer with the real dialect, so a completed job's version serves `nlu/scores` too.
+Only bearer tokens from POST /oauth/token are accepted.
 """
 
 from __future__ import annotations

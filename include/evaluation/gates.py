@@ -4,8 +4,8 @@ Both models are scored on the same frozen held-out set in the same run. Every ga
 ``GateResult`` with a status ("passed", "failed" or "not_evaluated"), the numbers it used and a plain-language
 reason; the model is promoted only when every *blocking* gate passed. **A gate that cannot measure does not
 pass**: a blocking gate that is not evaluated blocks promotion unless ``GateConfig.allow_unevaluated`` names
-it. Definitions and default thresholds follow the NLU evaluation reference (nlu-evaluation.md:
-Rasa/Azure/Lex practice, Dietterich 1998, Dror et al. 2018, fairlearn):
+it. Definitions and default thresholds follow Rasa/Azure/Lex practice, Dietterich 1998, Dror et al. 2018 and
+fairlearn:
 
 - ``scoring_coverage``: the share of held-out utterances that could not be scored stays small, so the
   metrics describe the whole set.

@@ -1,5 +1,8 @@
 """CognigyHook: reads an Airflow Connection and hands out a client for either Cognigy dialect.
 
+The connection type and its form (fields, labels, help text) are defined once, in the provider package
+`providers/cognigy_provider` (`cognigy_provider`); this hook reads its type and name from there.
+
 Connection (conn type `cognigy`, default id `cognigy_default`):
 - host: tenant API base URL with scheme, e.g. https://api-app.cognigy.ai
 - login + password: OAuth2 client id and secret (client-credentials grant); or
@@ -32,6 +35,11 @@ from include.rate_limit import (
     shared_budget,
     storage_url,
 )
+
+try:
+    from cognigy_provider import CONN_TYPE, HOOK_NAME
+except ModuleNotFoundError:  # provider package not installed: no form, AIRFLOW_CONN_* JSON connections still work
+    CONN_TYPE, HOOK_NAME = "cognigy", "Cognigy.AI"
 
 
 def config_from_connection(host: str | None, login: str | None, password: str | None, extra: dict[str, Any]):
@@ -96,8 +104,8 @@ def _verify(extra: dict[str, Any]) -> bool | str:
 class CognigyHook(BaseHook):
     conn_name_attr = "cognigy_conn_id"
     default_conn_name = "cognigy_default"
-    conn_type = "cognigy"
-    hook_name = "Cognigy.AI"
+    conn_type = CONN_TYPE
+    hook_name = HOOK_NAME
 
     def __init__(self, cognigy_conn_id: str = default_conn_name, requests_per_second: float | None = None) -> None:
         super().__init__()
@@ -137,15 +145,3 @@ class CognigyHook(BaseHook):
         except Exception as exc:  # the UI shows the message
             return False, str(exc)
         return True, "Connection successfully tested"
-
-    @classmethod
-    def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        return {
-            "hidden_fields": ["schema", "port"],
-            "relabeling": {"host": "Base URL", "login": "OAuth2 client id", "password": "API key or client secret"},
-            "placeholders": {
-                "host": "https://api-app.cognigy.ai",
-                "login": "leave empty to use an API key",
-                "extra": '{"api": "rest-v2", "token_url": null, "scopes": null, "verify": true}',
-            },
-        }

@@ -1,8 +1,9 @@
 """Provider metadata for the `cognigy` connection type: Airflow reads it through the `apache_airflow_provider`
 entry point and builds the connection form from it without importing the hook.
 
-The hook class (`cognigy_airflow.hooks.CognigyHook`) is imported from Airflow's plugins folder, which Airflow puts
-on sys.path. Field names below are the keys `CognigyHook` reads from the connection's extra JSON.
+The one definition of the connection type and its form: `CognigyHook` takes its `conn_type` and `hook_name` from
+here. The hook class (`cognigy_airflow.hooks.CognigyHook`) is imported from Airflow's plugins folder, which Airflow
+puts on sys.path. Field names below are the keys `CognigyHook` reads from the connection's extra JSON.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 PACKAGE_NAME = "airflow-provider-cognigy"
 CONN_TYPE = "cognigy"
+HOOK_NAME = "Cognigy.AI"
 HOOK_CLASS = "cognigy_airflow.hooks.CognigyHook"
 
 CONN_FIELDS: dict[str, dict[str, Any]] = {
@@ -78,14 +80,14 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
 def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": PACKAGE_NAME,
-        "name": "Cognigy.AI",
+        "name": HOOK_NAME,
         "description": "Connection type for NICE Cognigy.AI tenants used by the NLU retraining DAG.",
         "versions": ["0.1.0"],
         "connection-types": [
             {
                 "connection-type": CONN_TYPE,
                 "hook-class-name": HOOK_CLASS,
-                "hook-name": "Cognigy.AI",
+                "hook-name": HOOK_NAME,
                 "conn-fields": CONN_FIELDS,
                 "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
             }
