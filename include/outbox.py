@@ -18,6 +18,12 @@ and takes the lease for its own push. A lease is void once it expires (``lease_s
 or ``$COGNIGY_OUTBOX_LEASE_SECONDS``) or, on the same host, once its process has ended, so a task that died
 or deferred never blocks the resync for long. The lease must outlast one MLflow push (client timeout
 times retries).
+
+In an object store (the outbox's folder is a store path, see :mod:`include.state_store`: ``mlflow_outbox`` under
+``COGNIGY_RETRAIN_STATE_URI=s3://...``) there is no file lock and no rename: an entry and each artifact copy is
+one PUT (``<stem>.json``, ``<stem>.<token>.artifacts/<n>-<name>``), and a lease is a series of generations
+``<stem>.lease/<generation>``, each created exclusively (a conditional PUT): whoever creates the next generation
+after a void one holds the lease, and its holder marks it released. A push downloads the artifacts first.
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+from include import state_store
 from include.durable import fsync_dir, fsync_file
 from include.mlflow_sync import MlflowAuth, SyncPayload, SyncResult, sync
 from include.redaction import redact_text
@@ -52,9 +59,11 @@ LeaseKind = Literal["task", "resync"]
 
 
 class Outbox:
-    def __init__(self, dir: str | Path, *, lease_seconds: float | None = None) -> None:
-        self.dir = Path(dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+    def __init__(self, dir: str | Path | Any, *, lease_seconds: float | None = None) -> None:
+        """`dir`: a local folder (str or Path) or a state-store path (an ObjectStoragePath, `include.state_store`)."""
+        self.dir = Path(dir) if isinstance(dir, str | os.PathLike) else dir
+        self._local = state_store.is_local(self.dir)
+        state_store.ensure_dir(self.dir)
         if lease_seconds is None:
             lease_seconds = float(os.environ.get("COGNIGY_OUTBOX_LEASE_SECONDS", DEFAULT_LEASE_SECONDS))
         if not lease_seconds > 0:
@@ -69,12 +78,18 @@ class Outbox:
         stem = self._stem(payload.run_key)
         self._claim(stem, "task", wait=True)  # the caller pushes next; no resync may push it meanwhile
         artifacts_dir = self.dir / f"{stem}.{uuid.uuid4().hex[:12]}.artifacts"
+        if not self._local:
+            return self._put_in_store(payload, stem, artifacts_dir)
         try:
             artifacts_dir.mkdir()
             copied: dict[str, str] = {}
             for index, (name, source) in enumerate(sorted(payload.artifacts.items())):
-                target = artifacts_dir / f"{index:03d}-{Path(source).name}"
-                shutil.copyfile(source, target)
+                origin = state_store.path_of(source)  # a run folder's file, local or in the state store
+                target = artifacts_dir / f"{index:03d}-{origin.name}"
+                if state_store.is_local(origin):
+                    shutil.copyfile(origin, target)
+                else:
+                    target.write_bytes(state_store.read_bytes(origin))
                 fsync_file(target)
                 copied[name] = str(target)
             fsync_dir(artifacts_dir)
@@ -95,6 +110,24 @@ class Outbox:
             raise
         return entry
 
+    def _put_in_store(self, payload: SyncPayload, stem: str, artifacts_dir: Any) -> Any:
+        """`put` in an object store: each artifact copy and then the entry is one PUT (whole or absent)."""
+        try:
+            copied: dict[str, str] = {}
+            for index, (name, source) in enumerate(sorted(payload.artifacts.items())):
+                origin = state_store.path_of(source)
+                target = artifacts_dir / f"{index:03d}-{origin.name}"
+                state_store.copy(origin, target)
+                copied[name] = str(target)
+            entry = self.dir / f"{stem}.json"
+            state_store.write_text(entry, replace(payload, artifacts=copied).to_json())
+            self._remove_artifact_dirs(stem, keep=artifacts_dir)
+        except BaseException:
+            state_store.delete_tree(artifacts_dir)
+            self._release(stem)
+            raise
+        return entry
+
     def pending(self) -> list[SyncPayload]:
         """The stored payloads, oldest first."""
         return [payload for _, payload, _ in self._entries()]
@@ -102,6 +135,11 @@ class Outbox:
     def done(self, run_key: str) -> None:
         """Forget the entry of ``run_key`` (no error if there is none)."""
         stem = self._stem(run_key)
+        if not self._local:
+            state_store.delete(self.dir / f"{stem}.json")
+            self._remove_artifact_dirs(stem)
+            self._drop_store_leases(stem)
+            return
         with self._lock():
             (self.dir / f"{stem}.json").unlink(missing_ok=True)
             self._remove_artifact_dirs(stem)
@@ -144,13 +182,14 @@ class Outbox:
                 continue
             try:
                 # Read again under the lease: the entry may have been pushed and removed, or replaced, meanwhile.
-                identity = _identity(entry)
+                identity = self._identity(entry)
                 try:
-                    payload = SyncPayload.from_json(entry.read_text(encoding="utf-8"))
+                    payload = SyncPayload.from_json(state_store.read_text(entry))
                 except (FileNotFoundError, ValueError, TypeError):
                     continue
                 try:
-                    result = sync(payload, tracking_uri, auth=auth)
+                    with state_store.local_files(payload.artifacts) as files:  # MLflow logs local files
+                        result = sync(replace(payload, artifacts=files), tracking_uri, auth=auth)
                 except Exception as exc:  # keep it; the next resync tries again
                     log.warning("outbox: sync of %s failed, kept: %s", payload.run_key, redact_text(str(exc), secrets))
                     continue
@@ -158,10 +197,11 @@ class Outbox:
                 if on_synced is not None:
                     on_synced(payload, result)
                 with self._lock():
-                    if identity is not None and _identity(entry) == identity:  # not replaced meanwhile
-                        entry.unlink()
+                    if identity is not None and self._identity(entry) == identity:  # not replaced meanwhile
+                        state_store.delete(entry)
                         self._remove_artifact_dirs(stem)
-                        fsync_dir(self.dir)
+                        if self._local:
+                            fsync_dir(self.dir)
             finally:
                 self._release(stem)
         return results
@@ -173,20 +213,33 @@ class Outbox:
         digest = hashlib.sha256(run_key.encode("utf-8")).hexdigest()[:16]
         return f"{_SLUG.sub('_', run_key)[:80]}-{digest}"
 
-    def _entries(self) -> list[tuple[Path, SyncPayload, tuple[int, int] | None]]:
+    def _entries(self) -> list[tuple[Any, SyncPayload, Any]]:
         found = []
-        for entry in self.dir.glob("*.json"):
-            identity = _identity(entry)
+        if self._local:
+            listed = list(self.dir.glob("*.json"))
+        else:
+            listed = [self.dir / n for n in state_store.list_names(self.dir) if n.endswith(".json") and n[0] != "."]
+        for entry in listed:
+            identity = self._identity(entry)
             try:
-                payload = SyncPayload.from_json(entry.read_text(encoding="utf-8"))
+                payload = SyncPayload.from_json(state_store.read_text(entry))
             except FileNotFoundError:
                 continue  # removed by a concurrent resync
             except (ValueError, TypeError) as exc:
                 log.error("outbox: %s is unreadable and stays for inspection: %s", entry.name, exc)
                 continue
             found.append((entry, payload, identity))
-        found.sort(key=lambda item: (item[0].stat().st_mtime_ns if item[0].exists() else 0, item[0].name))
+        found.sort(key=lambda item: (state_store.modified(item[0]), item[0].name))
         return found
+
+    def _identity(self, entry: Any) -> Any:
+        """What tells an entry from its replacement: (inode, mtime) locally, the content's hash in a store."""
+        if self._local:
+            return _identity(entry)
+        try:
+            return state_store.sha256(state_store.read_bytes(entry))
+        except FileNotFoundError:
+            return None
 
     # --- leases ------------------------------------------------------------------------------------------
 
@@ -194,6 +247,8 @@ class Outbox:
         return self.dir / f"{stem}.lease"
 
     def _read_lease(self, stem: str) -> dict[str, Any] | None:
+        if not self._local:
+            return self._store_lease(stem)[1]
         try:
             lease = json.loads(self._lease_path(stem).read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -206,6 +261,13 @@ class Outbox:
         """Take the lease of ``stem`` for this instance. A live lease of another owner blocks, except that a
         task takes over an earlier try's lease. With ``wait`` poll until it is free (bounded by its expiry)."""
         while True:
+            if not self._local:
+                if self._claim_in_store(stem, kind):
+                    return True
+                if not wait:
+                    return False
+                time.sleep(LEASE_POLL_SECONDS)
+                continue
             with self._lock():
                 lease = self._read_lease(stem)
                 held = (
@@ -220,6 +282,17 @@ class Outbox:
             if not wait:
                 return False
             time.sleep(LEASE_POLL_SECONDS)
+
+    def _lease_record(self, kind: LeaseKind) -> dict[str, Any]:
+        pid = os.getpid()
+        return {
+            "owner": self._owner,
+            "kind": kind,
+            "host": _host_id(),
+            "pid": pid,
+            "pid_start": _process_start(pid),
+            "expires": time.time() + self.lease_seconds,
+        }
 
     def _write_lease(self, stem: str, kind: LeaseKind) -> None:
         pid = os.getpid()
@@ -236,18 +309,79 @@ class Outbox:
         os.replace(tmp, self._lease_path(stem))
 
     def _release(self, stem: str) -> None:
+        if not self._local:
+            generation, lease = self._store_lease(stem)
+            if lease is not None and lease.get("owner") == self._owner:
+                released = {**lease, "released": True}
+                state_store.write_json(self._store_lease_folder(stem) / f"{generation:010d}", released)
+            return
         with self._lock():
             lease = self._read_lease(stem)
             if lease is not None and lease.get("owner") == self._owner:
                 self._lease_path(stem).unlink(missing_ok=True)
 
-    def _remove_artifact_dirs(self, stem: str, keep: Path | None = None) -> None:
+    # --- leases in an object store: generations created exclusively ------------------------------------
+    def _store_lease_folder(self, stem: str) -> Any:
+        return self.dir / f"{stem}.lease"
+
+    def _store_lease(self, stem: str) -> tuple[int, dict[str, Any] | None]:
+        """(newest generation, its record): (0, None) without a lease; a torn record reads as {} (void)."""
+        folder = self._store_lease_folder(stem)
+        generations = [int(n) for n in state_store.list_names(folder) if n.isdigit()]
+        if not generations:
+            return 0, None
+        newest = max(generations)
+        try:
+            record = state_store.read_json(folder / f"{newest:010d}", {})
+        except ValueError:
+            record = {}
+        return newest, record if isinstance(record, dict) else {}
+
+    def _claim_in_store(self, stem: str, kind: LeaseKind) -> bool:
+        """One attempt: take the next generation unless a live lease of another owner blocks."""
+        folder = self._store_lease_folder(stem)
+        generation, lease = self._store_lease(stem)
+        if lease is not None and lease.get("owner") == self._owner and _lease_live(lease):
+            state_store.write_json(folder / f"{generation:010d}", self._lease_record(kind))  # ours: renew
+            return True
+        if lease is not None and _lease_live(lease) and not (kind == "task" and lease.get("kind") == "task"):
+            return False
+        record = json.dumps(self._lease_record(kind)).encode()
+        if not state_store.create_exclusive(folder / f"{generation + 1:010d}", record):
+            return False  # another process took this generation first
+        for name in state_store.list_names(folder):  # only the newest generation matters
+            if name.isdigit() and int(name) <= generation:
+                state_store.delete(folder / name)
+        return True
+
+    def _drop_store_leases(self, stem: str) -> None:
+        """After `done`: remove this instance's lease and void ones (never another process's live lease)."""
+        folder = self._store_lease_folder(stem)
+        for name in state_store.list_names(folder):
+            if not name.isdigit():
+                continue
+            try:
+                record = state_store.read_json(folder / name, {})
+            except ValueError:
+                record = {}
+            if not isinstance(record, dict) or record.get("owner") == self._owner or not _lease_live(record):
+                state_store.delete(folder / name)
+
+    def _remove_artifact_dirs(self, stem: str, keep: Any = None) -> None:
+        if not self._local:
+            for name in state_store.list_names(self.dir):
+                if name.startswith(f"{stem}.") and name.endswith(".artifacts") and (keep is None or name != keep.name):
+                    state_store.delete_tree(self.dir / name)
+            return
         for path in self.dir.glob(f"{glob_escape(stem)}.*.artifacts"):
             if path != keep:
                 shutil.rmtree(path, ignore_errors=True)
 
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
+        if not self._local:  # an object store has no lock: leases (created exclusively) keep pushes apart
+            yield
+            return
         with open(self.dir / ".lock", "a") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
@@ -257,7 +391,9 @@ class Outbox:
 
 
 def _lease_live(lease: dict[str, Any]) -> bool:
-    """Not expired, and (when it was taken on this host) its process still runs."""
+    """Not released, not expired, and (when it was taken on this host) its process still runs."""
+    if lease.get("released"):
+        return False
     expires = lease.get("expires")
     if not isinstance(expires, int | float) or expires <= time.time():
         return False

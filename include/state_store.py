@@ -275,6 +275,15 @@ def copy(source: StatePath, target: StatePath) -> None:
 
 
 # --- local files for tools that need them (matplotlib, MLflow's log_artifact) ---------------------------
+def write_with(path: StatePath, write: Callable[[Path], object]) -> None:
+    """Let `write(local_file)` produce the content (a writer that wants a local file), then store it atomically
+    at `path` (a reader never sees a part of it)."""
+    with tempfile.TemporaryDirectory(prefix="cognigy-state-") as tmp:
+        local = Path(tmp) / path.name
+        write(local)
+        write_bytes(path, local.read_bytes())
+
+
 @contextlib.contextmanager
 def local_dir(folder: StatePath) -> Iterator[Path]:
     """A local folder to write into that ends up as `folder`: `folder` itself when it is local, else a temp

@@ -14,7 +14,7 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
-from include import dataset
+from include import dataset, state_store
 from include.labelled_data import MAX_FILE_BYTES, DataFileInvalid, LabelledSet, parse_labelled
 from include.retrain_request import RetrainRequest
 
@@ -59,7 +59,7 @@ def _source_bytes(request: RetrainRequest, kind: str, locale: str) -> tuple[str,
     return uri, read_data_file(uri), None
 
 
-def freeze_request_data(request: RetrainRequest, folder: Path) -> tuple[dict[str, dict[str, Any]], list[str]]:
+def freeze_request_data(request: RetrainRequest, folder: Any) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """Read, check and copy every data file of the request; returns (per-locale data entries, errors).
 
     An entry is `{"held_out": {"path", "name", "format", "summary"}, "training": {...} | None}`; `summary` is the
@@ -67,7 +67,7 @@ def freeze_request_data(request: RetrainRequest, folder: Path) -> tuple[dict[str
     """
     data: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
-    folder.mkdir(parents=True, exist_ok=True)
+    state_store.ensure_dir(folder)  # the run's folder in the state store (include.state_store)
     for locale in request.locales:
         entry: dict[str, Any] = {HELD_OUT: None, TRAINING: None}
         for kind, field in ((HELD_OUT, "heldOut"), (TRAINING, "trainingData")):
@@ -88,7 +88,7 @@ def freeze_request_data(request: RetrainRequest, folder: Path) -> tuple[dict[str
                 errors.append(f"{field} ({locale}): {exc}")
                 continue
             copy = folder / f"{kind}-{locale}-{labelled.sha256[:16]}.{fmt or _format_of(name)}"
-            copy.write_bytes(raw)
+            state_store.write_bytes(copy, raw)
             summary = {k: v for k, v in labelled.summary().items() if k != "intent_names"}
             entry[kind] = {"path": str(copy), "name": name, "format": fmt or _format_of(name), "summary": summary}
         data[locale] = entry
@@ -137,7 +137,8 @@ def load_frozen(entry: dict[str, Any] | None) -> LabelledSet | None:
     """The run's frozen copy of a data file (as checked by `validate`)."""
     if not entry:
         return None
-    return parse_labelled(Path(entry["path"]).read_bytes(), entry["name"], fmt=entry["format"])
+    raw = state_store.read_bytes(state_store.path_of(entry["path"]))
+    return parse_labelled(raw, entry["name"], fmt=entry["format"])
 
 
 def training_intents(request: RetrainRequest, labelled: LabelledSet) -> dict[str, list[str]]:

@@ -12,7 +12,6 @@ import logging
 import time
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from airflow.sdk import BaseOperator
@@ -25,6 +24,7 @@ from cognigy_airflow.hooks import CognigyHook
 from cognigy_airflow.links import CognigyTaskLink, cognigy_flow_url
 from cognigy_airflow.run_state import RunState
 from cognigy_airflow.triggers import CognigyJobTrigger
+from include import state_store
 from include.cognigy import rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.errors import (
@@ -267,22 +267,20 @@ class CognigySubmitTrainingOperator(_CognigyOperator):
         )
         return self._result(status, state, target, reattached=False)
 
-    def _candidate(self, plan: dict[str, Any], request: Any, folder: Path) -> list[dict[str, Any]]:
+    def _candidate(self, plan: dict[str, Any], request: Any, folder: Any) -> list[dict[str, Any]]:
         """The intents the challenger trains on, written once to the run folder (a retry reads the same)."""
         path = folder / steps.STAGED_INTENTS
-        if path.exists():
-            return json.loads(path.read_text())
+        if (earlier := state_store.read_json(path)) is not None:
+            return earlier
         training = load_frozen(plan["data"][Target.from_dict(self.target).locale][TRAINING])
         if training is not None:
             intents = rest_v2.intents_file(training_intents(request, training))
         else:  # source flow: what production holds now (the rollback point)
-            point = json.loads(Path(self.captured["rollback_point_path"]).read_text())
+            point = steps.read_rollback_point(self.captured)
             intents = [
                 {**i, "exampleSentences": list(i.get("exampleSentences") or [])} for i in point.get("intents") or []
             ]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(intents, ensure_ascii=False))
-        tmp.replace(path)
+        state_store.write_text(path, json.dumps(intents, ensure_ascii=False))
         return intents
 
     def _result(self, status: JobStatus, state: RunState, target: Target, *, reattached: bool) -> dict[str, Any]:
@@ -486,7 +484,7 @@ class CognigyRollbackOperator(_CognigyOperator):
         target = Target.from_dict(self.target)
         client = self.hook().get_client()
         state = RunState(context, steps.run_folder(context, self.plan, self.target) / "rollback_state.json")
-        point = json.loads(Path(self.captured["rollback_point_path"]).read_text())
+        point = steps.read_rollback_point(self.captured)
         audit(
             context,
             "rollback_triggered",
@@ -533,7 +531,7 @@ class CognigyRollbackOperator(_CognigyOperator):
         staging = self.plan.get("promotion") == "staging"
         prefix = "promote" if staging else "submit"  # the run's training of the PRODUCTION flow
         state_file = steps.run_folder(context, self.plan, self.target) / f"{prefix}_state.json"
-        started = json.loads(state_file.read_text()) if state_file.exists() else {}
+        started = state_store.read_json(state_file) or {}
         known = (self.promoted or {}) if staging else (self.waited or {})
         job_ids = {j for j in (known.get("job_id"), started.get(f"{prefix}.job_id")) if j}
         since = started.get(f"{prefix}.since_server_at") or started.get(f"{prefix}.intent_at")  # server clock first
@@ -573,7 +571,7 @@ class CognigyRollbackOperator(_CognigyOperator):
                 context,
                 f"serving state {serving[:12]}… differs from the rollback point {self.captured['fingerprint'][:12]}…",
             )
-        champion = load_predictions(Path(self.captured["champion_predictions_path"]))
+        champion = load_predictions(state_store.path_of(self.captured["champion_predictions_path"]))
         held = load_frozen(self.plan["data"][target.locale][HELD_OUT])
         sample = _spread(list(held.utterances), self.VERIFY_SAMPLE)
         now, _ = score_utterances(
@@ -668,7 +666,7 @@ class CognigyPromoteOperator(_CognigyOperator):
         client = self.hook().get_client()
         folder = steps.run_folder(context, self.plan, self.target)
         state = RunState(context, folder / "promote_state.json")
-        staged = json.loads((folder / steps.STAGED_INTENTS).read_text())
+        staged = state_store.read_json(folder / steps.STAGED_INTENTS)
         staged_fingerprint = rest_v2.fingerprint(staged)
         earlier = _reattach(client, production, state, "promote", wait=self.reconcile_seconds)
         if earlier is not None:
@@ -711,7 +709,7 @@ class CognigyPromoteOperator(_CognigyOperator):
         production = Target.from_dict(self.target)
         client = self.hook().get_client()
         folder = steps.run_folder(context, self.plan, self.target)
-        staged_fingerprint = rest_v2.fingerprint(json.loads((folder / steps.STAGED_INTENTS).read_text()))
+        staged_fingerprint = rest_v2.fingerprint(state_store.read_json(folder / steps.STAGED_INTENTS))
         serving = client.serving_fingerprint(production)
         if serving != staged_fingerprint:
             return self._failed(

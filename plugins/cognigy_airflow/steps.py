@@ -8,6 +8,7 @@ import json
 import re
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -18,7 +19,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from cognigy_airflow.auditing import audit, retrain_trigger, triggered_by
 from cognigy_airflow.data_files import HELD_OUT, TRAINING, freeze_request_data, load_frozen, training_intents
 from cognigy_airflow.hooks import CognigyHook
-from include import dataset, settings
+from include import dataset, settings, state_store
 from include.cognigy import rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.errors import NotFound
@@ -48,8 +49,8 @@ GATE_PARAMS = (
 )  # fmt: skip
 
 
-def run_folder(context: Any, plan: dict[str, Any], target: dict[str, Any] | str) -> Path:
-    """This run attempt's folder for one target (or "_request"): see `settings.run_dir`."""
+def run_folder(context: Any, plan: dict[str, Any], target: dict[str, Any] | str) -> Any:
+    """This run attempt's folder for one target (or "_request") in the state store: see `settings.run_dir`."""
     key = target if isinstance(target, str) else Target.from_dict(target).key
     return settings.run_dir(context["ti"].dag_id, context["ti"].run_id, key, plan.get("run_attempt", ""))
 
@@ -159,7 +160,7 @@ def validate(**context: Any) -> dict[str, Any]:
             context["ti"].log.warning(warning) if hasattr(context["ti"], "log") else None
         request_dir = run_folder(context, plan, "_request")
         request_file = request_dir / f"request-{request.sha256[:16]}.json"
-        request_file.write_text(request.canonical_json())
+        state_store.write_text(request_file, request.canonical_json())
         plan["request_path"] = str(request_file)
         audit(
             context,
@@ -357,19 +358,21 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
     staging = request.staging_target(t)
     staged = check_staging(client, t, staging) if staging else None
 
-    if point_file.exists():  # a retry must not overwrite the rollback point with a later state
-        point = json.loads(point_file.read_text())
+    if state_store.exists(point_file):  # a retry must not overwrite the rollback point with a later state
+        stored = state_store.read_bytes(point_file)
+        point = json.loads(stored)
     else:
         point = client.capture_rollback_point(
             t, request.rollbackTriggerVersionId and str(request.rollbackTriggerVersionId)
         )
         if point["kind"] == "intents-export" and (problems := rest_v2.check_restorable(point["intents"])):
             raise AirflowFailException(f"the rollback point of {t.key} could not be restored: {'; '.join(problems)}")
-        tmp = point_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(point, ensure_ascii=False))
-        tmp.replace(point_file)
-        if json.loads(point_file.read_text())["fingerprint"] != point["fingerprint"]:  # read back before any change
-            raise AirflowFailException(f"the rollback point {point_file} did not read back intact")
+        # Created once (a try racing this one keeps the first), then read back before any change to Cognigy.
+        try:
+            stored, _ = state_store.create_or_read_verified(point_file, json.dumps(point, ensure_ascii=False).encode())
+            point = json.loads(stored)
+        except (state_store.StateNotIntact, ValueError) as exc:
+            raise AirflowFailException(f"the rollback point {point_file} did not read back intact: {exc}") from None
 
     # The judged intents: the training file's (uri/demo), else what the flow holds.
     flow_intents = [i["name"] for i in point.get("intents") or []]
@@ -393,6 +396,7 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
     last = last_trained(t.key)
     common = {
         "rollback_point_path": str(point_file),
+        "rollback_point_sha256": state_store.sha256(stored),  # checked again wherever the point is read
         "fingerprint": point["fingerprint"],
         "candidate_fingerprint": candidate,
         "training_out_of_date": out_of_date,
@@ -421,16 +425,14 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
     threshold = request.heldOut.threshold
     cache_key = champion_key(point["fingerprint"], held.sha256, threshold)
     cached = None if out_of_date or point["kind"] != "intents-export" else cached_champion(t.key, cache_key)
-    if champion_file.exists():  # scored before this retry: what serves now may already be the new model
+    if state_store.exists(champion_file):  # scored before this retry: what serves now may already be the new model
         predictions, seconds, via = load_predictions(champion_file), 0.0, "earlier try"
     elif cached is not None:
         predictions, seconds, via = load_predictions(cached), 0.0, "cache"
         save_predictions(champion_file, predictions)
     else:
         predictions, seconds = score_utterances(list(held.utterances), lambda s: client.score(t, s), threshold)
-        tmp = champion_file.with_suffix(".tmp")
-        save_predictions(tmp, predictions)
-        tmp.replace(champion_file)
+        state_store.write_with(champion_file, lambda local: save_predictions(local, predictions))
         via = "scored"
         if not out_of_date and point["kind"] == "intents-export":
             store_champion(t.key, cache_key, champion_file)
@@ -491,13 +493,12 @@ def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[
         list(held.utterances), lambda s: client.score(judged, s, version_id=version), request.heldOut.threshold
     )
     save_predictions(folder / "challenger_predictions.jsonl", predictions)
-    champion = load_predictions(Path(captured["champion_predictions_path"]))
+    champion = load_predictions(state_store.path_of(captured["champion_predictions_path"]))
     feedback = client.platform_feedback(judged, version)
     server = feedback.get("serverMetrics") if isinstance(feedback, dict) else None
     platform_metrics = None
     if server:  # XCom keeps the headline numbers; the whole answer is a report file
-        (folder / "report").mkdir(parents=True, exist_ok=True)
-        (folder / "report" / "platform_metrics.json").write_text(json.dumps(server, indent=2, default=str))
+        state_store.write_text(folder / "report" / "platform_metrics.json", json.dumps(server, indent=2, default=str))
         dist = server.get("intent_distribution")
         platform_metrics = {k: server.get(k) for k in ("precision", "recall", "f1", "bias_score")}
         platform_metrics["intents"] = len(dist) if isinstance(dist, dict) else None
@@ -514,7 +515,9 @@ def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[
         training_texts=trained,
         held_out=held.summary(),
     )
-    paths = write_gate_report(report, folder / "report")
+    with state_store.local_dir(folder / "report") as out:  # the report's writers want local files
+        written = write_gate_report(report, out)
+    paths = {name: folder / "report" / Path(path).name for name, path in written.items()}
     summary = report.summary()
     event = "validation_passed" if report.passed else "validation_failed"
     audit(
@@ -543,12 +546,22 @@ def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[
     }
 
 
-def trained_intents(folder: Path) -> dict[str, list[str]] | None:
+def trained_intents(folder: Any) -> dict[str, list[str]] | None:
     """Intent -> example sentences the challenger was trained on (written by `submit`), if known."""
-    path = folder / STAGED_INTENTS
-    if not path.exists():
+    staged = state_store.read_json(folder / STAGED_INTENTS)
+    if staged is None:
         return None
-    return {i["name"]: list(i.get("exampleSentences") or []) for i in json.loads(path.read_text())}
+    return {i["name"]: list(i.get("exampleSentences") or []) for i in staged}
+
+
+def read_rollback_point(captured: dict[str, Any]) -> dict[str, Any]:
+    """The rollback point `capture` stored, checked against the checksum it recorded (when it did)."""
+    location = captured["rollback_point_path"]
+    data = state_store.read_bytes(state_store.path_of(location))
+    expected = captured.get("rollback_point_sha256")
+    if expected and state_store.sha256(data) != expected:
+        raise AirflowFailException(f"the rollback point {location} changed since it was captured (checksum differs)")
+    return json.loads(data)
 
 
 STAGED_INTENTS = "challenger_intents.json"
@@ -707,8 +720,8 @@ def build_payload(
     metrics.update(mlflow_platform_metrics(platform))
     metrics["platform.intents"] = platform.get("intents")
     report_file = ((evaluated or {}).get("artifacts") or {}).get("gate_report.json")
-    if report_file and Path(report_file).exists():
-        full = json.loads(Path(report_file).read_text())
+    full = state_store.read_json(state_store.path_of(report_file)) if report_file else None
+    if full is not None:
         for intent, row in (full.get("metrics", {}).get("per_intent") or {}).items():
             for name in ("precision", "recall", "f1", "support"):
                 metrics[_metric_key("intent", intent, name)] = row.get(name)
@@ -820,7 +833,8 @@ def mlflow_sync(
     try:
         uri, auth, secrets = mlflow_target(plan["mlflow_conn_id"])
         configure_client()
-        result = sync(payload, uri, auth=auth)
+        with state_store.local_files(payload.artifacts) as files:  # MLflow logs local files
+            result = sync(replace(payload, artifacts=files), uri, auth=auth)
     except Exception as exc:
         message = redact_text(f"{type(exc).__name__}: {exc}", secrets)[:500]
         if ti.try_number <= getattr(ti, "max_tries", 0):  # Airflow will try again
@@ -899,7 +913,7 @@ def finalize(target, plan, captured, submitted, waited, evaluated, promoted, rol
         "mlflow_run_url": (synced or {}).get("run_url"),
         "target": target,
     }
-    Path(folder / "outcome.json").write_text(json.dumps(result, indent=2))
+    state_store.write_text(folder / "outcome.json", json.dumps(result, indent=2))
     if run_fails(outcome):
         raise AirflowFailException(
             f"retrain of {t.key} ended as {outcome} (training {training}): {OUTCOMES.get(outcome, '')}; "
@@ -908,7 +922,7 @@ def finalize(target, plan, captured, submitted, waited, evaluated, promoted, rol
     return result
 
 
-def _remember_promotion(t: Target, plan, captured, submitted, folder: Path, run_id: str) -> None:
+def _remember_promotion(t: Target, plan, captured, submitted, folder: Any, run_id: str) -> None:
     """Production now serves the challenger's intents: remember them (for `unchanged`) and keep the
     challenger's held-out predictions as the champion's for that state (not scored again next time)."""
     fingerprint = (submitted or {}).get("fingerprint")
@@ -917,6 +931,6 @@ def _remember_promotion(t: Target, plan, captured, submitted, folder: Path, run_
         return
     record_trained(t.key, fingerprint, run_id)
     challenger = folder / "challenger_predictions.jsonl"
-    if challenger.exists() and held.get("sha256"):
+    if held.get("sha256") and state_store.exists(challenger):
         key = champion_key(fingerprint, held["sha256"], plan["request"]["heldOut"]["threshold"])
         store_champion(t.key, key, challenger)

@@ -1,0 +1,300 @@
+"""The state store (include/state_store.py) on local disk AND on a real S3 API: moto in server mode on 127.0.0.1.
+
+The S3 server is one process for this test session (free port, stopped at the end); the store is reached the
+way a deployment reaches it, through ``COGNIGY_RETRAIN_STATE_URI=s3://<conn_id>@<bucket>/<prefix>`` and an
+Airflow connection (``AIRFLOW_CONN_<ID>``) opened by ``ObjectStoragePath``. "Workers" are separate processes
+with local state folders of their own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from cognigy_airflow import state_storage
+from devtools.servers import ROOT, Server, free_port, wait_http
+from include import settings, state_store
+from include.mlflow_sync import SyncPayload
+from include.outbox import Outbox
+
+CONN_ID = "cognigy_state_s3"
+BUCKET = "cognigy-state"
+ACCESS_KEY = "state-test-key"
+SECRET_KEY = "state-test-secret-do-not-log"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """moto's S3 API in server mode (a real HTTP server, not an in-process mock), one bucket, one Airflow
+    connection in the environment (as a deployment's secrets backend would give it)."""
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
+    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    server = Server(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path, argv=argv)
+    conn = {
+        "conn_type": "aws",
+        "login": ACCESS_KEY,
+        "password": SECRET_KEY,
+        "extra": {"endpoint_url": server.url, "region_name": "us-east-1"},
+    }
+    env_name = f"AIRFLOW_CONN_{CONN_ID.upper()}"
+    previous = os.environ.get(env_name)
+    try:
+        wait_http(f"{server.url}/", timeout=60, proc=proc)
+        boto3.client(
+            "s3",
+            endpoint_url=server.url,
+            aws_access_key_id=ACCESS_KEY,
+            aws_secret_access_key=SECRET_KEY,
+            region_name="us-east-1",
+        ).create_bucket(Bucket=BUCKET)
+        os.environ[env_name] = json.dumps(conn)
+        yield {"url": server.url, "env_name": env_name, "conn": json.dumps(conn)}
+    finally:
+        if previous is None:
+            os.environ.pop(env_name, None)
+        else:
+            os.environ[env_name] = previous
+        server.stop()
+
+
+def _s3_uri() -> str:
+    return f"s3://{CONN_ID}@{BUCKET}/state-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture(params=["local", "s3"])
+def root(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    """A fresh state root: a local folder, or a prefix in the S3 bucket (an ObjectStoragePath)."""
+    if request.param == "local":
+        return tmp_path / "state"
+    request.getfixturevalue("s3_server")
+    return state_storage.open_uri(_s3_uri())
+
+
+# --- the store's operations ------------------------------------------------------------------------------
+def test_default_is_the_local_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("COGNIGY_RETRAIN_STATE_URI", raising=False)
+    monkeypatch.setenv("COGNIGY_RETRAIN_STATE_DIR", str(tmp_path / "here"))
+    assert state_store.root() == tmp_path / "here"
+    assert settings.run_dir("d", "r", "t").is_relative_to(tmp_path / "here" / "runs")
+    assert settings.outbox_dir() == tmp_path / "here" / "mlflow_outbox"
+    monkeypatch.setenv("COGNIGY_RETRAIN_STATE_URI", (tmp_path / "uri").as_uri())
+    assert state_store.root() == tmp_path / "uri"  # a file:// URI is the local form too
+
+
+def test_read_write_list_delete(root: Any) -> None:
+    folder = root / "runs" / "a"
+    state_store.ensure_dir(folder)
+    assert not state_store.exists(folder / "x.json") and state_store.read_json(folder / "x.json") is None
+    state_store.write_json(folder / "x.json", {"v": 1})
+    state_store.write_json(folder / "x.json", {"v": 2})  # replaced whole
+    state_store.write_text(folder / "y.txt", "why")
+    assert state_store.read_json(folder / "x.json") == {"v": 2}
+    assert state_store.read_text(folder / "y.txt") == "why"
+    assert [n for n in state_store.list_names(folder) if not n.startswith(".")] == ["x.json", "y.txt"]
+    assert state_store.list_names(root / "runs") == ["a"] and state_store.list_names(root / "nothing") == []
+    assert state_store.modified(folder / "x.json") > 0
+    state_store.delete(folder / "x.json")
+    state_store.delete(folder / "x.json")  # gone already: no error
+    assert not state_store.exists(folder / "x.json")
+    with pytest.raises(FileNotFoundError):
+        state_store.read_bytes(folder / "x.json")
+
+
+def test_create_exclusive_lets_exactly_one_of_racing_writers_win(root: Any) -> None:
+    """Eight writers start together on one name, five rounds: each round exactly one creates it, with its content."""
+    for round_ in range(5):
+        path = root / "leases" / f"{round_:010d}"
+        barrier = threading.Barrier(8)
+        won: list[int] = []
+        errors: list[BaseException] = []
+
+        def write(me: int, path: Any = path, barrier: Any = barrier, won: list = won, errors: list = errors) -> None:
+            barrier.wait()
+            try:
+                if state_store.create_exclusive(path, f"writer {me}".encode()):
+                    won.append(me)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors and len(won) == 1, (won, errors)
+        assert state_store.read_text(path) == f"writer {won[0]}"
+        assert not state_store.create_exclusive(path, b"late")  # and nobody after
+        assert state_store.read_text(path) == f"writer {won[0]}"
+
+
+def test_rollback_point_round_trip_with_checksum(root: Any) -> None:
+    from cognigy_airflow import steps
+
+    point = {"kind": "intents-export", "fingerprint": "f" * 64, "intents": [{"name": "a", "exampleSentences": ["x"]}]}
+    data = json.dumps(point).encode()
+    path = root / "runs" / "r1" / "rollback_point.json"
+    stored, created = state_store.create_or_read_verified(path, data)
+    assert created and stored == data
+    # A retry (or a racing try) never overwrites it: it gets the first capture back.
+    again, created = state_store.create_or_read_verified(path, json.dumps({**point, "fingerprint": "later"}).encode())
+    assert not created and again == data
+    captured = {"rollback_point_path": str(path), "rollback_point_sha256": state_store.sha256(data)}
+    assert steps.read_rollback_point(captured) == point  # read back by the rollback task, checksum checked
+    # The object changed after capture (a real overwrite): whoever reads it refuses to restore from it.
+    state_store.write_bytes(path, json.dumps({**point, "fingerprint": "tampered"}).encode())
+    with pytest.raises(Exception, match="changed since it was captured"):
+        steps.read_rollback_point(captured)
+
+
+def test_a_read_back_that_differs_fails_clearly(root: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store that answers with other bytes than were written (a fault no real part here produces on demand,
+    so the read is replaced for this test only) makes the capture fail before any change to Cognigy."""
+    real = state_store.read_bytes
+    monkeypatch.setattr(state_store, "read_bytes", lambda p: real(p)[:-1] + b" ")
+    with pytest.raises(state_store.StateNotIntact, match="did not read back intact"):
+        state_store.create_or_read_verified(root / "rollback_point.json", b'{"fingerprint": "abc"}')
+
+
+def test_a_store_without_atomic_create_is_refused() -> None:
+    from airflow.sdk import ObjectStoragePath
+
+    with pytest.raises(state_store.StateStoreUnsupported, match="atomic create-if-absent"):
+        state_store.create_exclusive(ObjectStoragePath("memory://cognigy/lease"), b"x")
+
+
+def test_no_secret_in_paths_or_errors(s3_server: dict[str, str]) -> None:
+    path = state_storage.open_uri(f"s3://{CONN_ID}@no-such-bucket/x") / "y.json"
+    assert SECRET_KEY not in str(path) and ACCESS_KEY not in str(path)
+    with pytest.raises(Exception) as caught:
+        state_store.read_bytes(path)
+    assert SECRET_KEY not in str(caught.value) and SECRET_KEY not in repr(caught.value)
+
+
+# --- the MLflow outbox in the store ----------------------------------------------------------------------
+def _payload(root: Any, tmp_path: Path, run_id: str) -> SyncPayload:
+    in_store = root / "runs" / run_id / "report" / "gate_report.json"  # a run folder's report, in the store
+    state_store.write_json(in_store, {"passed": True})
+    local = tmp_path / f"{run_id}-request.json"
+    local.write_text('{"request": 1}')
+    return SyncPayload(
+        run_key=f"cognigy_nlu_retrain/{run_id}/proj/flow/en-US",
+        experiment=f"state-store-{uuid.uuid4().hex[:8]}",
+        run_name=run_id,
+        metrics={"accuracy": 0.9},
+        tags={"status": "promoted"},
+        artifacts={"gate_report.json": str(in_store), "request.json": str(local)},
+    )
+
+
+def test_outbox_entry_written_leased_and_pushed_by_the_resync_path(
+    root: Any, tmp_path: Path, mlflow_server: Server
+) -> None:
+    """The retrain's task puts an entry (and holds its lease); the resync skips it while the task holds it, and
+    pushes it to a real MLflow once the task released it (the task deferred to the resync DAG)."""
+    import mlflow
+
+    outbox_dir = root / "mlflow_outbox"
+    task = Outbox(outbox_dir)
+    payload = _payload(root, tmp_path, f"run-{uuid.uuid4().hex[:6]}")
+    entry = task.put(payload)
+    assert state_store.exists(entry)
+    stored = task.pending()
+    assert [p.run_key for p in stored] == [payload.run_key]
+    assert all(str(outbox_dir) in loc for loc in stored[0].artifacts.values())  # private copies, in the store
+
+    resync = Outbox(outbox_dir)  # another process's instance (the resync DAG's task)
+    assert resync.in_flight() == [payload.run_key]
+    assert resync.resync(mlflow_server.url) == [] and len(resync.pending()) == 1  # leased: skipped
+
+    task.release(payload.run_key)
+    results = resync.resync(mlflow_server.url)
+    assert len(results) == 1
+    assert resync.pending() == [] and not state_store.exists(entry)
+    assert not [n for n in state_store.list_names(outbox_dir) if n.endswith(".artifacts")]
+    client = mlflow.MlflowClient(mlflow_server.url)
+    logged = sorted(a.path for a in client.list_artifacts(results[0].run_id))
+    assert logged == ["gate_report.json", "request.json"]
+
+
+def test_outbox_done_clears_the_entry_and_its_lease(root: Any, tmp_path: Path) -> None:
+    outbox = Outbox(root / "mlflow_outbox")
+    payload = _payload(root, tmp_path, "done")
+    outbox.put(payload)
+    outbox.done(payload.run_key)
+    assert outbox.pending() == [] and Outbox(root / "mlflow_outbox").in_flight() == []
+
+
+# --- two workers that share no disk ----------------------------------------------------------------------
+WORKER = textwrap.dedent(
+    """
+    import json, sys
+    import cognigy_airflow  # the plugins open s3:// state
+    from cognigy_airflow import submission
+    from cognigy_airflow.run_state import RunState
+    from include import settings, state_store, target_memory
+
+    role = sys.argv[1]
+    folder = settings.run_dir("cognigy_nlu_retrain", "manual__shared", "proj/flow/en-US", "c0-attempt")
+    state = RunState({}, folder / "submit_state.json")
+    if role == "first":
+        state.set("submit.job_id", "job-from-worker-1")
+        lease = submission.take_lease(submission.lease_folder(state, "submit"), wait=0)
+        target_memory.record_trained("proj/flow/en-US", "fp-1", "manual__shared")
+        state_store.create_or_read_verified(folder / "rollback_point.json", b'{"fingerprint": "fp-1"}')
+        print(json.dumps({"folder": str(folder), "generation": lease.generation}))
+    else:
+        lease = submission.take_lease(submission.lease_folder(state, "submit"), wait=0)
+        print(json.dumps({
+            "job_id": state.get("submit.job_id"),
+            "last_trained": target_memory.last_trained("proj/flow/en-US")["fingerprint"],
+            "point": state_store.read_json(folder / "rollback_point.json"),
+            "generation": lease.generation,
+        }))
+    """
+)
+
+
+def _worker(role: str, uri: str, state_dir: Path) -> dict[str, Any]:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "plugins")]),
+        "COGNIGY_RETRAIN_STATE_URI": uri,
+        "COGNIGY_RETRAIN_STATE_DIR": str(state_dir),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", WORKER, role], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert SECRET_KEY not in done.stdout + done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_state_written_by_one_worker_is_read_by_another(s3_server: dict[str, str], tmp_path: Path) -> None:
+    """Two processes with different local state folders share only the S3 store: the second sees the first's
+    task state, target memory and rollback point, and its submission lease (released when the first ended)."""
+    uri = _s3_uri()
+    first = _worker("first", uri, tmp_path / "worker1")
+    assert first["folder"].startswith(f"s3://{CONN_ID}@{BUCKET}/") and first["generation"] == 1
+    second = _worker("second", uri, tmp_path / "worker2")
+    assert second == {
+        "job_id": "job-from-worker-1",
+        "last_trained": "fp-1",
+        "point": {"fingerprint": "fp-1"},
+        "generation": 2,  # the next generation: the first worker's lease was released when it ended
+    }
+    for local in (tmp_path / "worker1", tmp_path / "worker2"):  # nothing of the run on either worker's disk
+        assert not any(local.rglob("*")) if local.exists() else True
