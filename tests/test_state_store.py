@@ -298,3 +298,45 @@ def test_state_written_by_one_worker_is_read_by_another(s3_server: dict[str, str
     }
     for local in (tmp_path / "worker1", tmp_path / "worker2"):  # nothing of the run on either worker's disk
         assert not any(local.rglob("*")) if local.exists() else True
+
+
+# --- the pipeline with its state in S3 -------------------------------------------------------------------
+def test_pipeline_keeps_its_run_state_in_s3_and_none_on_local_disk(
+    emulator: Any, s3_server: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """validate → capture → submit → wait → evaluate (→ rollback) → finalize in process (the fault matrix's
+    harness) with COGNIGY_RETRAIN_STATE_URI=s3://…: every run file is in the bucket, the rollback point reads
+    back with its checksum, and the worker's local state folder holds only the local-only audit log."""
+    from cognigy_airflow import steps
+    from tests.test_fault_matrix import (
+        Run,
+        assert_carried_through,
+        audit_events,
+        new_data_fingerprint,
+        pipeline,
+        use_connection,
+    )
+
+    emulator.reset()
+    use_connection(monkeypatch, emulator)
+    local = tmp_path / "worker-state"
+    uri = _s3_uri()
+    monkeypatch.setenv("COGNIGY_RETRAIN_STATE_DIR", str(local))
+    monkeypatch.setenv("COGNIGY_RETRAIN_STATE_URI", uri)
+    out = pipeline(Run("manual__s3_state"))
+
+    point_path = out.captured["rollback_point_path"]
+    assert point_path.startswith(f"s3://{CONN_ID}@{BUCKET}/") and out.captured["rollback_point_sha256"]
+    point = steps.read_rollback_point(out.captured)
+    assert point["fingerprint"] == out.captured["fingerprint"]
+    folder = state_store.path_of(point_path).parent
+    written = set(state_store.list_names(folder))
+    assert {"rollback_point.json", "champion_predictions.jsonl", "submit_state.json", "submit.lease"} <= written
+    assert {"challenger_predictions.jsonl", "report", "outcome.json", "facts.json"} <= written
+    assert "gate_report.json" in state_store.list_names(folder / "report")
+    assert state_store.read_json(folder / "outcome.json")["outcome"] == out.final["outcome"]
+
+    events = audit_events(local, "manual__s3_state")
+    assert_carried_through(events, emulator, new_data_fingerprint(out.plan), point["fingerprint"])
+    leftovers = sorted(p.relative_to(local).parts[0] for p in local.rglob("*")) if local.exists() else []
+    assert set(leftovers) <= {"audit", "rate_limit"}, leftovers  # no runs/, targets/, mlflow_outbox/ here
