@@ -15,7 +15,8 @@ DOC = """
 ### Cognigy MLflow resync
 When MLflow was unreachable for every try of a retrain's `mlflow_sync` task, the retrain still finished
 (audit event `mlflow_sync_deferred`) and its MLflow record waits in the outbox
-(`$COGNIGY_RETRAIN_STATE_DIR/mlflow_outbox/`). This DAG pushes every waiting record with the same idempotent
+(`mlflow_outbox/` in the state store: `$COGNIGY_RETRAIN_STATE_URI`, by default the local
+`$COGNIGY_RETRAIN_STATE_DIR`). This DAG pushes every waiting record with the same idempotent
 sync (no duplicate runs or model versions) and writes an `mlflow_synced` audit record for each one.
 It fails while records remain, so a still-unreachable MLflow shows up as a failed run. A record that a
 retrain's own `mlflow_sync` task is pushing at that moment (it holds the entry's lease) is left to it and counted
