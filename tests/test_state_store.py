@@ -95,6 +95,18 @@ def test_default_is_the_local_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_pat
     assert state_store.root() == tmp_path / "uri"  # a file:// URI is the local form too
 
 
+def test_the_connection_comes_from_the_uri_or_the_setting(
+    s3_server: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    prefix = f"{BUCKET}/conn-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setenv("COGNIGY_RETRAIN_STATE_URI", f"s3://{prefix}")
+    monkeypatch.setenv("COGNIGY_RETRAIN_STATE_CONN_ID", CONN_ID)
+    state_store.write_text(state_store.root() / "x.txt", "via the setting")
+    monkeypatch.setenv("COGNIGY_RETRAIN_STATE_CONN_ID", "no_such_connection")  # the URI's connection wins
+    assert state_store.read_text(state_storage.open_uri(f"s3://{CONN_ID}@{prefix}") / "x.txt") == "via the setting"
+    assert str(state_store.root()).startswith("s3://no_such_connection@")
+
+
 def test_read_write_list_delete(root: Any) -> None:
     folder = root / "runs" / "a"
     state_store.ensure_dir(folder)

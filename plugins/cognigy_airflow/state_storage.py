@@ -13,6 +13,7 @@ Imported by ``cognigy_airflow/__init__.py``: any task that imports the plugins c
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from include import settings, state_store
 
@@ -21,10 +22,8 @@ def open_uri(uri: str) -> Any:
     """An ObjectStoragePath for a store URI (a connection id in the URI wins over the setting)."""
     from airflow.sdk import ObjectStoragePath
 
-    path = ObjectStoragePath(uri)
-    if path.conn_id is None and (conn_id := settings.state_conn_id()):
-        path = ObjectStoragePath(uri, conn_id=conn_id)
-    return path
+    conn_id = None if urlsplit(uri).username else settings.state_conn_id()
+    return ObjectStoragePath(uri, conn_id=conn_id) if conn_id else ObjectStoragePath(uri)
 
 
 def state_path(location: Any) -> Any:
