@@ -297,7 +297,7 @@ def _worker(role: str, uri: str, state_dir: Path) -> dict[str, Any]:
 
 def test_state_written_by_one_worker_is_read_by_another(s3_server: dict[str, str], tmp_path: Path) -> None:
     """Two processes with different local state folders share only the S3 store: the second sees the first's
-    task state, target memory and rollback point, and its submission lease (released when the first ended)."""
+    task state, target memory and rollback point, and takes the submission lease the first one left behind."""
     uri = _s3_uri()
     first = _worker("first", uri, tmp_path / "worker1")
     assert first["folder"].startswith(f"s3://{CONN_ID}@{BUCKET}/") and first["generation"] == 1
@@ -306,7 +306,7 @@ def test_state_written_by_one_worker_is_read_by_another(s3_server: dict[str, str
         "job_id": "job-from-worker-1",
         "last_trained": "fp-1",
         "point": {"fingerprint": "fp-1"},
-        "generation": 2,  # the next generation: the first worker's lease was released when it ended
+        "generation": 2,  # the next generation: the first worker's lease is void (released at exit, process gone)
     }
     for local in (tmp_path / "worker1", tmp_path / "worker2"):  # nothing of the run on either worker's disk
         assert not any(local.rglob("*")) if local.exists() else True
