@@ -1,5 +1,7 @@
 # One image for every service of docker-compose.yaml: the Airflow components, the MLflow server and the
 # Cognigy emulator. Direct dependencies from requirements.txt, versions held to requirements.lock.
+# The emulator's code is not in the image (docker-compose.yaml bind-mounts ./emulator into its service);
+# the libraries it needs (FastAPI, uvicorn, scikit-learn) come with the runtime set.
 FROM apache/airflow:3.3.2-python3.11
 
 COPY requirements.txt requirements.lock /opt/airflow/

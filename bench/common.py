@@ -114,8 +114,8 @@ def create_trainings(emulator, durations: list[float], fail: bool = True) -> lis
     """
     import requests
 
+    from emulator import seed
     from include import defaults
-    from include.emulator import seed
 
     before = emulator.knobs()
     emulator.knobs(rate_limit_requests=None, fail_next_trainings=len(durations) if fail else 0)

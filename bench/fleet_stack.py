@@ -35,7 +35,7 @@ from devtools.distributed import (
     stack_env,
 )
 from devtools.servers import ROOT, Emulator, free_port
-from include.emulator import seed
+from emulator import seed
 from include.fleet import TENANT_POOL
 
 LOCAL_COMPONENTS: dict[str, list[str]] = {

@@ -1,6 +1,6 @@
 """Benchmark 3 - poll economy: requests per job and detection lag of three polling policies, in simulated time.
 
-No real waiting: a job is modelled the way the emulator (include/emulator/engine.py) runs it - queued for
+No real waiting: a job is modelled the way the emulator (emulator/engine.py) runs it - queued for
 0.3 s, then `currentStep` grows linearly from 0 to 99 (integer percent, floored) over the duration, and the
 status turns `done` at start + duration. Each policy polls once when the wait starts (the wait operator's
 first GET), then after the delays it chooses, until a poll sees the terminal status.

@@ -35,7 +35,7 @@ from bench.common import (
 )
 from devtools.airflow_env import cognigy_conn
 from devtools.servers import ROOT
-from include.emulator.engine import QUEUE_SECONDS
+from emulator.engine import QUEUE_SECONDS
 
 
 def epoch(iso: str) -> float:

@@ -2,7 +2,7 @@
 
 Source: the sentence templates of **home-assistant-intents** expanded with the parser of **hassil** (both
 Apache-2.0, from PyPI; versions pinned in ``requirements.lock``). Expansion, slot values, the
-train/held-out split by template and the channel/length slices reuse ``include/data/build_dataset.py``.
+train/held-out split by template and the channel/length slices reuse ``devtools/build_dataset.py``.
 
 Files written (UTF-8, ``\\n`` line ends, same bytes for the same package versions):
 
@@ -61,7 +61,7 @@ from hassil.numbers import get_rbnf_engine
 from hassil.parse_expression import parse_sentence
 from home_assistant_intents import get_intents, get_languages
 
-from include.data.build_dataset import (
+from devtools.build_dataset import (
     _DE_RULE_OVERRIDES,
     AREAS,
     FLOORS,
@@ -495,7 +495,7 @@ def seed_intents(gen: GeneratedSet, per_intent: int = 10) -> dict[str, list[str]
 
 def accuracy_of(examples: dict[str, list[str]], held_out_path: Path, threshold: float = 0.3) -> float:
     """Train the emulator's classifier on ``examples`` and score every held-out row like the pipeline does."""
-    from include.emulator import classifier
+    from emulator import classifier
     from include.evaluation.metrics import label_from_scores
 
     pipeline = classifier.train(examples)

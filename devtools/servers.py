@@ -151,7 +151,7 @@ def start_emulator(
     so they never show in a process list."""
     port = port or free_port()
     argv = [
-        sys.executable, "-m", "include.emulator",
+        sys.executable, "-m", "emulator",
         "--host", "127.0.0.1", "--port", str(port), "--state-dir", str(state_dir),
     ]  # fmt: skip
     secrets = {

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from tenacity import RetryCallState, Retrying
 
 from devtools.servers import Emulator, free_port
+from emulator.seed import FLOW_ID, MODEL_IDS, PROJECT_ID
 from include.cognigy.client import CognigyClient
 from include.cognigy.config import ConnectionConfig
 from include.cognigy.errors import (
@@ -44,7 +45,6 @@ from include.cognigy.errors import (
 from include.cognigy.model import Target
 from include.cognigy.problems import decode_json, parse_retry_after, raise_for_problem
 from include.cognigy.transport import TokenProvider, _retry_wait
-from include.emulator.seed import FLOW_ID, MODEL_IDS, PROJECT_ID
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))  # what Airflow does for plugins/
 from cognigy_airflow.hooks import config_from_connection

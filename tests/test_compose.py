@@ -50,7 +50,7 @@ def test_every_component_of_the_stack_is_a_service(config: dict) -> None:
     assert "mlflow server" in " ".join(services["mlflow"]["command"])
     assert "--allowed-hosts" in services["mlflow"]["command"]
     emulator = " ".join(services["cognigy-emulator"]["command"])
-    assert emulator.startswith("python -m include.emulator --host 0.0.0.0")
+    assert emulator.startswith("python -m emulator --host 0.0.0.0")
 
 
 def test_airflow_services_share_one_environment(config: dict) -> None:

@@ -149,7 +149,7 @@ def test_held_out_is_deterministic_and_limited_per_intent(locale):
 
 def test_generator_is_deterministic_and_reproduces_the_shipped_file(tmp_path):
     script = (
-        "import sys; from pathlib import Path; import include.data.build_dataset as b;"
+        "import sys; from pathlib import Path; import devtools.build_dataset as b;"
         "b.OUTPUT = Path(sys.argv[1]); b.main()"
     )
     out = tmp_path / "intents.jsonl"

@@ -12,9 +12,8 @@ import pytest
 import requests
 
 from devtools.servers import Emulator, start_emulator
-from include import dataset, defaults
-from include.emulator.gateway import MAX_BODY_BYTES
-from include.emulator.seed import (
+from emulator.gateway import MAX_BODY_BYTES
+from emulator.seed import (
     FLOW_ID,
     FLOW_REFERENCE_ID,
     LOCALE_IDS,
@@ -25,6 +24,7 @@ from include.emulator.seed import (
     SEED_VERSION_ID,
     STAGING_FLOW_ID,
 )
+from include import dataset, defaults
 
 BASE = "/new/v2.0"
 JOBS = "/api/v2/ai/nlp"
@@ -819,10 +819,10 @@ def test_jobs_lifecycle_real_metrics_rollback_and_idempotency(emu: Emulator) -> 
 
 def test_training_longer_than_ten_minutes_errors_at_the_limit(tmp_path: Path) -> None:
     """In-process with a fake clock: nobody waits 10 real minutes (the clock is the only thing faked)."""
-    from include.emulator.engine import TRAINING_LIMIT_REASON, Engine
-    from include.emulator.knobs import KnobState
-    from include.emulator.seed import seed
-    from include.emulator.store import Store
+    from emulator.engine import TRAINING_LIMIT_REASON, Engine
+    from emulator.knobs import KnobState
+    from emulator.seed import seed
+    from emulator.store import Store
 
     now = [1_000_000.0]
     store = Store(tmp_path / "state.sqlite3")

@@ -36,8 +36,8 @@ import requests
 
 from devtools.airflow_env import DEMO_CONF, cognigy_conn, dags_test
 from devtools.servers import ROOT, Emulator, start_emulator
+from emulator import seed
 from include.audit import read, verify
-from include.emulator import seed
 
 sys.path.insert(0, str(ROOT / "plugins"))  # what Airflow does with its plugins folder
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".state" / "pytest-airflow-home"))

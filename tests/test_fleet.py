@@ -17,8 +17,8 @@ import pytest
 import requests
 
 from devtools.airflow_env import DEMO_CONF, dags_test
+from emulator import seed
 from include.audit import read, verify
-from include.emulator import seed
 from include.fleet import TENANT_POOL, FleetInvalid, load_fleet, parse_fleet
 
 pytestmark = pytest.mark.slow

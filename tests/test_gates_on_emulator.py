@@ -7,11 +7,11 @@ import time
 import pytest
 
 from devtools.servers import Emulator
+from emulator import seed
 from include import dataset
 from include.cognigy.client import CognigyClient
 from include.cognigy.config import ConnectionConfig
 from include.cognigy.model import Target
-from include.emulator import seed
 from include.evaluation.config import GateConfig
 from include.evaluation.gates import evaluate_gates
 from include.evaluation.held_out import score_utterances

@@ -15,8 +15,8 @@ import textwrap
 import pytest
 
 from devtools.servers import ROOT
+from emulator import seed
 from include.defaults import DEMO_STAGING_FLOW_ID
-from include.emulator import seed
 from tests.test_fleet import by_locale, fleet_run  # noqa: F401  (the shared DAG run)
 
 pytestmark = pytest.mark.slow

@@ -29,9 +29,9 @@ from mlflow import MlflowClient
 
 from devtools.airflow_env import DEMO_CONF, cognigy_conn, dags_test
 from devtools.servers import ROOT, Emulator, Server, free_port, start_emulator, start_mlflow
+from emulator import seed
 from include import dataset
 from include.audit import read
-from include.emulator import seed
 from include.mlflow_sync import RegistryAction, SyncPayload, sync
 from include.outbox import Outbox
 

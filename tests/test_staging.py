@@ -30,9 +30,9 @@ from mlflow import MlflowClient
 
 from devtools.airflow_env import DEMO_CONF, dags_test
 from devtools.servers import Emulator, Server
+from emulator import seed
 from include import defaults
 from include.cognigy import rest_v2
-from include.emulator import seed
 from tests.test_fault_matrix import (
     LENIENT_GATES,
     Run,

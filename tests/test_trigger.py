@@ -25,11 +25,11 @@ from airflow.serialization.decoders import smart_decode_trigger_kwargs
 
 from devtools.airflow_env import cognigy_conn
 from devtools.servers import Emulator
+from emulator.seed import FLOW_ID, MODEL_IDS, PROJECT_ID
 from include.cognigy.client import CognigyClient
 from include.cognigy.config import ConnectionConfig
 from include.cognigy.model import JobStatus, Target
 from include.cognigy.transport import TokenProvider
-from include.emulator.seed import FLOW_ID, MODEL_IDS, PROJECT_ID
 from include.poll_policy import PollPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))  # what Airflow does for plugins/

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
+from emulator import classifier
+from emulator.ids import intent_id
+from emulator.store import Store
+from emulator.tenant import EndpointSpec, FlowInstall, LocaleInstall, install_flow
 from include import dataset, defaults
-from include.emulator import classifier
-from include.emulator.ids import intent_id
-from include.emulator.store import Store
-from include.emulator.tenant import EndpointSpec, FlowInstall, LocaleInstall, install_flow
 
 PROJECT_ID = defaults.DEMO_PROJECT_ID  # the pipeline's defaults name this seeded tenant
 FLOW_ID = defaults.DEMO_FLOW_ID

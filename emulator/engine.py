@@ -18,13 +18,13 @@ from typing import Any
 
 from sklearn.pipeline import Pipeline
 
+from emulator import classifier, seed
+from emulator.ids import intent_id, object_id
+from emulator.knobs import KnobState
+from emulator.store import Store
 from include import dataset
-from include.emulator import classifier, seed
-from include.emulator.ids import intent_id, object_id
-from include.emulator.knobs import KnobState
-from include.emulator.store import Store
 
-log = logging.getLogger("include.emulator.engine")
+log = logging.getLogger("emulator.engine")
 
 QUEUE_SECONDS = 0.3  # queued -> active
 IMPORT_SECONDS = 0.1  # active import -> done

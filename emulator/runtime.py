@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from include.emulator.auth import Authenticator
-from include.emulator.engine import Engine
-from include.emulator.knobs import Knobs, KnobState, RateLimiter, RequestStats
-from include.emulator.store import Store
+from emulator.auth import Authenticator
+from emulator.engine import Engine
+from emulator.knobs import Knobs, KnobState, RateLimiter, RequestStats
+from emulator.store import Store
 
 DB_FILENAME = "emulator.sqlite3"
 

@@ -1,4 +1,4 @@
-"""`python -m include.emulator --host 127.0.0.1 --port P --state-dir D --api-key K --client-id ID --client-secret S`
+"""`python -m emulator --host 127.0.0.1 --port P --state-dir D --api-key K --client-id ID --client-secret S`
 
 Secrets may also come from the environment (COGNIGY_EMULATOR_API_KEY, _CLIENT_ID, _CLIENT_SECRET) so they
 need not appear in a process list. One process, one uvicorn worker.
@@ -14,9 +14,9 @@ from pathlib import Path
 import uvicorn
 from threadpoolctl import threadpool_limits
 
-from include.emulator.app import create_app
-from include.emulator.knobs import Knobs
-from include.emulator.runtime import EmulatorConfig
+from emulator.app import create_app
+from emulator.knobs import Knobs
+from emulator.runtime import EmulatorConfig
 
 
 def _rate_limit(value: str) -> int | None:
@@ -25,7 +25,7 @@ def _rate_limit(value: str) -> int | None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     env = os.environ.get
-    parser = argparse.ArgumentParser(prog="python -m include.emulator", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m emulator", description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--state-dir", type=Path, default=Path(".state/emulator"))

@@ -1,7 +1,7 @@
 """Build ``include/data/intents.jsonl`` from the Home Assistant intent templates (en + de).
 
 Deterministic: all randomness comes from ``random.Random`` instances seeded from ``SEED`` and stable keys.
-Run with ``PYTHONPATH=. .venv/bin/python -m include.data.build_dataset``.
+Run with ``PYTHONPATH=. .venv/bin/python -m devtools.build_dataset``.
 
 Pipeline per locale and intent:
 1. every sentence template of the intent is expanded by a seeded random walk over hassil's parsed
@@ -43,7 +43,7 @@ from hassil.util import normalize_whitespace
 from home_assistant_intents import get_intents
 
 SEED = 20261027
-OUTPUT = Path(__file__).with_name("intents.jsonl")
+OUTPUT = Path(__file__).resolve().parents[1] / "include" / "data" / "intents.jsonl"
 LOCALE_LANGUAGE: dict[str, str] = {"en-US": "en", "de-DE": "de"}
 
 INTENTS: tuple[str, ...] = (

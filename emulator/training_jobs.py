@@ -17,14 +17,14 @@ from fastapi import APIRouter, Depends, Header, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from emulator import classifier
+from emulator.auth import AUDIENCE_JOBS
+from emulator.deps import principal, runtime
+from emulator.ids import iso
+from emulator.problems import Problem, not_found
+from emulator.rest_api import issue_token
+from emulator.runtime import Runtime
 from include import dataset
-from include.emulator import classifier
-from include.emulator.auth import AUDIENCE_JOBS
-from include.emulator.deps import principal, runtime
-from include.emulator.ids import iso
-from include.emulator.problems import Problem, not_found
-from include.emulator.rest_api import issue_token
-from include.emulator.runtime import Runtime
 
 BASE = "/api/v2/ai/nlp"
 router = APIRouter(prefix=BASE)

@@ -7,11 +7,11 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from include.emulator.deps import runtime
-from include.emulator.knobs import KnobError
-from include.emulator.problems import Problem, not_found
-from include.emulator.runtime import Runtime
-from include.emulator.tenant import HEX24, TenantError, build_flow
+from emulator.deps import runtime
+from emulator.knobs import KnobError
+from emulator.problems import Problem, not_found
+from emulator.runtime import Runtime
+from emulator.tenant import HEX24, TenantError, build_flow
 
 router = APIRouter(prefix="/_emulator")
 Rt = Annotated[Runtime, Depends(runtime)]

@@ -12,12 +12,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from include.emulator import admin, rest_api, seed, training_jobs
-from include.emulator.gateway import RAW_SEND_KEY, Gateway
-from include.emulator.problems import PROBLEM_MEDIA_TYPE, Problem, problem_body
-from include.emulator.runtime import EmulatorConfig, Runtime
+from emulator import admin, rest_api, seed, training_jobs
+from emulator.gateway import RAW_SEND_KEY, Gateway
+from emulator.problems import PROBLEM_MEDIA_TYPE, Problem, problem_body
+from emulator.runtime import EmulatorConfig, Runtime
 
-log = logging.getLogger("include.emulator")
+log = logging.getLogger("emulator")
 
 
 class EmulatorApp(FastAPI):

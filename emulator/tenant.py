@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from include.emulator import classifier
-from include.emulator.ids import intent_id, object_id
-from include.emulator.store import Store
+from emulator import classifier
+from emulator.ids import intent_id, object_id
+from emulator.store import Store
 
 HEX24 = r"^[0-9a-f]{24}$"
 # BCP-47-ish locale names: en-US, fr-FR, pt-BR, zh-Hans-CN, es-419 ...
@@ -114,7 +114,7 @@ def build_flow(
 
     A locale row is reused when the project already has one of that name, else created with a fresh 24-hex
     `_id` and UUID `referenceId`. Returns the ids (see `POST /_emulator/flows`)."""
-    from include.emulator.engine import limit_violation  # engine imports seed, which imports this module
+    from emulator.engine import limit_violation  # engine imports seed, which imports this module
 
     if not locales:
         raise TenantError("locales: a flow needs at least one locale")

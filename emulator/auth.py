@@ -11,7 +11,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from include.emulator.store import Store
+from emulator.store import Store
 
 AUDIENCE_REST = "rest-v2"  # POST /auth/oauth2/token, used on /new/v2.0
 AUDIENCE_JOBS = "training-jobs"  # POST /oauth/token, used on /api/v2/ai/nlp

@@ -17,9 +17,9 @@ from urllib.parse import parse_qs
 
 from starlette.routing import Match, Router
 
-from include.emulator.auth import AUDIENCE_JOBS, AUDIENCE_REST, Principal
-from include.emulator.problems import PROBLEM_MEDIA_TYPE, problem_bytes
-from include.emulator.runtime import Runtime
+from emulator.auth import AUDIENCE_JOBS, AUDIENCE_REST, Principal
+from emulator.problems import PROBLEM_MEDIA_TYPE, problem_bytes
+from emulator.runtime import Runtime
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -27,7 +27,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-log = logging.getLogger("include.emulator.http")
+log = logging.getLogger("emulator.http")
 
 REST_PREFIX = "/new/v2.0/"
 JOBS_PREFIX = "/api/v2/ai/nlp/"

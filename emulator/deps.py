@@ -9,9 +9,9 @@ from typing import Any
 
 from fastapi import Request
 
-from include.emulator.auth import Principal
-from include.emulator.problems import Problem
-from include.emulator.runtime import Runtime
+from emulator.auth import Principal
+from emulator.problems import Problem
+from emulator.runtime import Runtime
 
 MAX_PAGE = 100
 DEFAULT_PAGE = 25

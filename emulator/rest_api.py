@@ -16,10 +16,10 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile
 
-from include.emulator import classifier
-from include.emulator.auth import AUDIENCE_REST, REST_SCOPE, granted_scopes
-from include.emulator.deps import page, page_window, runtime
-from include.emulator.engine import (
+from emulator import classifier
+from emulator.auth import AUDIENCE_REST, REST_SCOPE, granted_scopes
+from emulator.deps import page, page_window, runtime
+from emulator.engine import (
     IMPORT_MODES,
     IMPORT_SECONDS,
     TRAINING_LIMIT_REASON,
@@ -28,9 +28,9 @@ from include.emulator.engine import (
     limit_violation,
     merge_intents,
 )
-from include.emulator.ids import intent_id, iso
-from include.emulator.problems import Problem, not_found
-from include.emulator.runtime import Runtime
+from emulator.ids import intent_id, iso
+from emulator.problems import Problem, not_found
+from emulator.runtime import Runtime
 
 BASE = "/new/v2.0"
 router = APIRouter(prefix=BASE)
