@@ -180,6 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
         targets = args.before_targets if MODES[name]["shared"] is False and args.before_targets else args.targets
         results[name] = r = run_mode(name, MODES[name], args, targets)
         show(name, f"done in {time.monotonic() - t0:.0f} s (stack start included)")
+        show(name, json.dumps(r, default=str))  # kept in the log even if a later mode fails
     keys = list(dict.fromkeys(k for r in results.values() for k in r if k != "training_seconds"))
     print(f"  {'':<34}" + "".join(f"{n:>28}" for n in results))
     for key in keys:
