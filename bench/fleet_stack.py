@@ -163,6 +163,9 @@ def fleet_conf(held_out_per_intent: int, requests_per_second: float) -> dict:
         "samples_per_intent": 20,
         "requests_per_second": requests_per_second,
         "retrain_unchanged": True,
+        # 2 held-out utterances per intent cannot judge the per-intent floor or bias: allowed by name here, so the
+        # fleet promotes (one training per target) and the figures are about the budget, not about rollbacks
+        "allow_unevaluated_gates": ["per_intent_floor", "bias"],
     }
 
 
