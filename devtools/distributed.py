@@ -11,6 +11,11 @@ PostgreSQL and Redis: by hand, the servers at COGNIGY_STACK_PG_URL / COGNIGY_STA
 servers of its own from pip-installed binaries (devtools/services.py: free loopback ports, temporary data,
 stopped at the end); the tests always start their own.
 
+`start_stack(workers=[Worker("worker_a"), Worker("worker_b")], local_settings=...)` starts several Celery workers
+instead of one, each as if on a host of its own (`Worker`: own working directory, TMPDIR and
+COGNIGY_RETRAIN_STATE_DIR, its own name as the task instances' hostname, a queue of its own); the tests use it with
+the run state in S3, the audit trail in PostgreSQL and the rate-limit budget in Redis (tests/fixtures_airflow_stack.py).
+
 The admin password exists only in the stack's passwords file (mode 0600, deleted at stop) and in memory.
 """
 
@@ -25,7 +30,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +43,7 @@ from psycopg2 import sql
 from devtools.airflow_env import DEMO_CONF, ensure_tenant_pool
 from devtools.deployment import ADMIN_USER, AIRFLOW_SETTINGS, DAG_ID
 from devtools.servers import ROOT, Server, free_port
+from devtools.worker_routing import DEFAULT_QUEUE, HOSTNAME_CALLABLE, WORKER_NAME_ENV
 
 # Servers to use instead of starting our own (by hand only): an admin URL (a database to connect to for
 # CREATE/DROP DATABASE) and a Redis URL without a DB index.
@@ -53,6 +59,7 @@ COMPONENTS: dict[str, list[str]] = {
     "celery-worker": ["celery", "worker", "--skip-serve-logs"],
     "triggerer": ["triggerer", "--skip-serve-logs"],
 }
+WORKER_PREFIX = "celery-"  # process names of Celery workers: "celery-worker", or "celery-<Worker.name>"
 FAST_CONF = {**DEMO_CONF, "requests_per_second": 100, "held_out_per_intent": 6}  # the demo data, by name
 TERMINAL_RUN_STATES = {"success", "failed"}
 
@@ -107,6 +114,40 @@ def release_redis_db(redis_url: str, index: int) -> None:
 
 
 # --- the stack -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Worker:
+    """One `airflow celery worker` of a multi-worker stack, as if on a host of its own.
+
+    `name` is its task instances' hostname (``[core] hostname_callable`` = devtools.worker_routing.hostname), its
+    Celery node name and a Celery queue it consumes besides the default one. Its working directory, TMPDIR and
+    COGNIGY_RETRAIN_STATE_DIR are folders of its own under ``<stack>/workers/<name>/``: nothing local is shared with
+    another worker (the stack's AIRFLOW_HOME is: Airflow's configuration and task logs, which the api-server reads)."""
+
+    name: str
+
+    @property
+    def process_name(self) -> str:
+        return f"{WORKER_PREFIX}{self.name}"
+
+    def dirs(self, base_dir: Path) -> dict[str, Path]:
+        root = base_dir / "workers" / self.name
+        return {"cwd": root / "cwd", "tmp": root / "tmp", "state": root / "state"}
+
+    def argv(self) -> list[str]:
+        queues = f"{DEFAULT_QUEUE},{self.name}"
+        return [*COMPONENTS["celery-worker"], "--queues", queues, "--celery-hostname", f"{self.name}@%h"]
+
+    def env(self, stack_env: dict[str, str], base_dir: Path) -> dict[str, str]:
+        dirs = self.dirs(base_dir)
+        return {
+            **stack_env,
+            "COGNIGY_RETRAIN_STATE_DIR": str(dirs["state"]),
+            "TMPDIR": str(dirs["tmp"]),
+            WORKER_NAME_ENV: self.name,
+            "AIRFLOW__CORE__HOSTNAME_CALLABLE": HOSTNAME_CALLABLE,
+        }
+
+
 @dataclass
 class AirflowStack:
     base_dir: Path
@@ -118,6 +159,7 @@ class AirflowStack:
     redis_url: str
     password: str = field(repr=False)
     processes: dict[str, Server] = field(default_factory=dict)
+    workers: dict[str, dict[str, Path]] = field(default_factory=dict)  # Worker.name -> its own local folders
     _session: requests.Session | None = field(default=None, repr=False)
 
     @property
@@ -131,6 +173,10 @@ class AirflowStack:
     @property
     def log_dir(self) -> Path:
         return self.base_dir / "process-logs"
+
+    @property
+    def worker_processes(self) -> list[str]:
+        return [name for name in self.processes if name.startswith(WORKER_PREFIX)]
 
     @property
     def passwords_file(self) -> Path:
@@ -238,7 +284,7 @@ class AirflowStack:
 
     def stop(self) -> None:
         """Stop every process group (workers first), drop the database, flush the Redis DB, remove the password."""
-        for name in ("celery-worker", "triggerer", "scheduler", "dag-processor", "api-server"):
+        for name in (*self.worker_processes, "triggerer", "scheduler", "dag-processor", "api-server"):
             if name in self.processes:
                 self.processes[name].stop()
         self.passwords_file.unlink(missing_ok=True)
@@ -285,11 +331,11 @@ def stack_env(
     }
 
 
-def _spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Server:
+def _spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path, cwd: Path = ROOT) -> Server:
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     return Server(url="", proc=proc, log_path=log_path, argv=argv)
 
 
@@ -302,10 +348,14 @@ def start_stack(
     redis_url: str,
     timeout: float = 240,
     extra_env: dict[str, str] | None = None,
+    workers: Sequence[Worker] = (),
+    local_settings: str | None = None,
 ) -> AirflowStack:
     """Fresh database + Redis DB on the given servers, `airflow db migrate`, then the five components; returns
     once all are healthy. pg_admin_url: `postgresql://user@host:port/db` of a database to run CREATE DATABASE
-    from; redis_url: `redis://host:port` (no DB index)."""
+    from; redis_url: `redis://host:port` (no DB index). `workers`: these Celery workers (each with folders of its
+    own, see `Worker`) instead of the one `celery-worker`; `local_settings`: the text of
+    `$AIRFLOW_HOME/config/airflow_local_settings.py` (cluster policies) for every process."""
     base_dir.mkdir(parents=True, exist_ok=True)
     db_name = create_database(pg_admin_url)
     try:
@@ -322,6 +372,9 @@ def start_stack(
     try:
         stack.home.mkdir(parents=True, exist_ok=True)
         stack.state_dir.mkdir(parents=True, exist_ok=True)
+        if local_settings is not None:
+            (stack.home / "config").mkdir(exist_ok=True)
+            (stack.home / "config" / "airflow_local_settings.py").write_text(local_settings)
         _write_private(stack.passwords_file, json.dumps({ADMIN_USER: password}))
         migrate_log = stack.log_dir / "db-migrate.log"
         migrate_log.parent.mkdir(parents=True, exist_ok=True)
@@ -329,8 +382,17 @@ def start_stack(
             subprocess.run([airflow_bin(), "db", "migrate"], env=env, cwd=ROOT, stdout=log,
                            stderr=subprocess.STDOUT, check=True, timeout=300)  # fmt: skip
         for name, args in COMPONENTS.items():
+            if name == "celery-worker" and workers:
+                continue
             extra = ["--host", "127.0.0.1", "--port", str(api_port), "--workers", "1"] if name == "api-server" else []
             stack.processes[name] = _spawn(name, [airflow_bin(), *args, *extra], env, stack.log_dir)
+        for worker in workers:
+            dirs = stack.workers[worker.name] = worker.dirs(base_dir)
+            for folder in dirs.values():
+                folder.mkdir(parents=True, exist_ok=True)
+            argv, worker_env = [airflow_bin(), *worker.argv()], worker.env(env, base_dir)
+            stack.processes[worker.process_name] = _spawn(worker.process_name, argv, worker_env, stack.log_dir,
+                                                          cwd=dirs["cwd"])  # fmt: skip
         stack.processes["api-server"].url = stack.api_url
         ensure_tenant_pool(env)  # while they boot: the pool every Cognigy-calling task runs in (docs/operations.md)
         _wait_healthy(stack, timeout)
@@ -347,7 +409,7 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def _wait_healthy(stack: AirflowStack, timeout: float) -> None:
-    """api-server answers, scheduler/triggerer/dag-processor heartbeat, and the Celery worker said `ready`."""
+    """api-server answers, scheduler/triggerer/dag-processor heartbeat, and every Celery worker said `ready`."""
     deadline = time.monotonic() + timeout
     last: object = None
     while time.monotonic() < deadline:
@@ -359,8 +421,8 @@ def _wait_healthy(stack: AirflowStack, timeout: float) -> None:
             components_ok = all((health.get(p) or {}).get("status") == "healthy" for p in parts)
         except (requests.RequestException, ValueError) as exc:
             last, components_ok = exc, False
-        worker_log = stack.processes["celery-worker"].log_path.read_text(errors="replace")
-        if components_ok and " ready." in worker_log:
+        logs = [stack.processes[name].log_path.read_text(errors="replace") for name in stack.worker_processes]
+        if components_ok and all(" ready." in log for log in logs):
             return
         time.sleep(1)
     raise TimeoutError(f"Airflow stack not healthy within {timeout}s (last health: {last})\n{stack.tails()}")

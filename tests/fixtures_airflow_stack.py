@@ -7,20 +7,44 @@ from pip-installed binaries, listen on free loopback ports and keep their data i
 machine's own servers (5432/6379), if it has any, are neither needed nor touched. Every process started here is
 stopped at the end of the session. The tests that use these fixtures run last, so the idle processes do not
 slow the rest of the suite on two cores.
+
+The stack shares nothing local between its two Celery workers (`worker_a`, `worker_b`: devtools/distributed.py
+`Worker`, each with its own working directory, TMPDIR and COGNIGY_RETRAIN_STATE_DIR, its name as the task
+instances' hostname). What tasks hand each other lives where a multi-host deployment keeps it: the run state in
+S3 (the session's moto server, tests/fixtures_s3.py: ``COGNIGY_RETRAIN_STATE_URI=s3://cognigy_state_s3@…``), the
+audit trail in a database of the suite's PostgreSQL (``COGNIGY_RETRAIN_AUDIT_URL``) and the tenant's rate-limit
+budget in a DB of the suite's Redis (``COGNIGY_RATE_LIMIT_STORAGE``). A test-only cluster policy
+(devtools/worker_routing.py) sends every `capture` to `worker_a` and every `rollback` to `worker_b`.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 
 import pytest
 
 from devtools.airflow_env import cognigy_conn
-from devtools.distributed import AirflowStack, start_stack
+from devtools.distributed import (
+    AirflowStack,
+    Worker,
+    claim_redis_db,
+    create_database,
+    database_url,
+    drop_database,
+    release_redis_db,
+    start_stack,
+)
+from devtools.s3 import s3_uri
 from devtools.servers import Emulator, Server
 from devtools.services import OwnServices, own_services
+from devtools.worker_routing import CAPTURE_WORKER, LOCAL_SETTINGS, ROLLBACK_WORKER
+from include.audit_db import DatabaseAuditLog
+
+pytest_plugins = ["tests.fixtures_s3"]
 
 STACK_FIXTURES = ("stack_services", "airflow_stack")
+WORKERS = (Worker(CAPTURE_WORKER), Worker(ROLLBACK_WORKER))
 
 
 @pytest.fixture(scope="session")
@@ -32,20 +56,39 @@ def stack_services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnServ
 
 @pytest.fixture(scope="session")
 def airflow_stack(
-    tmp_path_factory: pytest.TempPathFactory, emulator: Emulator, mlflow_server: Server, stack_services: OwnServices
+    tmp_path_factory: pytest.TempPathFactory,
+    emulator: Emulator,
+    mlflow_server: Server,
+    stack_services: OwnServices,
+    s3_server: dict[str, str],
 ) -> Iterator[AirflowStack]:
-    stack = start_stack(
-        tmp_path_factory.mktemp("airflow-stack"),
-        cognigy_conn(emulator),
-        mlflow_server.url,
-        pg_admin_url=stack_services.postgres.url,
-        redis_url=stack_services.redis.url,
-    )
-    try:
+    pg_admin_url, redis_url = stack_services.postgres.url, stack_services.redis.url
+    with contextlib.ExitStack() as cleanup:
+        audit_db = create_database(pg_admin_url, prefix="cognigy_audit")
+        cleanup.callback(drop_database, pg_admin_url, audit_db)
+        audit_url = database_url(pg_admin_url, audit_db)
+        DatabaseAuditLog(audit_url).ensure_schema()  # `python -m include.audit_db init`, as the table's owner
+        budget_db = claim_redis_db(redis_url)
+        cleanup.callback(release_redis_db, redis_url, budget_db)
+        shared = {
+            "COGNIGY_RETRAIN_STATE_URI": s3_uri("stack"),
+            s3_server["env_name"]: s3_server["conn"],
+            "COGNIGY_RETRAIN_AUDIT_URL": audit_url,
+            "COGNIGY_RATE_LIMIT_STORAGE": f"{redis_url}/{budget_db}",
+        }
+        stack = start_stack(
+            tmp_path_factory.mktemp("airflow-stack"),
+            cognigy_conn(emulator),
+            mlflow_server.url,
+            pg_admin_url=pg_admin_url,
+            redis_url=redis_url,
+            extra_env=shared,
+            workers=WORKERS,
+            local_settings=LOCAL_SETTINGS,
+        )
+        cleanup.callback(stack.stop)
         stack.wait_for_dag()
         yield stack
-    finally:
-        stack.stop()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

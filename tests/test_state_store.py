@@ -1,8 +1,9 @@
 """The state store (include/state_store.py) on local disk AND on a real S3 API: moto in server mode on 127.0.0.1.
 
-The S3 server is one process for this test session (free port, stopped at the end); the store is reached the
-way a deployment reaches it, through ``COGNIGY_RETRAIN_STATE_URI=s3://<conn_id>@<bucket>/<prefix>`` and an
-Airflow connection (``AIRFLOW_CONN_<ID>``) opened by ``ObjectStoragePath``. "Workers" are separate processes
+The S3 server is one process for this test session (tests/fixtures_s3.py, devtools/s3.py: free port, stopped at
+the end); the store is reached the way a deployment reaches it, through
+``COGNIGY_RETRAIN_STATE_URI=s3://<conn_id>@<bucket>/<prefix>`` and an Airflow connection (``AIRFLOW_CONN_<ID>``)
+opened by ``ObjectStoragePath``. "Workers" are separate processes
 with local state folders of their own.
 """
 
@@ -15,64 +16,19 @@ import sys
 import textwrap
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 
 from cognigy_airflow import state_storage
-from devtools.servers import ROOT, Server, free_port, wait_http
+from devtools.s3 import ACCESS_KEY, BUCKET, CONN_ID, SECRET_KEY, s3_uri
+from devtools.servers import ROOT, Server
 from include import settings, state_store
 from include.mlflow_sync import SyncPayload
 from include.outbox import Outbox
 
-CONN_ID = "cognigy_state_s3"
-BUCKET = "cognigy-state"
-ACCESS_KEY = "state-test-key"
-SECRET_KEY = "state-test-secret-do-not-log"
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """moto's S3 API in server mode (a real HTTP server, not an in-process mock), one bucket, one Airflow
-    connection in the environment (as a deployment's secrets backend would give it)."""
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("moto") / "moto.log"
-    argv = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = Server(url=f"http://127.0.0.1:{port}", proc=proc, log_path=log_path, argv=argv)
-    conn = {
-        "conn_type": "aws",
-        "login": ACCESS_KEY,
-        "password": SECRET_KEY,
-        "extra": {"endpoint_url": server.url, "region_name": "us-east-1"},
-    }
-    env_name = f"AIRFLOW_CONN_{CONN_ID.upper()}"
-    previous = os.environ.get(env_name)
-    try:
-        wait_http(f"{server.url}/", timeout=60, proc=proc)
-        boto3.client(
-            "s3",
-            endpoint_url=server.url,
-            aws_access_key_id=ACCESS_KEY,
-            aws_secret_access_key=SECRET_KEY,
-            region_name="us-east-1",
-        ).create_bucket(Bucket=BUCKET)
-        os.environ[env_name] = json.dumps(conn)
-        yield {"url": server.url, "env_name": env_name, "conn": json.dumps(conn)}
-    finally:
-        if previous is None:
-            os.environ.pop(env_name, None)
-        else:
-            os.environ[env_name] = previous
-        server.stop()
-
-
-def _s3_uri() -> str:
-    return f"s3://{CONN_ID}@{BUCKET}/state-{uuid.uuid4().hex[:10]}"
+pytest_plugins = ["tests.fixtures_s3"]
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -81,7 +37,7 @@ def root(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
     if request.param == "local":
         return tmp_path / "state"
     request.getfixturevalue("s3_server")
-    return state_storage.open_uri(_s3_uri())
+    return state_storage.open_uri(s3_uri())
 
 
 # --- the store's operations ------------------------------------------------------------------------------
@@ -298,7 +254,7 @@ def _worker(role: str, uri: str, state_dir: Path) -> dict[str, Any]:
 def test_state_written_by_one_worker_is_read_by_another(s3_server: dict[str, str], tmp_path: Path) -> None:
     """Two processes with different local state folders share only the S3 store: the second sees the first's
     task state, target memory and rollback point, and takes the submission lease the first one left behind."""
-    uri = _s3_uri()
+    uri = s3_uri()
     first = _worker("first", uri, tmp_path / "worker1")
     assert first["folder"].startswith(f"s3://{CONN_ID}@{BUCKET}/") and first["generation"] == 1
     second = _worker("second", uri, tmp_path / "worker2")
@@ -332,7 +288,7 @@ def test_pipeline_keeps_its_run_state_in_s3_and_none_on_local_disk(
     emulator.reset()
     use_connection(monkeypatch, emulator)
     local = tmp_path / "worker-state"
-    uri = _s3_uri()
+    uri = s3_uri()
     monkeypatch.setenv("COGNIGY_RETRAIN_STATE_DIR", str(local))
     monkeypatch.setenv("COGNIGY_RETRAIN_STATE_URI", uri)
     out = pipeline(Run("manual__s3_state"))
