@@ -7,6 +7,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,6 +48,19 @@ def audit_store() -> tuple[str, str]:
     if conn_id:
         return "conn_id", conn_id
     return "file", str(audit_path())
+
+
+def audit_location() -> str:
+    """Where the audit trail is, for people (errors, outcome.json): the file's path, or the database without
+    its credentials."""
+    kind, target = audit_store()
+    if kind == "file":
+        return target
+    if kind == "conn_id":
+        return f"the audit table of Airflow connection {target!r}"
+    parts = urlsplit(target)
+    port = f":{parts.port}" if parts.port else ""
+    return f"the audit table at {parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 def outbox_dir() -> Any:

@@ -494,3 +494,13 @@ def test_pipeline_audit_writes_where_configured(db_url: str, tmp_path: Path, mon
     assert [(r["seq"], r["run_id"]) for r in stored.read()] == [(1, "r-url"), (2, "r-conn")]
     assert stored.read()[1]["outcome"] == "promoted" and stored.verify().ok
     assert [r["run_id"] for r in audit.read(tmp_path / "file.jsonl")] == ["r-file"]  # the file was left alone
+
+
+def test_the_audit_location_people_read_names_the_database_without_its_password(monkeypatch) -> None:
+    from include import settings
+
+    monkeypatch.setenv("COGNIGY_RETRAIN_AUDIT_URL", "postgresql+psycopg2://writer:s3cret-pw@db.example:5432/audit")
+    monkeypatch.delenv("COGNIGY_RETRAIN_AUDIT_CONN_ID", raising=False)
+    where = settings.audit_location()
+    assert where == "the audit table at postgresql+psycopg2://db.example:5432/audit"
+    assert "s3cret-pw" not in where and "writer" not in where

@@ -902,7 +902,8 @@ def finalize(target, plan, captured, submitted, waited, evaluated, promoted, rol
         "outcome": outcome,
         "promotion": (plan or {}).get("promotion"),
         "audit_seq": record.get("seq"),
-        "audit_path": str(settings.audit_path()),
+        "audit_path": str(settings.audit_path()) if settings.audit_store()[0] == "file" else None,
+        "audit_location": settings.audit_location(),
         "job_id": (waited or submitted or {}).get("job_id"),
         "training_state": training,
         "latency_seconds": (waited or {}).get("latency_seconds"),
@@ -917,7 +918,7 @@ def finalize(target, plan, captured, submitted, waited, evaluated, promoted, rol
     if run_fails(outcome):
         raise AirflowFailException(
             f"retrain of {t.key} ended as {outcome} (training {training}): {OUTCOMES.get(outcome, '')}; "
-            f"see the audit log {settings.audit_path()}"
+            f"see the audit trail: {settings.audit_location()}"
         )
     return result
 
