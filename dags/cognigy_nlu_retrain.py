@@ -21,6 +21,10 @@ from cognigy_airflow.operators import (
 from include.fleet import TENANT_POOL
 
 COGNIGY = {"pool": TENANT_POOL}  # concurrency per tenant; deferred waits hold no slot, the budget is shared
+# weight_rule "upstream": a target's later steps outrank other targets' earlier ones, so a fleet moves each target
+# on (its training overlaps the next captures' scoring) instead of capturing every target first
+DEFAULT_ARGS = {"retries": 2, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": True,
+                "weight_rule": "upstream"}  # fmt: skip
 ALL_DONE = TriggerRule.ALL_DONE  # these tasks run whatever happened before and skip themselves when not needed
 
 with DAG(
@@ -32,7 +36,7 @@ with DAG(
     params=PARAMS,
     doc_md=doc("cognigy_nlu_retrain"),
     tags=["cognigy", "nlu", "mlops"],
-    default_args={"retries": 2, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": True},
+    default_args=DEFAULT_ARGS,
 ) as dag:
     plan = task(steps.validate, retries=0, doc_md=doc("validate"))()
 

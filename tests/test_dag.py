@@ -27,7 +27,8 @@ def dag_facts(tmp_path_factory: pytest.TempPathFactory) -> dict:
             facts.update(
                 tasks={t.task_id: {"downstream": sorted(t.downstream_task_ids),
                                    "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
-                                   "type": type(t).__name__, "retries": t.retries, "doc": bool(t.doc_md)}
+                                   "type": type(t).__name__, "retries": t.retries, "doc": bool(t.doc_md),
+                                   "weight_rule": str(getattr(t.weight_rule, "value", t.weight_rule))}
                        for t in dag.tasks},
                 schedule=str(dag.schedule), catchup=dag.catchup, params=dict(dag.params.dump()),
                 doc=bool(dag.doc_md))
@@ -66,6 +67,11 @@ def test_pipeline_order_per_target(dag_facts: dict) -> None:
     assert "retrain.rollback" in t["retrain.promote"]["downstream"]  # a failed promotion restores production
     assert "retrain.mlflow_sync" in t["retrain.rollback"]["downstream"]
     assert "retrain.finalize" in t["retrain.mlflow_sync"]["downstream"]
+
+
+def test_a_targets_later_steps_outrank_other_targets_earlier_ones(dag_facts: dict) -> None:
+    """In a fleet, the scheduler moves a started target on before it captures the next (weights add upstream)."""
+    assert {t["weight_rule"] for t in dag_facts["tasks"].values()} == {"upstream"}
 
 
 def test_the_wait_is_the_deferrable_operator(dag_facts: dict) -> None:
