@@ -295,15 +295,7 @@ class Outbox:
         }
 
     def _write_lease(self, stem: str, kind: LeaseKind) -> None:
-        pid = os.getpid()
-        lease = {
-            "owner": self._owner,
-            "kind": kind,
-            "host": _host_id(),
-            "pid": pid,
-            "pid_start": _process_start(pid),
-            "expires": time.time() + self.lease_seconds,
-        }
+        lease = self._lease_record(kind)
         tmp = self.dir / f".tmp-lease-{stem}-{uuid.uuid4().hex[:8]}"
         tmp.write_text(json.dumps(lease), encoding="utf-8")
         os.replace(tmp, self._lease_path(stem))
