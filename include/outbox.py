@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from include import state_store
-from include.durable import fsync_dir, fsync_file
+from include.durable import fsync_dir
 from include.mlflow_sync import MlflowAuth, SyncPayload, SyncResult, sync
 from include.redaction import redact_text
 
@@ -78,50 +78,20 @@ class Outbox:
         stem = self._stem(payload.run_key)
         self._claim(stem, "task", wait=True)  # the caller pushes next; no resync may push it meanwhile
         artifacts_dir = self.dir / f"{stem}.{uuid.uuid4().hex[:12]}.artifacts"
-        if not self._local:
-            return self._put_in_store(payload, stem, artifacts_dir)
         try:
-            artifacts_dir.mkdir()
+            state_store.ensure_dir(artifacts_dir)
             copied: dict[str, str] = {}
             for index, (name, source) in enumerate(sorted(payload.artifacts.items())):
                 origin = state_store.path_of(source)  # a run folder's file, local or in the state store
                 target = artifacts_dir / f"{index:03d}-{origin.name}"
-                if state_store.is_local(origin):
-                    shutil.copyfile(origin, target)
-                else:
-                    target.write_bytes(state_store.read_bytes(origin))
-                fsync_file(target)
+                state_store.copy(origin, target)  # whole or absent; fsynced locally
                 copied[name] = str(target)
-            fsync_dir(artifacts_dir)
-            stored = replace(payload, artifacts=copied)
+            if self._local:
+                fsync_dir(artifacts_dir)
             entry = self.dir / f"{stem}.json"
-            tmp = self.dir / f".tmp-{stem}-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(stored.to_json())
-                fh.flush()
-                os.fsync(fh.fileno())
-            with self._lock():
-                os.replace(tmp, entry)
-                fsync_dir(self.dir)
+            with self._lock():  # a no-op in an object store, where the entry is one PUT
+                state_store.write_text(entry, replace(payload, artifacts=copied).to_json())
                 self._remove_artifact_dirs(stem, keep=artifacts_dir)
-        except BaseException:
-            shutil.rmtree(artifacts_dir, ignore_errors=True)
-            self._release(stem)
-            raise
-        return entry
-
-    def _put_in_store(self, payload: SyncPayload, stem: str, artifacts_dir: Any) -> Any:
-        """`put` in an object store: each artifact copy and then the entry is one PUT (whole or absent)."""
-        try:
-            copied: dict[str, str] = {}
-            for index, (name, source) in enumerate(sorted(payload.artifacts.items())):
-                origin = state_store.path_of(source)
-                target = artifacts_dir / f"{index:03d}-{origin.name}"
-                state_store.copy(origin, target)
-                copied[name] = str(target)
-            entry = self.dir / f"{stem}.json"
-            state_store.write_text(entry, replace(payload, artifacts=copied).to_json())
-            self._remove_artifact_dirs(stem, keep=artifacts_dir)
         except BaseException:
             state_store.delete_tree(artifacts_dir)
             self._release(stem)

@@ -157,14 +157,8 @@ def ensure_dir(folder: StatePath) -> None:
 def write_bytes(path: StatePath, data: bytes, *, durable: bool = True) -> None:
     """Replace the object atomically: a reader sees the old or the new content, never a part of one."""
     if is_local(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+        tmp = _local_temp(path, data, durable, "tmp")
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                if durable:
-                    fh.flush()
-                    os.fsync(fh.fileno())
             os.replace(tmp, path)
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -189,13 +183,7 @@ def create_exclusive(path: StatePath, data: bytes, *, durable: bool = True) -> b
     writers racing, exactly one gets True, and a reader never sees the object without its content. Locally,
     `durable` also fsyncs the file and its folder (an object store's PUT is durable when it answers)."""
     if is_local(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.new")
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
+        tmp = _local_temp(path, data, durable, "new")
         try:
             os.link(tmp, path)  # fails if it exists, and the content is in place when the name appears
         except FileExistsError:
@@ -322,6 +310,22 @@ def sha256(data: bytes) -> str:
 
 
 # --- internals -----------------------------------------------------------------------------------------
+def _local_temp(path: Path, data: bytes, durable: bool, suffix: str) -> Path:
+    """`data` in a new hidden file beside `path` (fsynced when `durable`), for an atomic rename or link onto it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.{suffix}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp
+
+
 def _protocol(path: StatePath) -> str:
     protocol = getattr(path, "protocol", "") or ""
     return protocol[0] if isinstance(protocol, tuple | list) else str(protocol)

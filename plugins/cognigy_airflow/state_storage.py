@@ -26,9 +26,4 @@ def open_uri(uri: str) -> Any:
     return ObjectStoragePath(uri, conn_id=conn_id) if conn_id else ObjectStoragePath(uri)
 
 
-def state_path(location: Any) -> Any:
-    """A path for a location kept as text (XCom values such as ``rollback_point_path``)."""
-    return state_store.path_of(location)
-
-
 state_store.register_opener(open_uri)

@@ -898,11 +898,12 @@ def finalize(target, plan, captured, submitted, waited, evaluated, promoted, rol
         mlflow_deferred=bool((synced or {}).get("deferred")),
         rollback_verified=bool(rolled_back and rolled_back.get("verified")),
     )
+    audit_kind, audit_target = settings.audit_store()
     result = {
         "outcome": outcome,
         "promotion": (plan or {}).get("promotion"),
         "audit_seq": record.get("seq"),
-        "audit_path": str(settings.audit_path()) if settings.audit_store()[0] == "file" else None,
+        "audit_path": audit_target if audit_kind == "file" else None,
         "audit_location": settings.audit_location(),
         "job_id": (waited or submitted or {}).get("job_id"),
         "training_state": training,
