@@ -339,7 +339,9 @@ def test_token_expiring_during_the_wait_is_refreshed(fresh: Emulator, monkeypatc
     assert started(fresh) == 1
     assert export_fingerprint(fresh) == new_data_fingerprint(out.plan) != out.captured["fingerprint"]
     tokens = fresh.stats()["by_route"].get("POST /auth/oauth2/token", 0)
-    assert tokens >= 4, f"an 8 s training with 2 s tokens needs several refreshes, saw {tokens}"
+    # The first token expires 2 s into an 8 s training: the wait can only succeed on a fetched-again token.
+    # How many refreshes it takes depends on the poll rate, so only "at least one" is asserted.
+    assert tokens >= 2, f"an 8 s training with 2 s tokens needs a refreshed token, saw {tokens} token request(s)"
     events = audit_events(state_dir, run.run_id)
     assert names(events).count("training_submitted") == 1
     assert "retrain_failed" not in names(events)
