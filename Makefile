@@ -55,7 +55,7 @@ bench: $(STAMP)  ## the five benchmarks (~20 min, emulator + real Airflow); figu
 	PYTHONPATH=. $(PY) -m bench.run_all
 
 verify-audit: $(STAMP)  ## check the audit log's hash chain: make verify-audit AUDIT=path
-	PYTHONPATH=. $(PY) -m include.audit verify $(or $(AUDIT),.state/pipeline/audit/retrain_audit.jsonl)
+	PYTHONPATH=. $(PY) -m include.records.audit verify $(or $(AUDIT),.state/pipeline/audit/retrain_audit.jsonl)
 
 clean:
 	rm -rf .state

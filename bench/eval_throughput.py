@@ -19,12 +19,12 @@ import threading
 import time
 
 from bench.common import banner, create_trainings, demo_target, fresh_emulator, show, write_result
-from include import dataset
 from include.cognigy.client import CognigyClient
 from include.cognigy.config import ConnectionConfig
+from include.cognigy.poll_policy import PollPolicy
+from include.cognigy.rate_limit import TokenBucket
+from include.data import dataset
 from include.evaluation.held_out import score_utterances
-from include.poll_policy import PollPolicy
-from include.rate_limit import TokenBucket
 
 LIMIT, WINDOW = 100, 30.0  # scaled from 1,000 per 300 s
 

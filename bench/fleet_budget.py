@@ -35,7 +35,7 @@ import requests
 from bench.common import STATE, banner, show, summary, write_result
 from bench.fleet_stack import RequestSampler, fleet_conf, local_stack, make_fleet, max_overlap
 from devtools.servers import start_emulator
-from include.audit import read
+from include.records.audit import read
 
 MODES = {
     "one-slot pool (before)": {"pool_slots": 1, "include_deferred": True, "shared": False},

@@ -36,7 +36,7 @@ from devtools.distributed import (
 )
 from devtools.servers import ROOT, Emulator, free_port
 from emulator import seed
-from include.fleet import TENANT_POOL
+from include.request.fleet import TENANT_POOL
 
 LOCAL_COMPONENTS: dict[str, list[str]] = {
     "api-server": ["api-server"],

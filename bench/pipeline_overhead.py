@@ -24,11 +24,11 @@ import requests
 from bench.common import STATE, banner, demo_target, fresh_emulator, show, write_result
 from devtools.airflow_env import airflow_env, dags_test, migrate
 from devtools.servers import start_mlflow
-from include import dataset
 from include.cognigy.client import CognigyClient
 from include.cognigy.config import ConnectionConfig
+from include.cognigy.rate_limit import TokenBucket
+from include.data import dataset
 from include.evaluation.held_out import score_utterances
-from include.rate_limit import TokenBucket
 
 CONF = {"requests_per_second": 100, "held_out_per_intent": 8, "samples_per_intent": 40}
 THRESHOLD = 0.3

@@ -5,7 +5,7 @@ No real waiting: a job is modelled the way the emulator (emulator/engine.py) run
 status turns `done` at start + duration. Each policy polls once when the wait starts (the wait operator's
 first GET), then after the delays it chooses, until a poll sees the terminal status.
 
-Policies: the project's `include.poll_policy.PollPolicy` (progress-based prediction, 2..30 s), the
+Policies: the project's `include.cognigy.poll_policy.PollPolicy` (progress-based prediction, 2..30 s), the
 specification's exponential backoff (5 s x 1.5 capped at 30 s) and the Cognigy CLI's fixed 2 s.
 
 Before/after: the PollPolicy before the poll-economy change (`LegacyPollPolicy`, a verbatim copy: aim just after
@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bench.common import banner, show, summary, write_result
-from include.poll_policy import PollPolicy
+from include.cognigy.poll_policy import PollPolicy
 
 QUEUE_SECONDS = 0.3  # the emulator's queued -> active delay
 BUCKETS = [(10, 30), (30, 60), (60, 120), (120, 300), (300, 601)]
@@ -48,7 +48,7 @@ def progress_at(t: float, duration: float) -> float | None:
 
 @dataclass
 class LegacyPollPolicy:
-    """include/poll_policy.py before the poll-economy change (verbatim), for the before/after table."""
+    """include/cognigy/poll_policy.py before the poll-economy change (verbatim), for the before/after table."""
 
     minimum: float = 2.0
     maximum: float = 30.0

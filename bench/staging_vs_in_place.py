@@ -33,7 +33,7 @@ from bench.common import STATE, banner, fresh_emulator, show, write_result
 from devtools.airflow_env import DEMO_CONF, airflow_env, dags_test, migrate
 from devtools.servers import start_mlflow
 from include import defaults
-from include.audit import read
+from include.records.audit import read
 
 DAG_ID = "cognigy_nlu_retrain"
 LOCALE = "en-US"

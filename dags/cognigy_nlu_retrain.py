@@ -18,7 +18,7 @@ from cognigy_airflow.operators import (
     CognigySubmitTrainingOperator,
     CognigyWaitForTrainingOperator,
 )
-from include.fleet import TENANT_POOL
+from include.request.fleet import TENANT_POOL
 
 COGNIGY = {"pool": TENANT_POOL}  # concurrency per tenant; deferred waits hold no slot, the budget is shared
 # weight_rule "upstream": a target's later steps outrank other targets' earlier ones, so a fleet moves each target

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from devtools.servers import ROOT, Emulator
-from include.fleet import DEFAULT_POOL_SLOTS, TENANT_POOL
+from include.request.fleet import DEFAULT_POOL_SLOTS, TENANT_POOL
 
 # The shipped demo data set, asked for BY NAME (the DAG's defaults never import it into a flow).
 DEMO_CONF = {"training_data_source": "demo", "held_out_uri": "demo"}
@@ -76,8 +76,8 @@ def ensure_tenant_pool(env: dict[str, str], slots: int | None = None) -> int:
         raise ValueError("the tenant pool needs at least one slot")
     marker = Path(env["AIRFLOW_HOME"]) / f".pool-{TENANT_POOL}-{slots}"
     if not marker.exists():
-        # Concurrency only: the tenant's request budget is shared by every process (include/rate_limit.py), and a
-        # deferred wait holds no slot (no --include-deferred).
+        # Concurrency only: the tenant's request budget is shared by every process
+        # (include/cognigy/rate_limit.py), and a deferred wait holds no slot (no --include-deferred).
         description = "Cognigy tenant: tasks calling Cognigy at once (waits excluded)"
         subprocess.run([airflow_bin(), "pools", "set", TENANT_POOL, str(slots), description],
                        env=env, check=True, capture_output=True)  # fmt: skip

@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from include.fleet import TENANT_POOL
+from include.request.fleet import TENANT_POOL
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = ROOT / "docker-compose.yaml"

@@ -22,7 +22,7 @@ from emulator import classifier, seed
 from emulator.ids import intent_id, object_id
 from emulator.knobs import KnobState
 from emulator.store import Store
-from include import dataset
+from include.data import dataset
 
 log = logging.getLogger("emulator.engine")
 

@@ -16,7 +16,8 @@ from emulator import classifier
 from emulator.ids import intent_id
 from emulator.store import Store
 from emulator.tenant import EndpointSpec, FlowInstall, LocaleInstall, install_flow
-from include import dataset, defaults
+from include import defaults
+from include.data import dataset
 
 PROJECT_ID = defaults.DEMO_PROJECT_ID  # the pipeline's defaults name this seeded tenant
 FLOW_ID = defaults.DEMO_FLOW_ID

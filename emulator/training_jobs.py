@@ -24,7 +24,7 @@ from emulator.ids import iso
 from emulator.problems import Problem, not_found
 from emulator.rest_api import issue_token
 from emulator.runtime import Runtime
-from include import dataset
+from include.data import dataset
 
 BASE = "/api/v2/ai/nlp"
 router = APIRouter(prefix=BASE)

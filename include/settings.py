@@ -19,7 +19,7 @@ def state_dir() -> Path:
 
 
 def state_uri() -> str:
-    """Where run state, the target memory and the MLflow outbox live (see `include.state_store`):
+    """Where run state, the target memory and the MLflow outbox live (see `include.state.state_store`):
     ``COGNIGY_RETRAIN_STATE_URI`` (``s3://bucket/prefix``, ``s3://conn_id@bucket/prefix``, ``file:///path``),
     else the local state folder as a ``file://`` URI. The store's Airflow connection, when the URI names none:
     ``COGNIGY_RETRAIN_STATE_CONN_ID`` (read by ``cognigy_airflow.state_storage``)."""
@@ -65,7 +65,7 @@ def audit_location() -> str:
 
 def outbox_dir() -> Any:
     """The MLflow outbox: ``COGNIGY_RETRAIN_OUTBOX_DIR`` (a local folder), else ``mlflow_outbox`` in the state store."""
-    from include import state_store
+    from include.state import state_store
 
     if local := os.environ.get("COGNIGY_RETRAIN_OUTBOX_DIR"):
         return Path(local)
@@ -80,7 +80,7 @@ def run_dir(dag_id: str, run_id: str, target_key: str, attempt: str = "") -> Any
     folder name carries a hash of (run_id, attempt): two run ids that sanitise alike, or a cleared run, never
     share a folder, and no run id (``..`` included) can leave the state root.
     """
-    from include import state_store
+    from include.state import state_store
 
     digest = hashlib.sha256(f"{dag_id}\n{run_id}\n{attempt}".encode()).hexdigest()[:16]
     path = state_store.root() / "runs" / _safe(dag_id) / f"{_safe(run_id)[:100]}.{digest}" / _safe(target_key)

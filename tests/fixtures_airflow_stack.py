@@ -39,7 +39,7 @@ from devtools.s3 import s3_uri
 from devtools.servers import Emulator, Server
 from devtools.services import OwnServices, own_services
 from devtools.worker_routing import CAPTURE_WORKER, LOCAL_SETTINGS, ROLLBACK_WORKER
-from include.audit_db import DatabaseAuditLog
+from include.records.audit_db import DatabaseAuditLog
 
 pytest_plugins = ["tests.fixtures_s3"]
 
@@ -67,7 +67,7 @@ def airflow_stack(
         audit_db = create_database(pg_admin_url, prefix="cognigy_audit")
         cleanup.callback(drop_database, pg_admin_url, audit_db)
         audit_url = database_url(pg_admin_url, audit_db)
-        DatabaseAuditLog(audit_url).ensure_schema()  # `python -m include.audit_db init`, as the table's owner
+        DatabaseAuditLog(audit_url).ensure_schema()  # `python -m include.records.audit_db init`, as the table's owner
         budget_db = claim_redis_db(redis_url)
         cleanup.callback(release_redis_db, redis_url, budget_db)
         shared = {

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from devtools.servers import ROOT
-from include import audit
-from include.audit import AuditLog, AuditLogCorrupt, read, record_hash, verify
-from include.redaction import is_secret_key, redact, redact_text
+from include.records import audit
+from include.records.audit import AuditLog, AuditLogCorrupt, read, record_hash, verify
+from include.records.redaction import is_secret_key, redact, redact_text
 
 
 def _lines(path: Path) -> list[str]:
@@ -269,7 +269,7 @@ def test_redact_returns_a_copy_and_redact_text_masks_known_values() -> None:
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "include.audit", *args],
+        [sys.executable, "-m", "include.records.audit", *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -301,7 +301,7 @@ def test_credentials_in_server_error_text_never_reach_the_audit_log(tmp_path) ->
     """A Cognigy `detail` quoting the refused header, a bearer JWT and a client secret: all masked, with no
     known-secret list given to the log (the production AuditLog is built without one)."""
     from include.cognigy.errors import BadRequest
-    from include.redaction import register_secret
+    from include.records.redaction import register_secret
 
     jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJjbGllbnQifQ.c2lnbmF0dXJlLXNpZw"
     register_secret("oauth-client-secret-9f8e7d")  # what the hook does with the connection's secrets

@@ -1,4 +1,4 @@
-"""Audit trail in a database (include/audit_db.py): same bytes and chain as the file, one unbroken chain under
+"""Audit trail in a database (include/records/audit_db.py): same bytes and chain as the file, one unbroken chain under
 concurrent writers, verify names edited/deleted/reordered rows, append-only triggers and grants, CLI, configuration.
 
 Every test that takes ``db_url`` runs on SQLite and on PostgreSQL 16. The PostgreSQL server is the suite's own
@@ -29,9 +29,10 @@ from sqlalchemy.engine import make_url
 
 from devtools.servers import ROOT
 from devtools.services import OwnServices
-from include import audit, audit_db, settings
-from include.audit import AuditLog, AuditLogCorrupt
-from include.audit_db import TABLE, DatabaseAuditLog, url_from_connection
+from include import settings
+from include.records import audit, audit_db
+from include.records.audit import AuditLog, AuditLogCorrupt
+from include.records.audit_db import TABLE, DatabaseAuditLog, url_from_connection
 
 pytest_plugins = ["tests.fixtures_airflow_stack"]
 
@@ -371,7 +372,7 @@ def test_a_writer_without_the_table_is_told_to_run_init(pg_url: str, stack_servi
 
 def _cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "include.audit_db", *args], cwd=ROOT, capture_output=True, timeout=120, **kwargs
+        [sys.executable, "-m", "include.records.audit_db", *args], cwd=ROOT, capture_output=True, timeout=120, **kwargs
     )
 
 
@@ -389,7 +390,9 @@ def test_cli_init_verify_export_show(db_url: str, tmp_path: Path) -> None:
     (tmp_path / "audit.jsonl").write_bytes(exported.stdout)
     assert [json.loads(line) for line in exported.stdout.splitlines()] == written
     reviewer = subprocess.run(
-        [sys.executable, "-m", "include.audit", "verify", str(tmp_path / "audit.jsonl")], cwd=ROOT, capture_output=True
+        [sys.executable, "-m", "include.records.audit", "verify", str(tmp_path / "audit.jsonl")],
+        cwd=ROOT,
+        capture_output=True,
     )
     assert reviewer.returncode == 0 and b"OK: 5 records" in reviewer.stdout
     assert _cli("export", "--url", db_url, "--output", str(tmp_path / "o.jsonl")).returncode == 0

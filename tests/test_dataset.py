@@ -1,4 +1,4 @@
-"""Behaviour of the shipped NLU data set and its loader (include/dataset.py)."""
+"""Behaviour of the shipped NLU data set and its loader (include/data/dataset.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from include import dataset
-from include.dataset import LOCALES, SLICE_VALUES, Utterance
+from include.data import dataset
+from include.data.dataset import LOCALES, SLICE_VALUES, Utterance
 
 ROOT = Path(__file__).resolve().parents[1]
 

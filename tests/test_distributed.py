@@ -25,8 +25,8 @@ from devtools.distributed import FAST_CONF, AirflowStack
 from devtools.s3 import s3_client
 from devtools.servers import ROOT, Emulator
 from devtools.worker_routing import CAPTURE_WORKER, ROLLBACK_WORKER
-from include.audit_db import DatabaseAuditLog
-from include.fleet import FLEET_VARIABLE
+from include.records.audit_db import DatabaseAuditLog
+from include.request.fleet import FLEET_VARIABLE
 
 pytest_plugins = ["tests.fixtures_airflow_stack"]
 pytestmark = pytest.mark.slow
@@ -125,7 +125,7 @@ def _write_figures(figures: dict, name: str = "distributed-run.json") -> None:
 # --- a fleet on two workers that share nothing local ---------------------------------------------------------
 FLEET_TARGETS = 4
 # The demo flow's en-US (40 sentences per intent) and de-DE (70) pass the gates on 8 held-out utterances per intent
-# (include/fleet.json, bench/staging_vs_in_place.py; fleet_conf's run params). The other flow's two challengers
+# (include/request/fleet.json, bench/staging_vs_in_place.py; fleet_conf's run params). The other flow's two challengers
 # cannot pass: they learn from 3 sentences per intent (`make run SCENARIO=worse`: below the training-balance minimum)
 # and must reach a macro recall of 1.0; their rollbacks must run. They are judged on 2 held-out utterances per
 # intent: fewer requests from the tenant's budget.
@@ -185,7 +185,7 @@ def test_a_fleet_runs_on_two_workers_that_share_no_disk(
         for m in rolled_back:
             assert audit.read(run_id=run_id, event="rollback_retrain_started", map_index=m), f"no rollback {m}"
         verified = subprocess.run(
-            [sys.executable, "-m", "include.audit_db", "verify", "--url", env["COGNIGY_RETRAIN_AUDIT_URL"]],
+            [sys.executable, "-m", "include.records.audit_db", "verify", "--url", env["COGNIGY_RETRAIN_AUDIT_URL"]],
             cwd=ROOT, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert verified.returncode == 0 and verified.stdout.startswith("OK:"), verified.stdout + verified.stderr

@@ -24,7 +24,8 @@ from emulator.seed import (
     SEED_VERSION_ID,
     STAGING_FLOW_ID,
 )
-from include import dataset, defaults
+from include import defaults
+from include.data import dataset
 
 BASE = "/new/v2.0"
 JOBS = "/api/v2/ai/nlp"

@@ -37,7 +37,7 @@ import requests
 from devtools.airflow_env import DEMO_CONF, cognigy_conn, dags_test
 from devtools.servers import ROOT, Emulator, start_emulator
 from emulator import seed
-from include.audit import read, verify
+from include.records.audit import read, verify
 
 sys.path.insert(0, str(ROOT / "plugins"))  # what Airflow does with its plugins folder
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".state" / "pytest-airflow-home"))
@@ -52,10 +52,10 @@ from cognigy_airflow.operators import (
     CognigyWaitForTrainingOperator,
 )
 from cognigy_airflow.triggers import CognigyJobTrigger
-from include import dataset
 from include.cognigy import rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.model import Target
+from include.data import dataset
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger("fault_matrix")

@@ -18,8 +18,8 @@ import requests
 
 from devtools.airflow_env import DEMO_CONF, dags_test
 from emulator import seed
-from include.audit import read, verify
-from include.fleet import TENANT_POOL, FleetInvalid, load_fleet, parse_fleet
+from include.records.audit import read, verify
+from include.request.fleet import TENANT_POOL, FleetInvalid, load_fleet, parse_fleet
 
 pytestmark = pytest.mark.slow
 
@@ -83,7 +83,7 @@ def by_locale(events: list[dict], event: str) -> dict[str, list[dict]]:
 # --- the fleet definition (no DAG run) -----------------------------------------------------------------
 def test_the_shipped_fleet_file_is_the_emulators_two_locales() -> None:
     entries, source = load_fleet(None)
-    assert source.endswith("include/fleet.json")
+    assert source.endswith("include/request/fleet.json")
     assert [(e.flowId, e.locales) for e in entries] == [(seed.FLOW_ID, ["en-US"]), (seed.FLOW_ID, ["de-DE"])]
     assert [str(e.modelId) for e in entries] == [seed.MODEL_IDS["en-US"], seed.MODEL_IDS["de-DE"]]
 

@@ -16,7 +16,7 @@ import pytest
 
 from bench.fleet_stack import RequestSampler, fleet_conf, local_stack, make_fleet, max_overlap
 from devtools.servers import start_emulator
-from include.audit import read
+from include.records.audit import read
 
 pytestmark = pytest.mark.slow
 

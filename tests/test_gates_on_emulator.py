@@ -8,15 +8,15 @@ import pytest
 
 from devtools.servers import Emulator
 from emulator import seed
-from include import dataset
 from include.cognigy.client import CognigyClient
 from include.cognigy.config import ConnectionConfig
 from include.cognigy.model import Target
+from include.cognigy.rate_limit import TokenBucket
+from include.data import dataset
 from include.evaluation.config import GateConfig
 from include.evaluation.gates import evaluate_gates
 from include.evaluation.held_out import score_utterances
 from include.evaluation.metrics import Prediction
-from include.rate_limit import TokenBucket
 
 LOCALE = "en-US"
 TARGET = Target(seed.PROJECT_ID, seed.FLOW_ID, LOCALE, seed.MODEL_IDS[LOCALE])

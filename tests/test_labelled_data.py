@@ -1,4 +1,4 @@
-"""include.labelled_data: the parser for users' own labelled CSV/JSONL files, checked by what a user reads."""
+"""include.data.labelled_data: the parser for users' own labelled CSV/JSONL files, checked by what a user reads."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from include.labelled_data import (
+from include.data.labelled_data import (
     MAX_FILE_BYTES,
     MAX_ROWS,
     DataFileInvalid,

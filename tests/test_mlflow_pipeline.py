@@ -30,10 +30,10 @@ from mlflow import MlflowClient
 from devtools.airflow_env import DEMO_CONF, cognigy_conn, dags_test
 from devtools.servers import ROOT, Emulator, Server, free_port, start_emulator, start_mlflow
 from emulator import seed
-from include import dataset
-from include.audit import read
-from include.mlflow_sync import RegistryAction, SyncPayload, sync
-from include.outbox import Outbox
+from include.data import dataset
+from include.records.audit import read
+from include.records.mlflow_sync import RegistryAction, SyncPayload, sync
+from include.records.outbox import Outbox
 
 sys.path.insert(0, str(ROOT / "plugins"))  # what Airflow does with its plugins folder
 from cognigy_airflow.auditing import retrain_trigger, triggered_by
@@ -446,7 +446,7 @@ def test_verify_cli_accepts_the_pipeline_audit_file_and_names_tampering(promoted
     assert len(lines) >= 8
 
     def cli(path: Path) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "include.audit", "verify", str(path)], cwd=ROOT,
+        return subprocess.run([sys.executable, "-m", "include.records.audit", "verify", str(path)], cwd=ROOT,
                               capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # fmt: skip
 
     ok = cli(real)

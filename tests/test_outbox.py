@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-import include.outbox as outbox_module
-from include.mlflow_sync import SyncPayload
-from include.outbox import Outbox
+import include.records.outbox as outbox_module
+from include.records.mlflow_sync import SyncPayload
+from include.records.outbox import Outbox
 
 CTX = multiprocessing.get_context("fork")  # the children only run this module's functions
 PUSH_SECONDS = 0.8

@@ -41,8 +41,8 @@ from devtools.datasets import (
     training_examples,
 )
 from devtools.servers import Emulator, Server
-from include.audit import read
 from include.cognigy import rest_v2
+from include.records.audit import read
 
 pytestmark = pytest.mark.slow
 

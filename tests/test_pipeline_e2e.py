@@ -10,8 +10,8 @@ from mlflow import MlflowClient
 from devtools.airflow_env import DEMO_CONF, cognigy_conn, dags_test
 from devtools.servers import Emulator, Server
 from emulator import seed
-from include.audit import read, verify
 from include.defaults import DEMO_STAGING_FLOW_ID
+from include.records.audit import read, verify
 
 FAST = {**DEMO_CONF, "requests_per_second": 100, "held_out_per_intent": 8, "samples_per_intent": 40}
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""PollPolicy (include/poll_policy.py): backoff while nothing is known, a fraction of the predicted remaining
+"""PollPolicy (include/cognigy/poll_policy.py): backoff while nothing is known, a fraction of the predicted remaining
 time while progress is steady, the latest possible finish once it is pinned down, backoff after a stall or jump."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import itertools
 import pytest
 
 from bench.poll_economy import LegacyPollPolicy, before_after, make_profile, simulate_profile
-from include.poll_policy import PollPolicy
+from include.cognigy.poll_policy import PollPolicy
 
 
 def test_it_backs_off_while_nothing_is_known() -> None:

@@ -1,4 +1,4 @@
-"""The tenant's shared request budget (include/rate_limit.py): limit parsing, the sliding window, the poll
+"""The tenant's shared request budget (include/cognigy/rate_limit.py): limit parsing, the sliding window, the poll
 reserve, the shared 429 pause, several processes on one SQLite file, Redis, and the transport's use of it."""
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ import requests
 
 from include.cognigy.config import ConnectionConfig
 from include.cognigy.errors import RateLimited
-from include.cognigy.transport import Transport, request_kind
-from include.rate_limit import (
+from include.cognigy.rate_limit import (
     BULK,
     POLL,
     Pacer,
@@ -25,6 +24,7 @@ from include.rate_limit import (
     read_log,
     storage_url,
 )
+from include.cognigy.transport import Transport, request_kind
 
 
 class FakeClock:

@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from include.cognigy.rest_v2 import seg
-from include.retrain_request import (
+from include.request.retrain_request import (
     COGNIGY_MAX_INTENTS_PER_FLOW,
     COGNIGY_MAX_SENTENCES_PER_INTENT,
     COGNIGY_MAX_TRAINING_SECONDS,

@@ -1,4 +1,4 @@
-"""The state store (include/state_store.py) on local disk AND on a real S3 API: moto in server mode on 127.0.0.1.
+"""The state store (include/state/state_store.py) on local disk AND on a real S3 API: moto in server mode on 127.0.0.1.
 
 The S3 server is one process for this test session (tests/fixtures_s3.py, devtools/s3.py: free port, stopped at
 the end); the store is reached the way a deployment reaches it, through
@@ -24,9 +24,10 @@ import pytest
 from cognigy_airflow import state_storage
 from devtools.s3 import ACCESS_KEY, BUCKET, CONN_ID, SECRET_KEY, s3_uri
 from devtools.servers import ROOT, Server
-from include import settings, state_store
-from include.mlflow_sync import SyncPayload
-from include.outbox import Outbox
+from include import settings
+from include.records.mlflow_sync import SyncPayload
+from include.records.outbox import Outbox
+from include.state import state_store
 
 pytest_plugins = ["tests.fixtures_s3"]
 
@@ -213,7 +214,8 @@ WORKER = textwrap.dedent(
     import cognigy_airflow  # the plugins open s3:// state
     from cognigy_airflow import submission
     from cognigy_airflow.run_state import RunState
-    from include import settings, state_store, target_memory
+    from include import settings
+    from include.state import state_store, target_memory
 
     role = sys.argv[1]
     folder = settings.run_dir("cognigy_nlu_retrain", "manual__shared", "proj/flow/en-US", "c0-attempt")

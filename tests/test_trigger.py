@@ -29,8 +29,8 @@ from emulator.seed import FLOW_ID, MODEL_IDS, PROJECT_ID
 from include.cognigy.client import CognigyClient
 from include.cognigy.config import ConnectionConfig
 from include.cognigy.model import JobStatus, Target
+from include.cognigy.poll_policy import PollPolicy
 from include.cognigy.transport import TokenProvider
-from include.poll_policy import PollPolicy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))  # what Airflow does for plugins/
 from cognigy_airflow.triggers import CognigyJobTrigger

@@ -9,10 +9,10 @@ from include.cognigy import rest_v2, training_jobs
 from include.cognigy.config import ConnectionConfig
 from include.cognigy.errors import CognigyError
 from include.cognigy.model import JobStatus, Target
+from include.cognigy.rate_limit import TokenBucket
 from include.cognigy.rest_v2 import RestV2Api
 from include.cognigy.training_jobs import TrainingJobsApi
 from include.cognigy.transport import Transport
-from include.rate_limit import TokenBucket
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from include.redaction import redact_text
+from include.records.redaction import redact_text
 
 
 class CognigyError(Exception):

@@ -9,7 +9,7 @@ Retry rules (the same as Cognigy's official client, made stricter for side effec
 - a 401 refreshes the token once and retries once (a 401 is a rejection, so resending a POST is safe);
 - a TLS failure (wrong scheme, unknown CA) is a configuration problem: `TlsError`, never retried.
 
-Pacing: before each request the transport waits for its pacer (`include.rate_limit`: the tenant's shared
+Pacing: before each request the transport waits for its pacer (`include.cognigy.rate_limit`: the tenant's shared
 budget, plus an optional per-task cap); a status GET asks as a poll (priority), everything else as bulk. A 429
 tells the pacer, which pauses every process sharing the budget for the `Retry-After`.
 """
@@ -51,8 +51,8 @@ from include.cognigy.errors import (
     TransientError,
 )
 from include.cognigy.problems import decode_json, raise_for_problem
-from include.rate_limit import BULK, POLL, TenantBudget, TokenBucket
-from include.redaction import register_secret
+from include.cognigy.rate_limit import BULK, POLL, TenantBudget, TokenBucket
+from include.records.redaction import register_secret
 
 log = logging.getLogger(__name__)
 

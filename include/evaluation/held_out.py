@@ -20,7 +20,7 @@ Scorer = Callable[[str], list[dict[str, Any]]]
 def score_utterances(utterances: list[Any], scorer: Scorer, threshold: float) -> tuple[list[Prediction], float]:
     """Return one Prediction per utterance (failed calls are kept as status=failed) and the seconds taken.
 
-    `utterances` are include.dataset.Utterance; `scorer` is e.g. `lambda s: client.score(target, s)`
+    `utterances` are include.data.dataset.Utterance; `scorer` is e.g. `lambda s: client.score(target, s)`
     (the client's transport paces and retries; a call that still fails is counted, not fatal).
     """
     started = time.monotonic()

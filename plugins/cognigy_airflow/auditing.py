@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from include import settings, state_store
-from include.audit import EVENTS, AuditLog
+from include import settings
 from include.cognigy.model import Target
+from include.records.audit import EVENTS, AuditLog
+from include.state import state_store
 
 TARGET_IDS = ("project_id", "flow_id", "locale", "model_id")
 # Governance fields present in every record; carried forward within a run and target when a task knows them.
@@ -103,7 +104,7 @@ def audit(
     ``carry=False`` for a record about another DAG run (the MLflow resync): nothing is read or remembered.
     """
     if event not in EVENTS:
-        raise ValueError(f"unknown audit event {event!r}: add it to include.audit.EVENTS")
+        raise ValueError(f"unknown audit event {event!r}: add it to include.records.audit.EVENTS")
     ti = context["ti"]
     record: dict[str, Any] = {
         "dag_id": ti.dag_id,
@@ -127,12 +128,12 @@ def audit(
 
 def audit_log() -> Any:
     """The configured audit trail (``settings.audit_store()``): the JSON-lines :class:`AuditLog`, or a
-    :class:`include.audit_db.DatabaseAuditLog` from a SQLAlchemy URL or an Airflow connection (looked up here).
+    :class:`include.records.audit_db.DatabaseAuditLog` from a SQLAlchemy URL or an Airflow connection (looked up here).
     Both have ``append(event, **fields) -> dict``."""
     kind, target = settings.audit_store()
     if kind == "file":
         return AuditLog(target)
-    from include.audit_db import DatabaseAuditLog, url_from_connection
+    from include.records.audit_db import DatabaseAuditLog, url_from_connection
 
     if kind == "url":
         return DatabaseAuditLog(target)

@@ -14,9 +14,10 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
-from include import dataset, state_store
-from include.labelled_data import MAX_FILE_BYTES, DataFileInvalid, LabelledSet, parse_labelled
-from include.retrain_request import RetrainRequest
+from include.data import dataset
+from include.data.labelled_data import MAX_FILE_BYTES, DataFileInvalid, LabelledSet, parse_labelled
+from include.request.retrain_request import RetrainRequest
+from include.state import state_store
 
 HELD_OUT, TRAINING = "held_out", "training"
 
@@ -67,7 +68,7 @@ def freeze_request_data(request: RetrainRequest, folder: Any) -> tuple[dict[str,
     """
     data: dict[str, dict[str, Any]] = {}
     errors: list[str] = []
-    state_store.ensure_dir(folder)  # the run's folder in the state store (include.state_store)
+    state_store.ensure_dir(folder)  # the run's folder in the state store (include.state.state_store)
     for locale in request.locales:
         entry: dict[str, Any] = {HELD_OUT: None, TRAINING: None}
         for kind, field in ((HELD_OUT, "heldOut"), (TRAINING, "trainingData")):
@@ -101,7 +102,7 @@ def _format_of(name: str) -> str:
 
 def _training_errors(request: RetrainRequest, labelled: LabelledSet) -> list[str]:
     """A training file must fit one Cognigy flow: ≤ 200 sentences per intent, ≤ 2,500 intents, matrix ⊆ file."""
-    from include.retrain_request import COGNIGY_MAX_INTENTS_PER_FLOW, COGNIGY_MAX_SENTENCES_PER_INTENT
+    from include.request.retrain_request import COGNIGY_MAX_INTENTS_PER_FLOW, COGNIGY_MAX_SENTENCES_PER_INTENT
 
     problems = []
     by_intent = labelled.by_intent()

@@ -1,7 +1,7 @@
 """The trigger form of `cognigy_nlu_retrain`: every param with its section, title, schema and help text.
 
 Defaults have one home each: the demo tenant's ids in `include.defaults`, gate thresholds in `GateConfig`
-(the form shows them), the tenant pool in `include.fleet`. Fleet entries override the same names.
+(the form shows them), the tenant pool in `include.request.fleet`. Fleet entries override the same names.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ PARAMS = {
     # --- target -----------------------------------------------------------------------------------------
     "fleet": _p(False, "Retrain the fleet", TARGET_SECTION, type="boolean",
                 description="Ticked: retrain every entry of the fleet (Variable cognigy_fleet, else "
-                            "include/fleet.json) and ignore the four fields below. Scheduled runs always do."),
+                            "include/request/fleet.json) and ignore the four fields below. Scheduled runs always do."),
     "project_id": _p(defaults.DEMO_PROJECT_ID, "Project id", TARGET_SECTION, type="string", pattern=OBJECT_ID,
                      description="Cognigy project (24 hex characters)."),
     "flow_id": _p(defaults.DEMO_FLOW_ID, "Flow id", TARGET_SECTION, type="string", pattern=OBJECT_ID,

@@ -25,8 +25,7 @@ from airflow.sdk import BaseHook
 
 from include.cognigy.client import CognigyClient
 from include.cognigy.config import ConnectionConfig
-from include.cognigy.transport import register_config_secrets
-from include.rate_limit import (
+from include.cognigy.rate_limit import (
     Pacer,
     TenantBudget,
     TenantLimit,
@@ -35,6 +34,7 @@ from include.rate_limit import (
     shared_budget,
     storage_url,
 )
+from include.cognigy.transport import register_config_secrets
 
 try:
     from cognigy_provider import CONN_TYPE, HOOK_NAME

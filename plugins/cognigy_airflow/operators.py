@@ -24,7 +24,6 @@ from cognigy_airflow.hooks import CognigyHook
 from cognigy_airflow.links import CognigyTaskLink, cognigy_flow_url
 from cognigy_airflow.run_state import RunState
 from cognigy_airflow.triggers import CognigyJobTrigger
-from include import state_store
 from include.cognigy import rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.errors import (
@@ -37,6 +36,7 @@ from include.cognigy.errors import (
 )
 from include.cognigy.model import JobStatus, Target
 from include.evaluation.held_out import agreement, load_predictions, save_predictions, score_utterances
+from include.state import state_store
 
 log = logging.getLogger(__name__)
 

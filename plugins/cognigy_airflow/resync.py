@@ -1,9 +1,9 @@
 """Body of the `cognigy_mlflow_resync` DAG: push the MLflow outbox, audit each pushed payload.
 
 A retrain whose MLflow sync failed on every try left its payload in the outbox (`mlflow_sync_deferred`).
-:meth:`include.outbox.Outbox.resync` pushes each one with the same idempotent sync (the MLflow run is
+:meth:`include.records.outbox.Outbox.resync` pushes each one with the same idempotent sync (the MLflow run is
 found again by its run key, the model version by its Cognigy task id), so pushing twice creates nothing new.
-Entries are leased (see :mod:`include.outbox`): one that the retrain's own ``mlflow_sync`` task (or another
+Entries are leased (see :mod:`include.records.outbox`): one that the retrain's own ``mlflow_sync`` task (or another
 resync) is pushing right now is skipped and counted as ``in_flight``, never pushed twice at once.
 """
 
@@ -15,8 +15,8 @@ from airflow.sdk.exceptions import AirflowException
 
 from cognigy_airflow.auditing import audit
 from include import settings
-from include.mlflow_sync import SyncPayload, SyncResult, audit_fields, configure_client
-from include.outbox import Outbox
+from include.records.mlflow_sync import SyncPayload, SyncResult, audit_fields, configure_client
+from include.records.outbox import Outbox
 
 TARGET_TAGS = ("project_id", "flow_id", "locale", "model_id")
 

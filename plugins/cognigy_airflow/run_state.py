@@ -1,5 +1,5 @@
 """Per task-instance memory that survives retries: Airflow 3.3's task_state_store, or a file (an object in the
-state store, `include.state_store`) as fallback.
+state store, `include.state.state_store`) as fallback.
 
 XComs are cleared when a task retries, so they cannot carry "I already started training job X".
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-from include import state_store
+from include.state import state_store
 
 RETENTION = timedelta(days=7)
 

@@ -1,11 +1,11 @@
 """The state store on the Airflow side: ``COGNIGY_RETRAIN_STATE_URI`` opened as an ``ObjectStoragePath``.
 
-`include.state_store` does every read and write (it imports no Airflow); this module only tells it how a
+`include.state.state_store` does every read and write (it imports no Airflow); this module only tells it how a
 non-file URI becomes a path: ``ObjectStoragePath(uri, conn_id=...)``, the connection being the one named in the
 URI (``s3://conn_id@bucket/prefix``), else ``COGNIGY_RETRAIN_STATE_CONN_ID``, else the provider's default
 credential chain (an instance role on MWAA, a workload identity on Astronomer). The S3 file system comes from
 apache-airflow-providers-amazon + s3fs; gs:// and abfs:// read and write through their providers, but their
-create-if-absent is not known to be atomic here, so `include.state_store.create_exclusive` refuses them.
+create-if-absent is not known to be atomic here, so `include.state.state_store.create_exclusive` refuses them.
 
 Imported by ``cognigy_airflow/__init__.py``: any task that imports the plugins can open the store.
 """
@@ -15,7 +15,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
-from include import settings, state_store
+from include import settings
+from include.state import state_store
 
 
 def open_uri(uri: str) -> Any:

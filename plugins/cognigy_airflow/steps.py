@@ -19,16 +19,16 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from cognigy_airflow.auditing import audit, retrain_trigger, triggered_by
 from cognigy_airflow.data_files import HELD_OUT, TRAINING, freeze_request_data, load_frozen, training_intents
 from cognigy_airflow.hooks import CognigyHook
-from include import dataset, settings, state_store
+from include import settings
 from include.cognigy import rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.errors import NotFound
 from include.cognigy.model import Target
 from include.cognigy.training_jobs import mlflow_platform_metrics
+from include.data import dataset
+from include.data.labelled_data import check_intents
 from include.evaluation.held_out import load_predictions, save_predictions, score_utterances
-from include.fleet import FLEET_VARIABLE, FleetInvalid, load_fleet
-from include.labelled_data import check_intents
-from include.mlflow_sync import (
+from include.records.mlflow_sync import (
     MAX_TAG_VALUE_LENGTH,
     MlflowAuth,
     RegistryAction,
@@ -37,10 +37,12 @@ from include.mlflow_sync import (
     configure_client,
     sync,
 )
-from include.outbox import Outbox
-from include.redaction import redact_text
-from include.retrain_request import RequestInvalid, RetrainRequest, parse_request
-from include.target_memory import cached_champion, champion_key, last_trained, record_trained, store_champion
+from include.records.outbox import Outbox
+from include.records.redaction import redact_text
+from include.request.fleet import FLEET_VARIABLE, FleetInvalid, load_fleet
+from include.request.retrain_request import RequestInvalid, RetrainRequest, parse_request
+from include.state import state_store
+from include.state.target_memory import cached_champion, champion_key, last_trained, record_trained, store_champion
 
 EXPERIMENT = "cognigy-nlu-retrain"
 GATE_PARAMS = (
@@ -794,7 +796,7 @@ def registry_model_name(t: Target) -> str:
 
 
 def json_params(plan: dict[str, Any]) -> dict[str, str]:
-    from include.retrain_request import RetrainRequest
+    from include.request.retrain_request import RetrainRequest
 
     return RetrainRequest.model_validate(plan["request"]).flat_params()
 

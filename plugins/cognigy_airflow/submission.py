@@ -15,7 +15,7 @@ happens. Four windows, four fences:
    POST, so a training's `createdAt` is compared with the server's own clock (margin:
    `model.SERVER_CLOCK_MARGIN_SECONDS`, for the platform's nodes disagreeing and `Date`'s 1 s resolution).
 3. Two tries at once (a zombie worker). The whole check-then-POST section runs under a lease: a folder
-   `<run folder>/<purpose>.lease/` next to the task's state file (in the state store, `include.state_store`,
+   `<run folder>/<purpose>.lease/` next to the task's state file (in the state store, `include.state.state_store`,
    which every worker shares: a local folder, or an object store such as S3). Each holder is one object named by
    a generation number, created exclusively (`state_store.create_exclusive`: `os.link` locally, a conditional
    PUT with `If-None-Match: *` on S3; fails if it exists), holding the owner (host,
@@ -42,7 +42,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from include import state_store
 from include.cognigy.errors import (
     AmbiguousSubmission,
     AuthenticationError,
@@ -55,6 +54,7 @@ from include.cognigy.errors import (
     TransientError,
 )
 from include.cognigy.model import JobStatus, created_epoch
+from include.state import state_store
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +190,7 @@ def _pid_start(pid: int) -> str:
 class Lease:
     """One holder's generation of a submission lease (see the module docstring)."""
 
-    folder: Any  # a state-store path (include.state_store)
+    folder: Any  # a state-store path (include.state.state_store)
     generation: int
     token: str
     owner: Owner

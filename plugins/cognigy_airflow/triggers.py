@@ -20,8 +20,8 @@ from airflow.triggers.base import BaseTrigger, TriggerEvent
 from cognigy_airflow.hooks import config_from_airflow_connection, tenant_budget
 from include.cognigy.client import parse_status, status_path
 from include.cognigy.errors import CognigyError, RateLimited, TransientError
+from include.cognigy.poll_policy import PollPolicy
 from include.cognigy.transport import AsyncTransport
-from include.poll_policy import PollPolicy
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The fleet: every flow and locale the nightly run retrains, and the tenant's concurrency budget.
 
 The fleet is a JSON list of entries, read from the Airflow Variable `cognigy_fleet` when it is set, else from
-`include/fleet.json`:
+`include/request/fleet.json`:
 
     [{"name": "support EN", "projectId": "<24 hex>", "flowId": "<24 hex>", "locales": ["en-US"],
       "modelId": "<uuid>", "overrides": {"samples_per_intent": 60, "recall_floor": 0.85},
@@ -21,14 +21,14 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from include.retrain_request import OBJECT_ID, describe_errors
+from include.request.retrain_request import OBJECT_ID, describe_errors
 
 FLEET_VARIABLE = "cognigy_fleet"
 DEFAULT_FLEET_PATH = Path(__file__).with_name("fleet.json")
 MAX_ENTRIES = 500
 
 # The Airflow pool every task that calls Cognigy runs in. It bounds CONCURRENCY (worker slots busy with one
-# tenant), not the request rate: the tenant's rate limit is kept by the shared budget (include/rate_limit.py,
+# tenant), not the request rate: the tenant's rate limit is kept by the shared budget (include/cognigy/rate_limit.py,
 # connection extra `rate_limit`). Deferred waits do not count (include_deferred off), so trainings overlap.
 TENANT_POOL = "cognigy_tenant"
 DEFAULT_POOL_SLOTS = 8

@@ -33,8 +33,8 @@ which gives the same chain without a lock. ``verify`` then reads the objects in 
 
 CLI::
 
-    python -m include.audit verify PATH   # exit 0: intact; 1: broken chain or a repair's sidecar missing/changed
-    python -m include.audit show PATH [--event E] [--run-id R] [--where KEY=VALUE ...]
+    python -m include.records.audit verify PATH   # exit 0: intact; 1: broken chain or a repair's sidecar gone/changed
+    python -m include.records.audit show PATH [--event E] [--run-id R] [--where KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -51,8 +51,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from include.durable import fsync_dir
-from include.redaction import redact
+from include.records.redaction import redact
+from include.state.durable import fsync_dir
 
 GENESIS_HASH = "0" * 64
 RESERVED_FIELDS = frozenset({"seq", "ts", "event", "prev_hash", "hash"})
@@ -392,7 +392,7 @@ def read(path: str | Path, **filters: Any) -> list[dict[str, Any]]:
 
 def filter_records(records: Iterable[dict[str, Any]], **filters: Any) -> list[dict[str, Any]]:
     """The records whose fields equal every given filter (None ignored; a list/tuple/set matches any member);
-    shared by the file and the database (`include.audit_db`)."""
+    shared by the file and the database (`include.records.audit_db`)."""
     active = {k: v for k, v in filters.items() if v is not None}
 
     def matches(record: dict[str, Any]) -> bool:
@@ -420,7 +420,7 @@ def show_filters(args: argparse.Namespace, parser: argparse.ArgumentParser) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.audit", description="Audit trail tools")
+    parser = argparse.ArgumentParser(prog="python -m include.records.audit", description="Audit trail tools")
     sub = parser.add_subparsers(dest="command", required=True)
     p_verify = sub.add_parser("verify", help="check the hash chain")
     p_verify.add_argument("path")

@@ -3,7 +3,7 @@
 :func:`sync` is idempotent: it looks the run up by the tag ``airflow_run_key`` (``<dag_id>/<run_id>``,
 no try number) before creating one, skips params and metrics already logged with the same value,
 and looks a model version up by its tag ``cognigy_version_key`` before creating one. Running it twice,
-from an Airflow retry or from the :mod:`include.outbox`, changes nothing the second time.
+from an Airflow retry or from the :mod:`include.records.outbox`, changes nothing the second time.
 
 The client is set up so that Airflow's retries govern: no HTTP retries inside MLflow's client, a short
 timeout (see :func:`client_env`). MLflow itself is imported lazily, so importing this module from a DAG
@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Literal
 
-from include.redaction import redact
+from include.records.redaction import redact
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -1,4 +1,4 @@
-"""What the pipeline remembers about a flow/locale between runs (in the state store, `include.state_store`).
+"""What the pipeline remembers about a flow/locale between runs (in the state store, `include.state.state_store`).
 
 - the last successful training: the intents fingerprint production was trained on, so a nightly run on an
   unchanged flow can end early (`unchanged`) instead of paying for a training and two scorings;
@@ -12,7 +12,7 @@ import hashlib
 import time
 from typing import Any
 
-from include import state_store
+from include.state import state_store
 
 
 def _folder(target_key: str) -> Any:

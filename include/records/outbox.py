@@ -5,7 +5,7 @@ One entry per ``run_key``: ``<dir>/<slug>-<hash>.json`` plus a private copy of t
 back). Entries are written with temp file + fsync + ``os.replace`` + directory fsync, so a crash leaves
 either the old entry or the new one. A second :meth:`Outbox.put` for the same key replaces the first.
 
-:meth:`Outbox.resync` pushes every entry with :func:`include.mlflow_sync.sync` (idempotent: it finds
+:meth:`Outbox.resync` pushes every entry with :func:`include.records.mlflow_sync.sync` (idempotent: it finds
 the run by its run key) and removes an entry only if it was not replaced meanwhile.
 
 Leases: one entry is never pushed by two processes at once. Whoever pushes an entry holds its lease
@@ -19,7 +19,7 @@ or ``$COGNIGY_OUTBOX_LEASE_SECONDS``) or, on the same host, once its process has
 or deferred never blocks the resync for long. The lease must outlast one MLflow push (client timeout
 times retries).
 
-In an object store (the outbox's folder is a store path, see :mod:`include.state_store`: ``mlflow_outbox`` under
+In an object store (the outbox's folder is a store path, see :mod:`include.state.state_store`: ``mlflow_outbox`` under
 ``COGNIGY_RETRAIN_STATE_URI=s3://...``) there is no file lock and no rename: an entry and each artifact copy is
 one PUT (``<stem>.json``, ``<stem>.<token>.artifacts/<n>-<name>``), and a lease is a series of generations
 ``<stem>.lease/<generation>``, each created exclusively (a conditional PUT): whoever creates the next generation
@@ -45,10 +45,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from include import state_store
-from include.durable import fsync_dir
-from include.mlflow_sync import MlflowAuth, SyncPayload, SyncResult, sync
-from include.redaction import redact_text
+from include.records.mlflow_sync import MlflowAuth, SyncPayload, SyncResult, sync
+from include.records.redaction import redact_text
+from include.state import state_store
+from include.state.durable import fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ LeaseKind = Literal["task", "resync"]
 
 class Outbox:
     def __init__(self, dir: str | Path | Any, *, lease_seconds: float | None = None) -> None:
-        """`dir`: a local folder (str or Path) or a state-store path (an ObjectStoragePath, `include.state_store`)."""
+        """`dir`: a local folder (str or Path) or a state-store path (an ObjectStoragePath; see `include.state`)."""
         self.dir = Path(dir) if isinstance(dir, str | os.PathLike) else dir
         self._local = state_store.is_local(self.dir)
         state_store.ensure_dir(self.dir)

@@ -1,11 +1,13 @@
-"""The audit trail in a database: one append-only table, the same records and hash chain as ``include.audit``.
+"""The audit trail in a database: one append-only table, the same records and hash chain as ``include.records.audit``.
 
 Workers on several hosts share no disk, and ``flock`` is not reliable between hosts, so a deployment keeps its
 audit trail in PostgreSQL (SQLite for ``make run`` and single-host installs). Each row holds one record, exactly
 the bytes the JSON-lines file would hold on that line (``record``: the canonical JSON of
-:func:`include.audit.canonical_json`, same fields, same ``redact``, same ``seq``/``prev_hash``/``hash`` rules), plus
-copies of ``seq``, ``ts``, ``event``, ``dag_id``, ``run_id``, ``prev_hash`` and ``hash`` in columns for queries.
-``export`` writes the ``record`` column in ``seq`` order, one per line: ``include.audit.verify`` accepts that file.
+:func:`include.records.audit.canonical_json`, same fields, same ``redact``, same ``seq``/``prev_hash``/``hash``
+rules), plus copies of ``seq``, ``ts``, ``event``, ``dag_id``, ``run_id``, ``prev_hash`` and ``hash`` in columns
+for queries.
+``export`` writes the ``record`` column in ``seq`` order, one per line: ``include.records.audit.verify`` accepts
+that file.
 
 Appends are serialised by the database, so concurrent writers on different hosts leave no gap and no fork:
 
@@ -29,10 +31,10 @@ row whose query columns disagree with its record.
 CLI (the URL defaults to ``$COGNIGY_RETRAIN_AUDIT_URL``; leave the password out of it and use ``PGPASSWORD`` or
 ``~/.pgpass`` so it does not show in the process list)::
 
-    python -m include.audit_db init   [--url URL]                  # create the table and triggers (as the owner)
-    python -m include.audit_db verify [--url URL]                  # exit 0 intact, 1 broken, 2 no table/database
-    python -m include.audit_db export [--url URL] [--output FILE]  # JSON lines, byte-for-byte the file's format
-    python -m include.audit_db show   [--url URL] [--event E] [--run-id R] [--where KEY=VALUE ...]
+    python -m include.records.audit_db init   [--url URL]         # create the table and triggers (as the owner)
+    python -m include.records.audit_db verify [--url URL]         # exit 0 intact, 1 broken, 2 no table/database
+    python -m include.records.audit_db export [--url URL] [--output FILE]  # JSON lines, byte-for-byte the file's format
+    python -m include.records.audit_db show   [--url URL] [--event E] [--run-id R] [--where KEY=VALUE ...]
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
-from include.audit import (
+from include.records.audit import (
     GENESIS_HASH,
     RESERVED_FIELDS,
     AuditLogCorrupt,
@@ -64,7 +66,7 @@ from include.audit import (
     show_filters,
     utc_timestamp,
 )
-from include.redaction import redact, redact_text
+from include.records.redaction import redact, redact_text
 
 TABLE = "cognigy_retrain_audit"
 MAINTENANCE_SETTING = "cognigy_audit.maintenance"  # SET LOCAL cognigy_audit.maintenance = 'on' (PostgreSQL)
@@ -320,7 +322,7 @@ def _columns(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _next(last: Mapping[str, Any] | None, event: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """The record after ``last`` (None: the first), built as ``include.audit`` builds the file's records."""
+    """The record after ``last`` (None: the first), built as ``include.records.audit`` builds the file's records."""
     record: dict[str, Any] = {"seq": (last["seq"] + 1) if last else 1, "ts": utc_timestamp(), "event": event}
     record.update(fields)
     record["prev_hash"] = last["hash"] if last else GENESIS_HASH
@@ -331,7 +333,7 @@ def _next(last: Mapping[str, Any] | None, event: str, fields: dict[str, Any]) ->
 class DatabaseAuditLog:
     """Append-only, hash-chained audit table at a SQLAlchemy ``url`` (PostgreSQL or SQLite).
 
-    Same interface as :class:`include.audit.AuditLog`: ``append(event, **fields) -> record``, ``verify()``,
+    Same interface as :class:`include.records.audit.AuditLog`: ``append(event, **fields) -> record``, ``verify()``,
     ``read(**filters)``; plus ``export(binary_file)``.
     """
 
@@ -362,7 +364,7 @@ class DatabaseAuditLog:
             except DBAPIError as exc:
                 raise AuditDatabaseError(
                     f"the audit table {TABLE} does not exist in {self!r} and this role cannot create it "
-                    f"({self._mask(exc)}): run `python -m include.audit_db init` as the table's owner"
+                    f"({self._mask(exc)}): run `python -m include.records.audit_db init` as the table's owner"
                 ) from None
         _READY.add(key)
 
@@ -432,7 +434,7 @@ class DatabaseAuditLog:
 
     def export(self, out: IO[bytes]) -> int:
         """Write every row's record as one JSON line, in ``seq`` order, as stored (a broken row too: the reviewer's
-        ``python -m include.audit verify`` names it). Returns the number of lines."""
+        ``python -m include.records.audit verify`` names it). Returns the number of lines."""
         count = 0
         for row in self.rows():
             out.write(row.record.encode("utf-8") + b"\n")
@@ -463,7 +465,7 @@ def _select_all(conn: Connection) -> Iterator[Any]:
 
 
 def verify_rows(rows: Iterable[Any]) -> VerifyResult:
-    """:func:`include.audit.verify`'s checks over rows (attributes ``record`` and the copied columns)."""
+    """:func:`include.records.audit.verify`'s checks over rows (attributes ``record`` and the copied columns)."""
     good, prev_hash = 0, GENESIS_HASH
     remaining = iter(rows)
 
@@ -510,12 +512,12 @@ def _seq_later(rows: Iterator[Any], seq: int) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m include.audit_db", description="Audit trail in a database")
+    parser = argparse.ArgumentParser(prog="python -m include.records.audit_db", description="Audit trail in a database")
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {
         "init": "create the table and its append-only triggers (run as the table's owner)",
         "verify": "check the hash chain",
-        "export": "write the records as JSON lines (what include.audit verify reads)",
+        "export": "write the records as JSON lines (what include.records.audit verify reads)",
         "show": "print matching records as JSON lines",
     }
     subs = {name: sub.add_parser(name, help=text) for name, text in commands.items()}

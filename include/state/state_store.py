@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from include import settings
-from include.durable import fsync_dir
+from include.state.durable import fsync_dir
 
 StatePath = Any  # pathlib.Path (local) or a universal-pathlib path (ObjectStoragePath): see the module docstring
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-DATA_PATH = Path(__file__).parent / "data" / "intents.jsonl"
+DATA_PATH = Path(__file__).with_name("intents.jsonl")
 LOCALES: tuple[str, ...] = ("en-US", "de-DE")
 SPLITS: tuple[str, ...] = ("train", "test")
 SLICE_VALUES: dict[str, tuple[str, ...]] = {
