@@ -1,8 +1,8 @@
 """CognigyJobTrigger against the real emulator, with the connection resolved by Airflow itself.
 
-The trigger reads its connection with `BaseHook.aget_connection`; the tests provide it the way a deployment
-can, as `AIRFLOW_CONN_<ID>` JSON in the environment (Airflow's environment-variables secrets backend), so no
-Airflow internals are mocked. Also: the polling policy as a unit.
+The trigger's hook (`CognigyHook.a_get_job_status`) reads the connection with `aget_connection`; the tests provide
+it the way a deployment can, as `AIRFLOW_CONN_<ID>` JSON in the environment (Airflow's environment-variables secrets
+backend), so no Airflow internals are mocked. Also: the polling policy as a unit.
 """
 
 from __future__ import annotations
@@ -256,23 +256,45 @@ def test_poll_policy_backs_off_while_nothing_is_known() -> None:
 def test_the_async_token_lock_works_across_event_loops() -> None:
     """A token provider used from one event loop, then another (a triggerer's or a test's second loop), must not
     fail with 'bound to a different event loop': each loop has its own refresh lock."""
-    import asyncio
+    import http.server
+    import threading
 
-    import httpx
+    import aiohttp
 
     from include.cognigy.config import ConnectionConfig
     from include.cognigy.transport import TokenProvider
 
-    def token_endpoint(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, json={"access_token": f"t-{id(request)}", "expires_in": 1})  # refresh each time
+    issued = itertools.count()
 
-    config = ConnectionConfig(base_url="https://tenant.example", dialect="rest-v2", client_id="c", client_secret="s")
+    class TokenEndpoint(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            # a token already expired when issued: every call refreshes, under the lock of the calling loop
+            body = json.dumps({"access_token": f"t-{next(issued)}", "expires_in": -1}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TokenEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    config = ConnectionConfig(base_url=base, dialect="rest-v2", client_id="c", client_secret="s")
     provider = TokenProvider(config)
 
     async def refresh_twice_at_once() -> list[str]:
-        async with httpx.AsyncClient(transport=httpx.MockTransport(token_endpoint)) as client:
-            return list(await asyncio.gather(provider.aget(client), provider.aget(client)))
+        async with aiohttp.ClientSession() as session:
+            return list(await asyncio.gather(provider.aget(session), provider.aget(session)))
 
-    first = asyncio.run(refresh_twice_at_once())
-    second = asyncio.run(refresh_twice_at_once())  # a new loop
+    try:
+        first = asyncio.run(refresh_twice_at_once())
+        second = asyncio.run(refresh_twice_at_once())  # a new loop
+    finally:
+        server.shutdown()
+        server.server_close()
     assert all(first) and all(second)
+    assert len(set(first + second)) == 4  # each call refreshed (one at a time), in both loops

@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import requests
+
 from include.cognigy import rest_v2, training_jobs
 from include.cognigy.config import ConnectionConfig
 from include.cognigy.errors import CognigyError
@@ -27,10 +29,18 @@ def parse_status(dialect: str, data: dict[str, Any]) -> JobStatus:
 
 
 class CognigyClient:
-    def __init__(self, config: ConnectionConfig, *, bucket: TokenBucket | None = None) -> None:
+    def __init__(
+        self,
+        config: ConnectionConfig,
+        *,
+        bucket: TokenBucket | None = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        """`session`: the requests session to send on (the Airflow hook builds it from the connection); else a
+        plain one."""
         self.config = config
         self.dialect = config.dialect
-        self.transport = Transport(config, bucket=bucket)
+        self.transport = Transport(config, bucket=bucket, session=session)
         self.v2 = RestV2Api(self.transport) if self.dialect == "rest-v2" else None
         self.jobs = TrainingJobsApi(self.transport) if self.dialect == "training-jobs" else None
         self._active_version: dict[str, str] = {}

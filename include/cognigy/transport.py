@@ -9,6 +9,11 @@ Retry rules (the same as Cognigy's official client, made stricter for side effec
 - a 401 refreshes the token once and retries once (a 401 is a rejection, so resending a POST is safe);
 - a TLS failure (wrong scheme, unknown CA) is a configuration problem: `TlsError`, never retried.
 
+HTTP clients, one per mode: `requests` for `Transport` (workers) and `aiohttp` for `AsyncTransport` (triggers). Both
+take the session they send on from the caller (the Airflow hook builds it from the connection; see
+`plugins/cognigy_airflow/hooks.py`) and send only the headers built here: the credentials (a bearer token or
+X-API-Key) and a request id. Nothing else of a connection (its login, password or extra) ever becomes a header.
+
 Pacing: before each request the transport waits for its pacer (`include.cognigy.rate_limit`: the tenant's shared
 budget, plus an optional per-task cap); a status GET asks as a poll (priority), everything else as bulk. A 429
 tells the pacer, which pauses every process sharing the budget for the `Retry-After`.
@@ -29,8 +34,11 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import httpx
+import aiohttp
+import certifi
 import requests
+from aiohttp.helpers import get_env_proxy_for_url
+from requests.auth import AuthBase
 from tenacity import (
     RetryCallState,
     Retrying,
@@ -40,6 +48,7 @@ from tenacity import (
     wait_random_exponential,
 )
 from urllib3.exceptions import ConnectTimeoutError
+from yarl import URL
 
 from include.cognigy.config import ConnectionConfig
 from include.cognigy.errors import (
@@ -129,15 +138,17 @@ class TokenProvider:
         self.refreshes += 1
         return self._token.value
 
-    def get(self, rejected: str | None = None) -> str:
-        """A usable token. `rejected`: the token a 401 just refused; it is replaced unless already done."""
+    def get(self, rejected: str | None = None, session: requests.Session | None = None) -> str:
+        """A usable token. `rejected`: the token a 401 just refused; it is replaced unless already done.
+        `session`: the transport's session (its TLS and proxy settings); else a plain one."""
         if value := self._fresh(rejected):
             return value
         with self._lock:
             if value := self._fresh(rejected):
                 return value
+            http = session if session is not None else plain_session()
             try:
-                resp = requests.post(
+                resp = http.post(
                     self._config.effective_token_url,
                     data=self._form(),
                     headers={"Accept": "application/json"},
@@ -150,7 +161,7 @@ class TokenProvider:
                 ) from None
             return self._store(resp.status_code, resp.content, dict(resp.headers))
 
-    async def aget(self, client: httpx.AsyncClient, rejected: str | None = None) -> str:
+    async def aget(self, session: aiohttp.ClientSession, rejected: str | None = None) -> str:
         if value := self._fresh(rejected):
             return value
         loop = asyncio.get_running_loop()
@@ -160,13 +171,17 @@ class TokenProvider:
         async with lock:  # one refresh at a time among the triggers of this event loop
             if value := self._fresh(rejected):
                 return value
+            url = self._config.effective_token_url
             try:
-                resp = await client.post(
-                    self._config.effective_token_url, data=self._form(), headers={"Accept": "application/json"}
-                )
-            except httpx.HTTPError as exc:
-                raise _httpx_failure(exc, "POST OAuth2 token", timeout=self._config.timeout_seconds) from None
-            return self._store(resp.status_code, resp.content, dict(resp.headers))
+                async with session.post(
+                    url, data=self._form(), headers={"Accept": "application/json"}, **_env_proxy(url)
+                ) as resp:
+                    status, body, headers = resp.status, await resp.read(), dict(resp.headers)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                raise _aiohttp_failure(
+                    exc, "POST OAuth2 token", safe=True, timeout=self._config.timeout_seconds
+                ) from None
+            return self._store(status, body, headers)
 
 
 def _retry_wait(state: RetryCallState) -> float:
@@ -199,6 +214,25 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+class NoAuth(AuthBase):
+    """A session-level auth that changes nothing. With it, requests sends exactly the headers the transport sets:
+    it applies no Basic auth and looks none up in ~/.netrc (which it does for a session without auth), and so
+    never overwrites the bearer token's Authorization header either."""
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        return request
+
+
+NO_AUTH = NoAuth()
+
+
+def plain_session() -> requests.Session:
+    """A session with no auth of its own (for callers that hand in none)."""
+    session = requests.Session()
+    session.auth = NO_AUTH
+    return session
+
+
 class Transport:
     """Synchronous HTTP to one tenant (used on Airflow workers)."""
 
@@ -215,7 +249,9 @@ class Transport:
         self.bucket = bucket
         self.max_attempts = max_attempts
         self.max_retry_seconds = max_retry_seconds
-        self._session = session or requests.Session()
+        self._session = session if session is not None else plain_session()
+        # Whatever session is handed in: its own auth would replace the credentials this transport sets.
+        self._session.auth = NO_AUTH
         self._tokens = TokenProvider.for_config(config) if config.uses_oauth else None
         register_config_secrets(config)
 
@@ -253,14 +289,16 @@ class Transport:
         return resp
 
     def _send_authenticated(self, method: str, path: str, what: str, *, safe: bool, **kwargs: Any):
-        token = self._tokens.get() if self._tokens is not None else None
+        tokens, session = self._tokens, self._session
+        token = tokens.get(session=session) if tokens is not None else None
         try:
             return self._send_once(method, path, what, safe=safe, token=token, **dict(kwargs))
         except AuthenticationError:
-            if self._tokens is None:
+            if tokens is None:
                 raise
             log.info("%s: 401, refreshing the OAuth2 token once", what)
-            return self._send_once(method, path, what, safe=safe, token=self._tokens.get(rejected=token), **kwargs)
+            token = tokens.get(rejected=token, session=session)
+            return self._send_once(method, path, what, safe=safe, token=token, **kwargs)
 
     def request(self, method: str, path: str, what: str, *, safe: bool, **kwargs: Any) -> requests.Response:
         """Send with the retry rules above. `path` must already be built from quoted ids."""
@@ -351,88 +389,104 @@ def _is_tls_failure(exc: BaseException) -> bool:
     for _ in range(6):
         if seen is None:
             return False
-        if isinstance(seen, ssl.SSLError):
+        if isinstance(seen, ssl.SSLError | ssl.CertificateError):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
 
 
-def _httpx_failure(exc: httpx.HTTPError, what: str, *, timeout: float) -> CognigyError:
-    """The CognigyError for an async GET that got no HTTP answer (GETs are always safe to repeat)."""
-    if _is_tls_failure(exc):
-        return TlsError(f"{what}: TLS handshake or certificate verification failed ({exc}); {TLS_HINT}")
-    if isinstance(exc, httpx.TimeoutException):
+def _aiohttp_failure(exc: BaseException, what: str, *, safe: bool, timeout: float) -> CognigyError:
+    """The CognigyError for an aiohttp request that got no HTTP answer (the same rules as `_requests_failure`)."""
+    reason = f"{type(exc).__name__}: {exc}"[:300]
+    # ClientSSLError is a ClientConnectorError: test it first, a TLS failure is configuration, never transient
+    if isinstance(exc, aiohttp.ClientSSLError) or _is_tls_failure(exc):
+        return TlsError(f"{what}: TLS handshake or certificate verification failed ({reason}); {TLS_HINT}")
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        return CognigyError(f"{what}: invalid URL ({reason}); check the connection's host")
+    # refused, unresolvable, connect timeout: the server cannot have seen the request
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
+        return TransientError(f"{what}: cannot connect ({reason})")
+    if isinstance(exc, TimeoutError):  # aiohttp.SocketTimeoutError: no answer within the read timeout
+        if not safe:
+            return AmbiguousSubmission(_ambiguous(f"{what}: no answer within {timeout:g} s"))
         return TransientError(f"{what}: no answer within {timeout:g} s ({type(exc).__name__})")
-    if isinstance(exc, httpx.TransportError):
-        return TransientError(f"{what}: {type(exc).__name__}: {exc}"[:300])
-    return CognigyError(f"{what}: {type(exc).__name__}: {exc}"[:300])
+    if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):  # reset, closed, broken body
+        if not safe:
+            return AmbiguousSubmission(_ambiguous(f"{what}: connection lost after sending ({type(exc).__name__})"))
+        return TransientError(f"{what}: connection lost ({reason})")
+    return CognigyError(f"{what}: {reason}")
 
 
 @functools.lru_cache(maxsize=16)
-def _httpx_verify(verify: bool | str) -> bool | ssl.SSLContext:
-    """One SSL context per setting, shared by every trigger of the process: building one (loading the CA
-    bundle) costs ~20 ms of CPU, which 1,000 triggers polling in step cannot afford on every poll."""
+def ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
+    """The aiohttp `ssl` setting for a connection's `verify`: False, or a verifying context on certifi's bundle (what
+    requests trusts) or on the given CA bundle. One context per setting, shared by every trigger of the process:
+    building one (loading the CA bundle) costs ~20 ms of CPU, which 1,000 triggers polling in step cannot afford."""
     if verify is False:
         return False
     if verify is True:
-        return httpx.create_ssl_context()
+        return ssl.create_default_context(cafile=certifi.where())
     if os.path.isdir(verify):
         return ssl.create_default_context(capath=verify)
     return ssl.create_default_context(cafile=verify)
 
 
-class AsyncTransport:
-    """Asynchronous GET-only HTTP for triggers: one attempt per call, the trigger decides when to retry."""
+def _env_proxy(url: str) -> dict[str, Any]:
+    """HTTP(S)_PROXY / NO_PROXY from the environment, as requests honours them. The aiohttp session does not trust
+    the environment as a whole: that would also let ~/.netrc add Basic auth to Cognigy calls."""
+    try:
+        proxy, proxy_auth = get_env_proxy_for_url(URL(url))
+    except LookupError:
+        return {}
+    return {"proxy": proxy, "proxy_auth": proxy_auth}
 
-    def __init__(self, config: ConnectionConfig, budget: TenantBudget | None = None) -> None:
+
+class AsyncTransport:
+    """Asynchronous GET-only HTTP for triggers: one attempt per call, the trigger decides when to retry.
+
+    `session`: the aiohttp session to send on, built by the caller (the hook: TLS, timeouts, no keep-alive) and
+    closed by it. aiohttp resends an idempotent request once when the connection breaks; that is switched off here,
+    so one call is one request against the tenant's budget."""
+
+    def __init__(
+        self, config: ConnectionConfig, session: aiohttp.ClientSession, budget: TenantBudget | None = None
+    ) -> None:
         self.config = config
         self.budget = budget
         self._tokens = TokenProvider.for_config(config) if config.uses_oauth else None
         register_config_secrets(config)
-        self._client: httpx.AsyncClient | None = None
+        session._retry_connection = False  # what aiohttp's own test client does; one attempt, counted once
+        self._session = session
 
-    def _http(self) -> httpx.AsyncClient:
-        """One client for all polls of this transport. No keep-alive: polls are seconds to minutes apart (past a
-        server's idle timeout), and 10,000 triggers must not hold 10,000 idle sockets."""
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                base_url=self.config.base_url,
-                timeout=self.config.timeout_seconds,
-                verify=_httpx_verify(self.config.verify),
-                limits=httpx.Limits(max_keepalive_connections=0),
-            )
-        return self._client
-
-    async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
-
-    async def _get_once(self, client: httpx.AsyncClient, path: str, what: str, token: str | None) -> Any:
+    async def _get_once(self, path: str, what: str, token: str | None) -> Any:
         if self.budget is not None:
             await self.budget.aacquire(request_kind("GET", path))
         request_id = new_request_id()
         what = f"{what} [X-Request-Id {request_id}]"
+        url = f"{self.config.base_url}{path}"
         try:
-            resp = await client.get(path, headers=request_headers(self.config, token, request_id))
-        except httpx.HTTPError as exc:
-            raise _httpx_failure(exc, what, timeout=self.config.timeout_seconds) from None
+            async with self._session.get(
+                url, headers=request_headers(self.config, token, request_id), **_env_proxy(url)
+            ) as resp:
+                status, body, headers = resp.status, await resp.read(), dict(resp.headers)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _aiohttp_failure(exc, what, safe=True, timeout=self.config.timeout_seconds) from None
         try:
-            raise_for_problem(resp.status_code, resp.content, dict(resp.headers), what)
+            raise_for_problem(status, body, headers, what)
         except RateLimited as exc:
             if self.budget is not None:
                 await asyncio.to_thread(self.budget.block_for, exc.retry_after)
             raise
-        return decode_json(resp.content, what)
+        return decode_json(body, what)
 
     async def get_json(self, path: str, what: str) -> Any:
         """One GET (plus one token refresh and resend after a 401); errors as in `Transport`."""
-        client = self._http()
-        token = await self._tokens.aget(client) if self._tokens is not None else None
+        tokens, session = self._tokens, self._session
+        token = await tokens.aget(session) if tokens is not None else None
         try:
-            return await self._get_once(client, path, what, token)
+            return await self._get_once(path, what, token)
         except AuthenticationError:
-            if self._tokens is None:
+            if tokens is None:
                 raise
             log.info("%s: 401, refreshing the OAuth2 token once", what)
-            return await self._get_once(client, path, what, await self._tokens.aget(client, rejected=token))
+            return await self._get_once(path, what, await tokens.aget(session, rejected=token))

@@ -1,4 +1,11 @@
-"""CognigyHook: reads an Airflow Connection and hands out a client for either Cognigy dialect.
+"""CognigyHook: reads an Airflow Connection and hands out a client for either Cognigy dialect, sync and async.
+
+Built on the HTTP provider (`apache-airflow-providers-http`): `HttpHook` gives the sync `requests` session (its TCP
+keep-alive adapter), the async side runs on aiohttp (what `HttpAsyncHook` uses). The hook builds the session and hands
+it to `include.cognigy.transport`, which adds the Cognigy credentials itself. A Cognigy connection is not an HTTP one:
+its login/password are OAuth2 client credentials or the API key, and its extra holds settings (`api`, `token_url`,
+`rate_limit`...). So `get_conn` is overridden: `HttpHook.get_conn` would send login/password as HTTP Basic auth on
+every request and every unknown extra key as a header; this session carries neither (only TLS settings).
 
 The connection type and its form (fields, labels, help text) are defined once, in the provider package
 `providers/cognigy_provider` (`cognigy_provider`); this hook reads its type and name from there.
@@ -19,12 +26,16 @@ Connection (conn type `cognigy`, default id `cognigy_default`):
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from airflow.sdk import BaseHook
+import aiohttp
+import requests
+from airflow.providers.http.hooks.http import HttpHook
 
-from include.cognigy.client import CognigyClient
+from include.cognigy.client import CognigyClient, parse_status, status_path
 from include.cognigy.config import ConnectionConfig
+from include.cognigy.model import JobStatus
 from include.cognigy.rate_limit import (
     Pacer,
     TenantBudget,
@@ -34,7 +45,7 @@ from include.cognigy.rate_limit import (
     shared_budget,
     storage_url,
 )
-from include.cognigy.transport import register_config_secrets
+from include.cognigy.transport import NO_AUTH, AsyncTransport, register_config_secrets, ssl_context
 
 try:
     from cognigy_provider import CONN_TYPE, HOOK_NAME
@@ -43,7 +54,7 @@ except ModuleNotFoundError:  # provider package not installed: no form, AIRFLOW_
 
 
 def config_from_connection(host: str | None, login: str | None, password: str | None, extra: dict[str, Any]):
-    """Map Connection fields to ConnectionConfig (shared by the sync hook and the async trigger)."""
+    """Map Connection fields to ConnectionConfig (for the sync and the async side of the hook)."""
     base = (host or "").rstrip("/")
     if base and "://" not in base:
         base = f"https://{base}"
@@ -101,36 +112,135 @@ def _verify(extra: dict[str, Any]) -> bool | str:
     return text  # a path to a CA bundle, as requests accepts it
 
 
-class CognigyHook(BaseHook):
+def status_what(dialect: str, job_id: str) -> str:
+    """How error messages name a status GET."""
+    return f"GET {'training job' if dialect == 'training-jobs' else 'task'} {job_id}"
+
+
+class CognigyHook(HttpHook):
     conn_name_attr = "cognigy_conn_id"
     default_conn_name = "cognigy_default"
     conn_type = CONN_TYPE
     hook_name = HOOK_NAME
 
     def __init__(self, cognigy_conn_id: str = default_conn_name, requests_per_second: float | None = None) -> None:
-        super().__init__()
+        super().__init__(method="GET", http_conn_id=cognigy_conn_id)
         self.cognigy_conn_id = cognigy_conn_id
         # Optional per-task cap on top of the tenant's shared budget (the DAG's `requests_per_second`).
         self.requests_per_second = requests_per_second
-        self._extra: dict[str, Any] | None = None
+        self._atransport: AsyncTransport | None = None
+        self._asession: aiohttp.ClientSession | None = None
 
-    def get_config(self) -> ConnectionConfig:
-        conn = self.get_connection(self.cognigy_conn_id)
+    # --- the connection ----------------------------------------------------------------------------------
+    def _checked(self, conn: Any, extra: dict[str, Any] | None) -> tuple[ConnectionConfig, dict[str, Any]]:
         if conn.conn_type and conn.conn_type != self.conn_type:
             raise ValueError(
                 f"connection {self.cognigy_conn_id!r} is of type {conn.conn_type!r}; the Cognigy hook needs a "
                 f"connection of type {self.conn_type!r} (a {conn.conn_type} connection's fields mean something else)"
             )
-        config = config_from_airflow_connection(conn, conn.extra_dejson)
+        config = config_from_airflow_connection(conn, extra or {})
         register_config_secrets(config)  # masked in every log, XCom, audit and MLflow text of this process
-        return config
+        self.base_url, self._base_url_initialized = config.base_url, True
+        return config, extra or {}
 
+    def _load(self) -> tuple[ConnectionConfig, dict[str, Any]]:
+        conn = self.get_connection(self.cognigy_conn_id)
+        return self._checked(conn, conn.extra_dejson)
+
+    async def _aload(self) -> tuple[ConnectionConfig, dict[str, Any]]:
+        conn = await self.aget_connection(self.cognigy_conn_id)
+        extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
+        return self._checked(conn, extra)
+
+    def get_config(self) -> ConnectionConfig:
+        return self._load()[0]
+
+    # --- sessions: what HttpHook would put on them from the connection, it must not -------------------------
+    def get_conn(
+        self, headers: dict[str, Any] | None = None, extra_options: dict[str, Any] | None = None
+    ) -> requests.Session:
+        """The requests session for this connection: TLS `verify` from the connection and the provider's TCP
+        keep-alive adapter; no auth, no headers from the connection (the transport adds the credentials per
+        request). `headers` given by the caller are set; `extra_options` are refused (they come from the
+        connection's extra here, mapped by `config_from_connection`)."""
+        if extra_options:
+            raise ValueError("the Cognigy hook takes its session options from the connection, not extra_options")
+        session = self._session(self._load()[0])
+        if headers:
+            session.headers.update(headers)
+        return session
+
+    def _session(self, config: ConnectionConfig) -> requests.Session:
+        session = requests.Session()
+        session.auth = NO_AUTH  # never Basic auth, never a ~/.netrc lookup
+        session.verify = config.verify
+        return self._configure_session_from_mount_adapters(session)
+
+    def _extract_auth(self, connection: Any) -> None:
+        """HttpHook turns login/password into Basic auth here; a Cognigy connection's are OAuth2 client
+        credentials or the API key, which the transport sends its own way. Nothing for the session."""
+        return None
+
+    def _configure_session_from_extra(self, session: requests.Session, connection: Any, extra_options: dict):
+        """HttpHook turns every unknown extra key into a header here. A Cognigy extra holds settings and may hold
+        the API key: nothing of it goes on the session (TLS comes from `_verify`, the rest from the transport)."""
+        return session
+
+    def _set_base_url(self, connection: Any) -> None:
+        """The base URL as `config_from_connection` reads it (https unless the host says otherwise)."""
+        self._checked(connection, connection.extra_dejson)
+
+    @staticmethod
+    def _async_session(config: ConnectionConfig) -> aiohttp.ClientSession:
+        """The aiohttp session of the async side. Not `HttpAsyncHook`'s: it would put login/password on it as Basic
+        auth and the extra as headers, open a session per call, and resend a 5xx by itself (3 tries, 1 s apart) past
+        the tenant budget and the trigger's own "poll again later". No keep-alive: polls are seconds to minutes apart
+        (past a server's idle timeout) and 10,000 triggers must not hold 10,000 idle sockets. Timeouts per phase
+        (connect, then between reads) as requests applies them; the environment is not trusted as a whole (its
+        ~/.netrc would add Basic auth), the transport applies HTTP(S)_PROXY itself."""
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(force_close=True, ssl=ssl_context(config.verify)),
+            timeout=aiohttp.ClientTimeout(total=None, connect=config.timeout_seconds, sock_read=config.timeout_seconds),
+            trust_env=False,
+        )
+
+    # --- clients -----------------------------------------------------------------------------------------
     def get_client(self) -> CognigyClient:
-        config = self.get_config()
-        if self._extra is None:
-            self._extra = self.get_connection(self.cognigy_conn_id).extra_dejson or {}
+        config, extra = self._load()
         cap = TokenBucket(self.requests_per_second) if self.requests_per_second else None
-        return CognigyClient(config, bucket=Pacer(tenant_budget(config, self._extra), cap))  # type: ignore[arg-type]
+        pacer = Pacer(tenant_budget(config, extra), cap)
+        return CognigyClient(config, bucket=pacer, session=self._session(config))  # type: ignore[arg-type]
+
+    def get_job_status(self, job_id: str, dialect: str | None = None) -> JobStatus:
+        """A training's status (sync: retried by the transport's rules on 429, 5xx, timeouts)."""
+        client = self.get_client()
+        dialect = dialect or client.dialect
+        data = client.transport.json("GET", status_path(dialect, job_id), status_what(dialect, job_id), safe=True)
+        return parse_status(dialect, data)
+
+    async def _transport(self) -> AsyncTransport:
+        if self._atransport is None:
+            config, extra = await self._aload()
+            # Polls draw from the tenant's shared budget (with priority over scoring) and honour its 429 pauses.
+            budget = await asyncio.to_thread(tenant_budget, config, extra)
+            if self._atransport is None:  # no await from here on: one session per hook even if called concurrently
+                self._asession = self._async_session(config)
+                self._atransport = AsyncTransport(config, self._asession, budget=budget)
+        return self._atransport
+
+    async def a_get_job_status(self, job_id: str, dialect: str | None = None) -> JobStatus:
+        """One status GET (one token refresh and resend after a 401), no retry: the caller polls again later.
+        Raises `RateLimited`/`TransientError` (429, 5xx, timeout: poll again) or another `CognigyError`.
+        The connection is read and the session opened on the first call; `aclose()` closes it."""
+        transport = await self._transport()
+        dialect = dialect or transport.config.dialect
+        data = await transport.get_json(status_path(dialect, job_id), status_what(dialect, job_id))
+        return parse_status(dialect, data)
+
+    async def aclose(self) -> None:
+        session, self._asession, self._atransport = self._asession, None, None
+        if session is not None:
+            await session.close()
 
     def test_connection(self) -> tuple[bool, str]:
         """The UI's Test button: one authenticated read."""

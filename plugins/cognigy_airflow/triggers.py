@@ -3,6 +3,9 @@
 Only GET calls happen here (no side effects), and all state is serializable: a restarted triggerer builds
 a fresh trigger from `serialize()` and simply resumes polling the same job. Timeouts, 5xx and 429 mean
 "poll again later"; only the deadline or a terminal status end the trigger.
+
+The trigger only decides when to poll and what to report: `CognigyHook.a_get_job_status` reads the connection, sends
+the GET (aiohttp, drawing from the tenant's shared budget as a poll) and parses the status.
 """
 
 from __future__ import annotations
@@ -14,14 +17,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from airflow.sdk import BaseHook
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from cognigy_airflow.hooks import config_from_airflow_connection, tenant_budget
-from include.cognigy.client import parse_status, status_path
+from cognigy_airflow.hooks import CognigyHook
 from include.cognigy.errors import CognigyError, RateLimited, TransientError
 from include.cognigy.poll_policy import PollPolicy
-from include.cognigy.transport import AsyncTransport
 
 log = logging.getLogger(__name__)
 
@@ -60,26 +60,16 @@ class CognigyJobTrigger(BaseTrigger):
             },
         )
 
-    async def _transport(self) -> AsyncTransport:
-        conn = await BaseHook.aget_connection(self.conn_id)
-        extra = await conn.aextra_dejson() if hasattr(conn, "aextra_dejson") else conn.extra_dejson
-        config = config_from_airflow_connection(conn, extra)
-        # Polls draw from the tenant's shared budget (with priority over scoring) and honour its 429 pauses.
-        budget = await asyncio.to_thread(tenant_budget, config, extra or {})
-        return AsyncTransport(config, budget=budget)
-
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        transport = await self._transport()
+        hook = CognigyHook(self.conn_id)
         try:
-            async for event in self._poll(transport):
+            async for event in self._poll(hook):
                 yield event
         finally:
-            await transport.aclose()
+            await hook.aclose()
 
-    async def _poll(self, transport: AsyncTransport) -> AsyncIterator[TriggerEvent]:
+    async def _poll(self, hook: CognigyHook) -> AsyncIterator[TriggerEvent]:
         policy = PollPolicy(minimum=self.poll_min, maximum=self.poll_max)
-        path = status_path(self.dialect, self.job_id)
-        what = f"GET {'training job' if self.dialect == 'training-jobs' else 'task'} {self.job_id}"
         polls = transient = 0
         while True:
             now = time.time()
@@ -89,7 +79,7 @@ class CognigyJobTrigger(BaseTrigger):
             delay = None
             try:
                 polls += 1
-                status = parse_status(self.dialect, await transport.get_json(path, what))
+                status = await hook.a_get_job_status(self.job_id, self.dialect)
             except RateLimited as exc:
                 transient += 1
                 delay = exc.retry_after
