@@ -42,6 +42,8 @@ with DAG(
 
     @task_group(group_id="retrain")
     def retrain(target: dict, plan: dict) -> None:
+        # One line: each task gets its predecessor's typed result (include/results.py); the tasks that run
+        # whatever happened before (ALL_DONE) read the earlier results of their target from its record.
         run = {"target": target, "plan": plan}
         captured = task(steps.capture, doc_md=doc("capture"), **COGNIGY)(**run)
         submitted = CognigySubmitTrainingOperator(
@@ -51,27 +53,23 @@ with DAG(
             task_id="wait_for_training", **run, submitted=submitted.output, doc_md=doc("wait_for_training"), **COGNIGY
         )
         evaluated = task(steps.evaluate, trigger_rule=ALL_DONE, doc_md=doc("evaluate"), **COGNIGY)(
-            **run, captured=captured, submitted=submitted.output, waited=waited.output
+            **run, waited=waited.output
         )
         promoted = CognigyPromoteOperator(
-            task_id="promote", **run, captured=captured, evaluated=evaluated, doc_md=doc("promote"), **COGNIGY
+            task_id="promote", **run, evaluated=evaluated, doc_md=doc("promote"), **COGNIGY
         )
         rolled = CognigyRollbackOperator(
-            task_id="rollback", **run, captured=captured, waited=waited.output, evaluated=evaluated,
-            promoted=promoted.output, trigger_rule=ALL_DONE, doc_md=doc("rollback"), **COGNIGY,
-        )  # fmt: skip
-        results = {
-            "captured": captured, "submitted": submitted.output, "waited": waited.output, "evaluated": evaluated,
-            "promoted": promoted.output, "rolled_back": rolled.output,
-        }  # fmt: skip
+            task_id="rollback",
+            **run,
+            promoted=promoted.output,
+            trigger_rule=ALL_DONE,
+            doc_md=doc("rollback"),
+            **COGNIGY,
+        )
         synced = MlflowSyncOperator(
-            task_id="mlflow_sync", **run, **results, trigger_rule=ALL_DONE, doc_md=doc("mlflow_sync")
+            task_id="mlflow_sync", **run, rolled_back=rolled.output, trigger_rule=ALL_DONE, doc_md=doc("mlflow_sync")
         )
-        final = task(steps.finalize, trigger_rule=ALL_DONE, retries=0, doc_md=doc("finalize"))(
-            **run, **results, synced=synced.output
-        )
-        captured >> submitted
-        evaluated >> promoted >> rolled >> synced >> final
+        task(steps.finalize, trigger_rule=ALL_DONE, retries=0, doc_md=doc("finalize"))(**run, synced=synced.output)
 
     targets = task(steps.list_targets, task_id="targets", doc_md=doc("targets"))(plan)
     retrain.expand_kwargs(targets)  # each element: {"target": ..., "plan": that target's own plan}
