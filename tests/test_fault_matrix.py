@@ -190,6 +190,8 @@ async def first_event(trigger: CognigyJobTrigger) -> dict[str, Any]:
 class Run:
     """One DAG run driven task by task in this process."""
 
+    NOT_RETRIED: tuple[type[BaseException], ...] = (AirflowFailException,)  # what ends a task without a retry
+
     def __init__(self, run_id: str, retries: int = 2, **params: Any) -> None:
         self.run_id = run_id
         self.retries = retries
@@ -226,7 +228,7 @@ class Run:
             try:
                 self.results[task_id] = result = once(ctx)
                 return result
-            except AirflowFailException:
+            except self.NOT_RETRIED:
                 raise
             except Exception as exc:
                 if ctx["ti"].try_number > self.retries:

@@ -347,16 +347,7 @@ class StagingRun(Run):
     def __init__(self, run_id: str, **params: Any) -> None:
         super().__init__(run_id, **{**FAST, "promotion": "staging", "staging_flow_id": STAGING, **params})
 
-    def _tries(self, task_id: str, once: Callable[[dict[str, Any]], Any]) -> Any:
-        while True:
-            ctx = self.context(task_id)
-            try:
-                return once(ctx)
-            except (AirflowFailException, AirflowSkipException):
-                raise
-            except Exception:
-                if ctx["ti"].try_number > self.retries:
-                    raise
+    NOT_RETRIED = (AirflowFailException, AirflowSkipException)
 
 
 @dataclass

@@ -153,6 +153,11 @@ class _CognigyOperator(BaseOperator):
         self.target = target
         self.plan = plan
 
+    @property
+    def production(self) -> Target:
+        """The production flow/locale this task's target names."""
+        return Target.from_dict(self.target)
+
     def hook(self) -> CognigyHook:
         return CognigyHook(self.plan["conn_id"], requests_per_second=self.plan.get("requests_per_second"))
 
@@ -161,7 +166,7 @@ class _CognigyOperator(BaseOperator):
     def link_to(self, job_id: str | None = None) -> None:
         """Point the task page's "Cognigy flow" button at the flow/locale this task acts on, and at the Cognigy task
         once known."""
-        t = steps.training_target(self.plan, self.target) if self.trains_staging else Target.from_dict(self.target)
+        t = steps.training_target(self.plan, self.target) if self.trains_staging else self.production
         console = self.plan.get("console_url") or ""
         self.cognigy_url = cognigy_flow_url(console, t.project_id, t.flow_id, t.locale, job_id) if console else ""
 
@@ -221,7 +226,7 @@ class CognigySubmitTrainingOperator(_CognigyOperator):
         self.captured = captured
 
     def execute(self, context: Any) -> dict[str, Any]:
-        plan, production = self.plan, Target.from_dict(self.target)
+        plan, production = self.plan, self.production
         if plan.get("dry_run"):
             raise AirflowSkipException("dry run: nothing is sent to Cognigy")
         self.captured = stage("captured", self.captured)  # the XCom, typed
@@ -275,7 +280,7 @@ class CognigySubmitTrainingOperator(_CognigyOperator):
         path = folder / steps.STAGED_INTENTS
         if (earlier := state_store.read_json(path)) is not None:
             return earlier
-        training = load_frozen(plan["data"][Target.from_dict(self.target).locale][TRAINING])
+        training = load_frozen(plan["data"][self.production.locale][TRAINING])
         if training is not None:
             intents = rest_v2.intents_file(training_intents(request, training))
         else:  # source flow: what production holds now (the rollback point)
@@ -486,7 +491,7 @@ class CognigyRollbackOperator(_CognigyOperator):
 
     # --- steps -----------------------------------------------------------------------------------------
     def _restore(self, context: Any) -> dict[str, Any]:
-        target = Target.from_dict(self.target)
+        target = self.production
         client = self.hook().get_client()
         state = RunState(context, steps.run_folder(context, self.plan, self.target) / "rollback_state.json")
         point = steps.read_rollback_point(self.captured)
@@ -568,7 +573,7 @@ class CognigyRollbackOperator(_CognigyOperator):
                 time.sleep(2.0 * attempt)
 
     def _verify(self, context: Any) -> dict[str, Any]:
-        target = Target.from_dict(self.target)
+        target = self.production
         client = self.hook().get_client()
         serving = client.serving_fingerprint(target)
         if serving != self.captured.fingerprint:
@@ -609,12 +614,12 @@ class CognigyRollbackOperator(_CognigyOperator):
         state = RunState(context, steps.run_folder(context, self.plan, self.target) / "rollback_state.json")
         state.set("rollback.round", int(state.get("rollback.round") or 0) + 1)
         audit(context, "rollback_retry", self.plan, self.target, reason=why)
-        raise AirflowException(f"rollback of {Target.from_dict(self.target).key} not done yet: {why}; trying again")
+        raise AirflowException(f"rollback of {self.production.key} not done yet: {why}; trying again")
 
     def _fail(self, context: Any, why: str) -> dict[str, Any]:
         audit(context, "rollback_failed", self.plan, self.target, reason=why)
         raise AirflowFailException(
-            f"ROLLBACK NOT VERIFIED for {Target.from_dict(self.target).key}: {why}. A person must restore the "
+            f"ROLLBACK NOT VERIFIED for {self.production.key}: {why}. A person must restore the "
             f"rollback point by hand: import {self.captured.rollback_point_path} into the flow with "
             "mode=overwrite, retrain, and check the flow in the Cognigy UI."
         )
@@ -664,7 +669,7 @@ class CognigyPromoteOperator(_CognigyOperator):
         return self.on_last_try(context, step, self._failed)
 
     def _start(self, context: Any) -> dict[str, Any]:
-        production = Target.from_dict(self.target)
+        production = self.production
         client = self.hook().get_client()
         folder = steps.run_folder(context, self.plan, self.target)
         state = RunState(context, folder / "promote_state.json")
@@ -708,7 +713,7 @@ class CognigyPromoteOperator(_CognigyOperator):
         return self._verify(context, status)
 
     def _verify(self, context: Any, status: JobStatus) -> dict[str, Any]:
-        production = Target.from_dict(self.target)
+        production = self.production
         client = self.hook().get_client()
         folder = steps.run_folder(context, self.plan, self.target)
         staged_fingerprint = rest_v2.fingerprint(state_store.read_json(folder / steps.STAGED_INTENTS))
