@@ -18,13 +18,18 @@ from cognigy_airflow.operators import (
     CognigySubmitTrainingOperator,
     CognigyWaitForTrainingOperator,
 )
-from include.request.fleet import TENANT_POOL
+from include.request.fleet import TENANT_POOL, TENANT_PRIORITY
 
-COGNIGY = {"pool": TENANT_POOL}  # concurrency per tenant; deferred waits hold no slot, the budget is shared
-# weight_rule "upstream": a target's later steps outrank other targets' earlier ones, so a fleet moves each target
-# on (its training overlaps the next captures' scoring) instead of capturing every target first
 DEFAULT_ARGS = {"retries": 2, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": True,
-                "weight_rule": "upstream"}  # fmt: skip
+                "weight_rule": "absolute"}  # fmt: skip
+
+
+def tenant(task_id: str) -> dict:
+    """A task that calls Cognigy: in the tenant's pool (concurrency only; a deferred wait holds no slot, the request
+    budget is shared), ahead of scoring when it starts or ends a training (TENANT_PRIORITY)."""
+    return {"task_id": task_id, "pool": TENANT_POOL, "priority_weight": TENANT_PRIORITY[task_id]}
+
+
 ALL_DONE = TriggerRule.ALL_DONE  # these tasks run whatever happened before and skip themselves when not needed
 
 with DAG(
@@ -42,36 +47,25 @@ with DAG(
 
     @task_group(group_id="retrain")
     def retrain(target: dict, plan: dict) -> None:
+        # One line: each task gets its predecessor's typed result (include/results.py); the tasks that run
+        # whatever happened before (ALL_DONE) read the earlier results of their target from its record.
         run = {"target": target, "plan": plan}
-        captured = task(steps.capture, doc_md=doc("capture"), **COGNIGY)(**run)
-        submitted = CognigySubmitTrainingOperator(
-            task_id="submit", **run, captured=captured, doc_md=doc("submit"), **COGNIGY
-        )
+        captured = task(steps.capture, doc_md=doc("capture"), **tenant("capture"))(**run)
+        submitted = CognigySubmitTrainingOperator(**run, captured=captured, doc_md=doc("submit"), **tenant("submit"))
         waited = CognigyWaitForTrainingOperator(
-            task_id="wait_for_training", **run, submitted=submitted.output, doc_md=doc("wait_for_training"), **COGNIGY
+            **run, submitted=submitted.output, doc_md=doc("wait_for_training"), **tenant("wait_for_training")
         )
-        evaluated = task(steps.evaluate, trigger_rule=ALL_DONE, doc_md=doc("evaluate"), **COGNIGY)(
-            **run, captured=captured, submitted=submitted.output, waited=waited.output
+        evaluated = task(steps.evaluate, trigger_rule=ALL_DONE, doc_md=doc("evaluate"), **tenant("evaluate"))(
+            **run, waited=waited.output
         )
-        promoted = CognigyPromoteOperator(
-            task_id="promote", **run, captured=captured, evaluated=evaluated, doc_md=doc("promote"), **COGNIGY
-        )
+        promoted = CognigyPromoteOperator(**run, evaluated=evaluated, doc_md=doc("promote"), **tenant("promote"))
         rolled = CognigyRollbackOperator(
-            task_id="rollback", **run, captured=captured, waited=waited.output, evaluated=evaluated,
-            promoted=promoted.output, trigger_rule=ALL_DONE, doc_md=doc("rollback"), **COGNIGY,
-        )  # fmt: skip
-        results = {
-            "captured": captured, "submitted": submitted.output, "waited": waited.output, "evaluated": evaluated,
-            "promoted": promoted.output, "rolled_back": rolled.output,
-        }  # fmt: skip
+            **run, promoted=promoted.output, trigger_rule=ALL_DONE, doc_md=doc("rollback"), **tenant("rollback")
+        )
         synced = MlflowSyncOperator(
-            task_id="mlflow_sync", **run, **results, trigger_rule=ALL_DONE, doc_md=doc("mlflow_sync")
+            task_id="mlflow_sync", **run, rolled_back=rolled.output, trigger_rule=ALL_DONE, doc_md=doc("mlflow_sync")
         )
-        final = task(steps.finalize, trigger_rule=ALL_DONE, retries=0, doc_md=doc("finalize"))(
-            **run, **results, synced=synced.output
-        )
-        captured >> submitted
-        evaluated >> promoted >> rolled >> synced >> final
+        task(steps.finalize, trigger_rule=ALL_DONE, retries=0, doc_md=doc("finalize"))(**run, synced=synced.output)
 
     targets = task(steps.list_targets, task_id="targets", doc_md=doc("targets"))(plan)
     retrain.expand_kwargs(targets)  # each element: {"target": ..., "plan": that target's own plan}

@@ -28,7 +28,8 @@ def dag_facts(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 tasks={t.task_id: {"downstream": sorted(t.downstream_task_ids),
                                    "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
                                    "type": type(t).__name__, "retries": t.retries, "doc": bool(t.doc_md),
-                                   "weight_rule": str(getattr(t.weight_rule, "value", t.weight_rule))}
+                                   "weight_rule": str(getattr(t.weight_rule, "value", t.weight_rule)),
+                                   "priority": t.priority_weight, "pool": t.pool}
                        for t in dag.tasks},
                 schedule=str(dag.schedule), catchup=dag.catchup, params=dict(dag.params.dump()),
                 doc=bool(dag.doc_md))
@@ -69,9 +70,15 @@ def test_pipeline_order_per_target(dag_facts: dict) -> None:
     assert "retrain.finalize" in t["retrain.mlflow_sync"]["downstream"]
 
 
-def test_a_targets_later_steps_outrank_other_targets_earlier_ones(dag_facts: dict) -> None:
-    """In a fleet, the scheduler moves a started target on before it captures the next (weights add upstream)."""
-    assert {t["weight_rule"] for t in dag_facts["tasks"].values()} == {"upstream"}
+def test_in_a_fleet_what_starts_or_ends_a_training_gets_a_tenant_slot_before_scoring(dag_facts: dict) -> None:
+    """Trainings are a fleet's long pole: a free slot of the tenant's pool goes to a task that starts or ends one,
+    then to the champion's scoring (it lets the next training start), then to the challenger's."""
+    t = dag_facts["tasks"]
+    assert {v["weight_rule"] for v in t.values()} == {"absolute"}
+    weight = {k.removeprefix("retrain."): v["priority"] for k, v in t.items() if v["pool"] == "cognigy_tenant"}
+    assert set(weight) == {"capture", "submit", "wait_for_training", "evaluate", "promote", "rollback"}
+    assert min(weight["submit"], weight["wait_for_training"], weight["promote"], weight["rollback"]) > weight["capture"]
+    assert weight["capture"] > weight["evaluate"]
 
 
 def test_the_wait_is_the_deferrable_operator(dag_facts: dict) -> None:

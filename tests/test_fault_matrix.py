@@ -27,7 +27,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +56,7 @@ from include.cognigy import rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.model import Target
 from include.data import dataset
+from include.results import RetrainRecord
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger("fault_matrix")
@@ -158,10 +159,15 @@ class TI:
     try_number: int = 1
     max_tries: int = 2
     map_index: int = 0
+    xcoms: dict[str, Any] = field(default_factory=dict)  # this run's task results by task id (the Run's)
 
     @property
     def log(self) -> logging.Logger:
         return logging.getLogger(f"fault_matrix.{self.task_id}")
+
+    def xcom_pull(self, task_ids: str, map_indexes: int | None = None) -> Any:
+        """What Airflow's XCom would give: the latest successful try's return value, or None."""
+        return self.xcoms.get(task_ids)
 
 
 @dataclass
@@ -184,16 +190,19 @@ async def first_event(trigger: CognigyJobTrigger) -> dict[str, Any]:
 class Run:
     """One DAG run driven task by task in this process."""
 
+    NOT_RETRIED: tuple[type[BaseException], ...] = (AirflowFailException,)  # what ends a task without a retry
+
     def __init__(self, run_id: str, retries: int = 2, **params: Any) -> None:
         self.run_id = run_id
         self.retries = retries
         self.params = {**dag_defaults(), **FAST, "cognigy_conn_id": CONN_ID, **params}
         self.stores: dict[str, StateStore] = defaultdict(StateStore)
         self.tries: dict[str, int] = defaultdict(int)
+        self.results: dict[str, Any] = {}  # XCom: each task's return value (a failed or skipped try leaves none)
 
     def context(self, task_id: str) -> dict[str, Any]:
         self.tries[task_id] += 1
-        ti = TI(DAG_ID, self.run_id, task_id, self.tries[task_id], self.retries)
+        ti = TI(DAG_ID, self.run_id, task_id, self.tries[task_id], self.retries, xcoms=self.results)
         return {"ti": ti, "dag_run": DagRun(), "params": self.params, "task_state_store": self.stores[task_id]}
 
     def call(self, task_id: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -215,9 +224,11 @@ class Run:
     def _tries(self, task_id: str, once: Callable[[dict[str, Any]], Any]) -> Any:
         while True:
             ctx = self.context(task_id)
+            self.results.pop(task_id, None)  # Airflow clears a task's XCom when a try starts
             try:
-                return once(ctx)
-            except AirflowFailException:
+                self.results[task_id] = result = once(ctx)
+                return result
+            except self.NOT_RETRIED:
                 raise
             except Exception as exc:
                 if ctx["ti"].try_number > self.retries:
@@ -269,19 +280,12 @@ def pipeline(run: Run, before: dict[str, Callable[[], None]] | None = None, stop
     if stop_after == "wait":
         return out
     phase("evaluate")
-    out.evaluated = run.call("evaluate", steps.evaluate, target, plan, out.captured, out.submitted, out.waited)
-    if steps.restore_needed(plan, out.captured, out.evaluated, None)[0]:
+    out.evaluated = run.call("evaluate", steps.evaluate, target, plan, out.waited)
+    if RetrainRecord(plan=plan, target=target, captured=out.captured, evaluated=out.evaluated).restore_needed()[0]:
         phase("rollback")
-        out.rolled_back = run.operate(
-            CognigyRollbackOperator(
-                task_id="rollback", captured=out.captured, waited=out.waited, evaluated=out.evaluated, **common
-            )
-        )
+        out.rolled_back = run.operate(CognigyRollbackOperator(task_id="rollback", **common))
     try:
-        out.final = run.call(
-            "finalize", steps.finalize, target, plan, out.captured, out.submitted, out.waited, out.evaluated, None,
-            out.rolled_back, None,
-        )  # fmt: skip
+        out.final = run.call("finalize", steps.finalize, target, plan, None)
     except AirflowFailException as exc:
         out.final_error = str(exc)
     return out

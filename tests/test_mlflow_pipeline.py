@@ -32,7 +32,7 @@ from devtools.servers import ROOT, Emulator, Server, free_port, start_emulator, 
 from emulator import seed
 from include.data import dataset
 from include.records.audit import read
-from include.records.mlflow_sync import RegistryAction, SyncPayload, sync
+from include.records.mlflow_tracking import RegistryAction, SyncPayload, sync
 from include.records.outbox import Outbox
 
 sys.path.insert(0, str(ROOT / "plugins"))  # what Airflow does with its plugins folder
@@ -240,7 +240,7 @@ def test_promotion_records_one_complete_mlflow_run_and_moves_champion(promoted, 
     # tags
     tags = mlflow_run.data.tags
     assert tags["flow_id"] == seed.FLOW_ID and tags["model_id"] == submitted["target"]["model_id"]
-    assert tags["cognigy_task_id"] == job_id
+    assert tags["cognigy_job_id"] == job_id
     assert tags["retrain_trigger"] == "manual" and tags["status"] == "promoted"
     assert tags["airflow_run_url"].endswith(f"/dags/cognigy_nlu_retrain/runs/{requests.utils.quote(run.run_id, '')}")
     # artifacts: gate report, confusion matrix, per-intent table, rollback point export, request

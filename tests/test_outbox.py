@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 import include.records.outbox as outbox_module
-from include.records.mlflow_sync import SyncPayload
+from include.records.mlflow_tracking import SyncPayload
 from include.records.outbox import Outbox
 
 CTX = multiprocessing.get_context("fork")  # the children only run this module's functions

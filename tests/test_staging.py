@@ -347,16 +347,7 @@ class StagingRun(Run):
     def __init__(self, run_id: str, **params: Any) -> None:
         super().__init__(run_id, **{**FAST, "promotion": "staging", "staging_flow_id": STAGING, **params})
 
-    def _tries(self, task_id: str, once: Callable[[dict[str, Any]], Any]) -> Any:
-        while True:
-            ctx = self.context(task_id)
-            try:
-                return once(ctx)
-            except (AirflowFailException, AirflowSkipException):
-                raise
-            except Exception:
-                if ctx["ti"].try_number > self.retries:
-                    raise
+    NOT_RETRIED = (AirflowFailException, AirflowSkipException)
 
 
 @dataclass
@@ -403,17 +394,13 @@ def staging_pipeline(run: StagingRun, before: dict[str, Callable[[], None]] | No
     if out.submitted:
         wait = CognigyWaitForTrainingOperator(task_id="wait_for_training", submitted=out.submitted, **common)
         out.waited = task("wait", lambda: run.operate(wait))
-    out.evaluated = task("evaluate", lambda: run.call(
-        "evaluate", steps.evaluate, target, plan, out.captured, out.submitted, out.waited))  # fmt: skip
-    promote = CognigyPromoteOperator(task_id="promote", captured=out.captured, evaluated=out.evaluated, **common)
+    out.evaluated = task("evaluate", lambda: run.call("evaluate", steps.evaluate, target, plan, out.waited))
+    promote = CognigyPromoteOperator(task_id="promote", evaluated=out.evaluated, **common)
     if out.captured and out.evaluated:
         out.promoted = task("promote", lambda: run.operate(promote))
-    out.rolled_back = task("rollback", lambda: run.operate(CognigyRollbackOperator(
-        task_id="rollback", captured=out.captured, waited=out.waited, evaluated=out.evaluated,
-        promoted=out.promoted, **common)))  # fmt: skip
-    out.final = task("finalize", lambda: run.call(
-        "finalize", steps.finalize, target, plan, out.captured, out.submitted, out.waited, out.evaluated,
-        out.promoted, out.rolled_back, None))  # fmt: skip
+    out.rolled_back = task("rollback", lambda: run.operate(
+        CognigyRollbackOperator(task_id="rollback", promoted=out.promoted, **common)))  # fmt: skip
+    out.final = task("finalize", lambda: run.call("finalize", steps.finalize, target, plan, None))
     out.failed = failed
     return out
 
@@ -585,7 +572,7 @@ def test_worker_killed_after_the_promotion_post_reattaches(
     captured = run.call("capture", steps.capture, **common)
     submitted = run.operate(CognigySubmitTrainingOperator(task_id="submit", captured=captured, **common))
     waited = run.operate(CognigyWaitForTrainingOperator(task_id="wait_for_training", submitted=submitted, **common))
-    evaluated = run.call("evaluate", steps.evaluate, target, plan, captured, submitted, waited)
+    evaluated = run.call("evaluate", steps.evaluate, target, plan, waited)
     assert evaluated["passed"], evaluated
 
     real_start = CognigyClient.start_training
@@ -598,16 +585,14 @@ def test_worker_killed_after_the_promotion_post_reattaches(
 
     monkeypatch.setattr(CognigyClient, "start_training", post_then_die)
     with pytest.raises(WorkerKilled):
-        CognigyPromoteOperator(task_id="promote", captured=captured, evaluated=evaluated, **common).execute(
-            run.context("promote")
-        )
+        CognigyPromoteOperator(task_id="promote", evaluated=evaluated, **common).execute(run.context("promote"))
     monkeypatch.setattr(CognigyClient, "start_training", real_start)
     store = run.stores["promote"].data
     assert "promote.intent_at" in store and "promote.job_id" not in store
     for leftover in Path(captured["rollback_point_path"]).parent.glob("promote_state.*"):
         leftover.unlink()  # the retry runs on another worker
 
-    promoted = run.operate(CognigyPromoteOperator(task_id="promote", captured=captured, evaluated=evaluated, **common))
+    promoted = run.operate(CognigyPromoteOperator(task_id="promote", evaluated=evaluated, **common))
 
     assert promoted["promoted"] and promoted["verified"] and promoted["job_id"] == posted[0], promoted
     assert delta(per_flow(fresh), before) == {"production": 1, "staging": 1}
@@ -615,8 +600,7 @@ def test_worker_killed_after_the_promotion_post_reattaches(
     events = audit_events(state_dir, run.run_id)
     assert names(events).count("promotion_training_started") == 0, "the killed try never audited its start"
     assert names(events).count("promotion_verified") == 1
-    final = run.call("finalize", steps.finalize, target, plan, captured, submitted, waited, evaluated, promoted,
-                     None, None)  # fmt: skip
+    final = run.call("finalize", steps.finalize, target, plan, None)
     assert final["outcome"] == "promoted" and final["ungated_exposure_seconds"] == 0
     observed("5f worker killed after promotion POST", fresh, audit_events(state_dir, run.run_id),
              per_flow=delta(per_flow(fresh), before), promote_tries=run.tries["promote"])  # fmt: skip

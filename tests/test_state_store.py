@@ -25,7 +25,7 @@ from cognigy_airflow import state_storage
 from devtools.s3 import ACCESS_KEY, BUCKET, CONN_ID, SECRET_KEY, s3_uri
 from devtools.servers import ROOT, Server
 from include import settings
-from include.records.mlflow_sync import SyncPayload
+from include.records.mlflow_tracking import SyncPayload
 from include.records.outbox import Outbox
 from include.state import state_store
 

@@ -21,12 +21,14 @@ import math
 from dataclasses import dataclass, field
 
 _EPS = 1e-9
+MIN_SECONDS = 2.0  # the defaults of the form's poll_min_seconds / poll_max_seconds and of every caller
+MAX_SECONDS = 30.0
 
 
 @dataclass
 class PollPolicy:
-    minimum: float = 2.0
-    maximum: float = 30.0
+    minimum: float = MIN_SECONDS
+    maximum: float = MAX_SECONDS
     factor: float = 1.5
     fraction: float = 0.5
     steady_maximum: float | None = None  # default: 3 × maximum

@@ -5,7 +5,7 @@ One entry per ``run_key``: ``<dir>/<slug>-<hash>.json`` plus a private copy of t
 back). Entries are written with temp file + fsync + ``os.replace`` + directory fsync, so a crash leaves
 either the old entry or the new one. A second :meth:`Outbox.put` for the same key replaces the first.
 
-:meth:`Outbox.resync` pushes every entry with :func:`include.records.mlflow_sync.sync` (idempotent: it finds
+:meth:`Outbox.resync` pushes every entry with :func:`include.records.mlflow_tracking.sync` (idempotent: it finds
 the run by its run key) and removes an entry only if it was not replaced meanwhile.
 
 Leases: one entry is never pushed by two processes at once. Whoever pushes an entry holds its lease
@@ -45,7 +45,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
-from include.records.mlflow_sync import MlflowAuth, SyncPayload, SyncResult, sync
+from include.records.mlflow_tracking import MlflowAuth, SyncPayload, SyncResult, sync
 from include.records.redaction import redact_text
 from include.state import state_store
 from include.state.durable import fsync_dir

@@ -33,6 +33,14 @@ MAX_ENTRIES = 500
 TENANT_POOL = "cognigy_tenant"
 DEFAULT_POOL_SLOTS = 8
 POOL_INCLUDE_DEFERRED = False
+# Which waiting task gets a free tenant slot first (Airflow priority_weight, weight_rule "absolute"). A fleet's
+# trainings run on Cognigy and are its long pole, so what starts or ends one goes first, then the champion's
+# scoring (`capture`, which lets the next training start), then the challenger's (`evaluate`): scoring spends
+# the shared budget whenever it runs, so putting it behind the trainings costs no budget. In place, a challenger
+# that waits for its `evaluate` serves meanwhile: fleets that promote in place trade that exposure for speed.
+TENANT_PRIORITY = {
+    "wait_for_training": 6, "submit": 5, "promote": 5, "rollback": 5, "capture": 4, "evaluate": 3,
+}  # fmt: skip
 # Cognigy's default tenant limit: 1,000 API requests per 5 minutes.
 TENANT_REQUESTS = 1000
 TENANT_WINDOW_SECONDS = 300.0

@@ -11,6 +11,7 @@ from pathlib import Path
 from airflow.sdk import Param
 
 from include import defaults
+from include.cognigy import poll_policy
 from include.evaluation.names import GATE_ORDER
 
 DOCS = Path(__file__).resolve().parents[2] / "dags" / "docs"
@@ -152,9 +153,11 @@ PARAMS = {
                               description="Optional cap per task, kept for compatibility. The tenant's limit is "
                                           "kept by the shared budget (connection extra rate_limit), whatever the "
                                           "slots; this only slows one task further."),
-    "poll_min_seconds": _p(2.0, "Fastest poll (s)", TENANT_SECTION, type="number", minimum=1, maximum=60,
+    "poll_min_seconds": _p(poll_policy.MIN_SECONDS, "Fastest poll (s)", TENANT_SECTION, type="number", minimum=1,
+                           maximum=60,
                            description="Shortest interval between two status reads of a training."),
-    "poll_max_seconds": _p(30.0, "Slowest poll (s)", TENANT_SECTION, type="number", minimum=5, maximum=600,
+    "poll_max_seconds": _p(poll_policy.MAX_SECONDS, "Slowest poll (s)", TENANT_SECTION, type="number", minimum=5,
+                           maximum=600,
                            description="Longest interval between two status reads (bounds the detection lag)."),
     "cognigy_conn_id": _p("cognigy_default", "Cognigy connection", TENANT_SECTION, type="string", pattern=CONN_ID,
                           description="Airflow connection of type cognigy (base URL, API key or OAuth2 client)."),

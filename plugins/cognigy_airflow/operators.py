@@ -22,9 +22,10 @@ from cognigy_airflow.auditing import audit
 from cognigy_airflow.data_files import HELD_OUT, TRAINING, load_frozen, training_intents
 from cognigy_airflow.hooks import CognigyHook
 from cognigy_airflow.links import CognigyTaskLink, cognigy_flow_url
+from cognigy_airflow.record import retrain_record, stage
 from cognigy_airflow.run_state import RunState
 from cognigy_airflow.triggers import CognigyJobTrigger
-from include.cognigy import rest_v2
+from include.cognigy import poll_policy, rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.errors import (
     AmbiguousSubmission,
@@ -36,6 +37,7 @@ from include.cognigy.errors import (
 )
 from include.cognigy.model import JobStatus, Target
 from include.evaluation.held_out import agreement, load_predictions, save_predictions, score_utterances
+from include.results import Promoted, RetrainRecord, RolledBack, Submitted, Waited
 from include.state import state_store
 
 log = logging.getLogger(__name__)
@@ -151,6 +153,11 @@ class _CognigyOperator(BaseOperator):
         self.target = target
         self.plan = plan
 
+    @property
+    def production(self) -> Target:
+        """The production flow/locale this task's target names."""
+        return Target.from_dict(self.target)
+
     def hook(self) -> CognigyHook:
         return CognigyHook(self.plan["conn_id"], requests_per_second=self.plan.get("requests_per_second"))
 
@@ -159,7 +166,7 @@ class _CognigyOperator(BaseOperator):
     def link_to(self, job_id: str | None = None) -> None:
         """Point the task page's "Cognigy flow" button at the flow/locale this task acts on, and at the Cognigy task
         once known."""
-        t = steps.training_target(self.plan, self.target) if self.trains_staging else Target.from_dict(self.target)
+        t = steps.training_target(self.plan, self.target) if self.trains_staging else self.production
         console = self.plan.get("console_url") or ""
         self.cognigy_url = cognigy_flow_url(console, t.project_id, t.flow_id, t.locale, job_id) if console else ""
 
@@ -189,8 +196,8 @@ class _CognigyOperator(BaseOperator):
                 job_id=job_id,
                 end_time=started + deadline_seconds,
                 started_at=started,
-                poll_min=self.plan.get("poll_min_seconds", 2.0),
-                poll_max=self.plan.get("poll_max_seconds", 30.0),
+                poll_min=self.plan.get("poll_min_seconds", poll_policy.MIN_SECONDS),
+                poll_max=self.plan.get("poll_max_seconds", poll_policy.MAX_SECONDS),
             ),
             method_name="execute_complete",
         )
@@ -219,10 +226,11 @@ class CognigySubmitTrainingOperator(_CognigyOperator):
         self.captured = captured
 
     def execute(self, context: Any) -> dict[str, Any]:
-        plan, production = self.plan, Target.from_dict(self.target)
+        plan, production = self.plan, self.production
         if plan.get("dry_run"):
             raise AirflowSkipException("dry run: nothing is sent to Cognigy")
-        if (self.captured or {}).get("unchanged"):
+        self.captured = stage("captured", self.captured)  # the XCom, typed
+        if self.captured and self.captured.unchanged:
             raise AirflowSkipException("unchanged since the last successful training: nothing to retrain")
         request = steps.request_of(plan)
         target = request.staging_target(production) or production
@@ -272,7 +280,7 @@ class CognigySubmitTrainingOperator(_CognigyOperator):
         path = folder / steps.STAGED_INTENTS
         if (earlier := state_store.read_json(path)) is not None:
             return earlier
-        training = load_frozen(plan["data"][Target.from_dict(self.target).locale][TRAINING])
+        training = load_frozen(plan["data"][self.production.locale][TRAINING])
         if training is not None:
             intents = rest_v2.intents_file(training_intents(request, training))
         else:  # source flow: what production holds now (the rollback point)
@@ -286,16 +294,16 @@ class CognigySubmitTrainingOperator(_CognigyOperator):
     def _result(self, status: JobStatus, state: RunState, target: Target, *, reattached: bool) -> dict[str, Any]:
         self.link_to(status.job_id)
         submitted_at = state.get("submit.submitted_at") or state.get("submit.intent_at") or time.time()
-        return {
-            "job_id": status.job_id,
-            "status": status.raw_status,
-            "submitted_at": submitted_at,
-            "reattached": reattached,
-            "training_counts": state.get("submit.training_counts"),
-            "fingerprint": state.get("submit.fingerprint"),
-            "trained_flow": target.flow_id,
-            "version_id": status.version_id,
-        }
+        return Submitted(
+            job_id=status.job_id,
+            status=status.raw_status,
+            submitted_at=submitted_at,
+            reattached=reattached,
+            training_counts=state.get("submit.training_counts"),
+            fingerprint=state.get("submit.fingerprint"),
+            trained_flow=target.flow_id,
+            version_id=status.version_id,
+        ).to_xcom()
 
 
 def _counts(training: dict[str, list[str]] | None) -> dict[str, int] | None:
@@ -331,10 +339,14 @@ class CognigyWaitForTrainingOperator(_CognigyOperator):
 
     def __init__(self, *, submitted: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.submitted = submitted
+        self.submitted = submitted  # the XCom (dict); `training` is it typed
+
+    @property
+    def training(self) -> Submitted:
+        return stage("submitted", self.submitted)
 
     def execute(self, context: Any) -> dict[str, Any]:
-        job_id = self.submitted["job_id"]
+        job_id = self.training.job_id
         self.link_to(job_id)
         try:
             status = self.hook().get_client().job_status(job_id)
@@ -344,15 +356,15 @@ class CognigyWaitForTrainingOperator(_CognigyOperator):
             return self._unknown(context, f"cannot read training {job_id}: {exc}")
         if status.terminal:
             return self._finish(context, status)
-        self.defer_on_training(job_id, self.submitted["submitted_at"], self.plan["deadline_seconds"])
+        self.defer_on_training(job_id, self.training.submitted_at, self.plan["deadline_seconds"])
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        self.link_to(self.submitted["job_id"])  # a resumed task is a new operator object
+        self.link_to(self.training.job_id)  # a resumed task is a new operator object
         outcome = event["outcome"]
         if outcome == "finished":
             return self._finish(context, JobStatus.from_dict(event["status"]), polls=event.get("polls"))
         if outcome == "deadline":
-            job_id = self.submitted["job_id"]
+            job_id = self.training.job_id
             self.log.error(
                 "training %s passed its deadline (%ss); cancelling it", job_id, self.plan["deadline_seconds"]
             )
@@ -369,30 +381,26 @@ class CognigyWaitForTrainingOperator(_CognigyOperator):
                 deadline_seconds=self.plan["deadline_seconds"],
                 cognigy_status=status.raw_status,
             )
-            return {
-                "state": "deadline",
-                "job_id": job_id,
-                "reason": f"deadline of {self.plan['deadline_seconds']}s exceeded; Cognigy task {status.raw_status}",
-                "latency_seconds": round(time.time() - self.submitted["submitted_at"], 3),
-                "polls": event.get("polls"),
-            }
+            return Waited(
+                state="deadline",
+                job_id=job_id,
+                reason=f"deadline of {self.plan['deadline_seconds']}s exceeded; Cognigy task {status.raw_status}",
+                latency_seconds=round(time.time() - self.training.submitted_at, 3),
+                polls=event.get("polls"),
+            ).to_xcom()
         # 401/403/404 while polling: the training's fate is unknown. Do not fail here, so the run still takes
         # the rollback path (which cancels the training if it still runs) and audits; finalize fails the run.
-        return self._unknown(context, f"polling training {self.submitted['job_id']} failed: {event.get('message')}")
+        return self._unknown(context, f"polling training {self.training.job_id} failed: {event.get('message')}")
 
     def _unknown(self, context: Any, why: str) -> dict[str, Any]:
-        job_id = self.submitted["job_id"]
+        job_id = self.training.job_id
         self.log.error("%s", why)
         audit(context, "retrain_failed", self.plan, self.target, cognigy_job_id=job_id, outcome="unknown", reason=why)
-        return {
-            "state": "unknown",
-            "job_id": job_id,
-            "reason": why,
-            "latency_seconds": round(time.time() - self.submitted["submitted_at"], 3),
-        }
+        latency = round(time.time() - self.training.submitted_at, 3)
+        return Waited(state="unknown", job_id=job_id, reason=why, latency_seconds=latency).to_xcom()
 
     def _finish(self, context: Any, status: JobStatus, polls: int | None = None) -> dict[str, Any]:
-        latency = time.time() - self.submitted["submitted_at"]
+        latency = time.time() - self.training.submitted_at
         if status.state != "succeeded":
             audit(
                 context,
@@ -404,15 +412,15 @@ class CognigyWaitForTrainingOperator(_CognigyOperator):
                 reason=status.reason,
                 latency_seconds=round(latency, 3),
             )
-        return {
-            "state": status.state,
-            "job_id": status.job_id,
-            "reason": status.reason,
-            "version_id": status.version_id or self.submitted.get("version_id"),
-            "latency_seconds": round(latency, 3),
-            "finished_at": finished_epoch(status),
-            "polls": polls,
-        }
+        return Waited(
+            state=status.state,
+            job_id=status.job_id,
+            reason=status.reason,
+            version_id=status.version_id or self.training.version_id,
+            latency_seconds=round(latency, 3),
+            finished_at=finished_epoch(status),
+            polls=polls,
+        ).to_xcom()
 
 
 class CognigyRollbackOperator(_CognigyOperator):
@@ -426,38 +434,40 @@ class CognigyRollbackOperator(_CognigyOperator):
     On the last try every failure is audited as `rollback_failed` with what a person must do.
     """
 
-    template_fields = ("target", "plan", "captured", "waited", "evaluated", "promoted")
+    template_fields = ("target", "plan", "promoted")
     operator_extra_links = (CognigyTaskLink(),)
     ui_color = "#ffd6d6"
     MIN_AGREEMENT = 0.95
     MIN_SCORED_SHARE = 0.5  # fewer scored utterances than this is no verdict on the restore, try again
     VERIFY_SAMPLE = 40
 
-    def __init__(
-        self, *, captured: Any, waited: Any = None, evaluated: Any = None, promoted: Any = None, **kwargs: Any
-    ) -> None:
+    def __init__(self, *, promoted: Any = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.captured = captured
-        self.waited = waited
-        self.evaluated = evaluated
-        self.promoted = promoted
+        self.promoted = promoted  # the XCom (dict); the earlier results come from the record (`execute`)
+        self.record: RetrainRecord | None = None
         self._restored_at: float | None = None
+
+    @property
+    def captured(self) -> Any:
+        return self.record.captured if self.record else None
 
     @property
     def deadline_seconds(self) -> float:
         return float(self.plan.get("rollback_deadline_seconds") or self.plan["deadline_seconds"])
 
     def execute(self, context: Any) -> dict[str, Any]:
-        needed, why = steps.restore_needed(self.plan, self.captured, self.evaluated, self.promoted)
+        self.record = retrain_record(context, self.target, self.plan, promoted=self.promoted)
+        needed, why = self.record.restore_needed()
         if not needed and self.captured:  # the branch's skip is not reliable in mapped groups
             raise AirflowSkipException(why)
         self.link_to()
         if not self.captured:  # capture failed, so submit never ran: nothing on Cognigy changed
             audit(context, "rollback_skipped", self.plan, self.target, reason="no rollback point: nothing changed")
-            return {"verified": False, "needed": False}
+            return RolledBack(verified=False, needed=False).to_xcom()
         return self._failing_loudly_on_last_try(context, lambda: self._restore(context))
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
+        self.record = retrain_record(context, self.target, self.plan, promoted=self.promoted)
         self.link_to((event.get("status") or {}).get("job_id") or event.get("job_id"))  # the restoring training
         return self._failing_loudly_on_last_try(context, lambda: self._after_restore(context, event))
 
@@ -481,7 +491,7 @@ class CognigyRollbackOperator(_CognigyOperator):
 
     # --- steps -----------------------------------------------------------------------------------------
     def _restore(self, context: Any) -> dict[str, Any]:
-        target = Target.from_dict(self.target)
+        target = self.production
         client = self.hook().get_client()
         state = RunState(context, steps.run_folder(context, self.plan, self.target) / "rollback_state.json")
         point = steps.read_rollback_point(self.captured)
@@ -490,9 +500,9 @@ class CognigyRollbackOperator(_CognigyOperator):
             "rollback_triggered",
             self.plan,
             self.target,
-            rollback_point=self.captured["rollback_point_path"],
-            reason=steps.restore_needed(self.plan, self.captured, self.evaluated, self.promoted)[1],
-            training_state=(self.waited or {}).get("state"),
+            rollback_point=self.captured.rollback_point_path,
+            reason=self.record.restore_needed()[1],
+            training_state=self.record.training_state,
         )
         self._stop_run_training(context, client, target)
         prefix = f"rollback.{int(state.get('rollback.round') or 0)}"
@@ -532,8 +542,8 @@ class CognigyRollbackOperator(_CognigyOperator):
         prefix = "promote" if staging else "submit"  # the run's training of the PRODUCTION flow
         state_file = steps.run_folder(context, self.plan, self.target) / f"{prefix}_state.json"
         started = state_store.read_json(state_file) or {}
-        known = (self.promoted or {}) if staging else (self.waited or {})
-        job_ids = {j for j in (known.get("job_id"), started.get(f"{prefix}.job_id")) if j}
+        known = self.record.promoted if staging else self.record.waited
+        job_ids = {j for j in (known and known.job_id, started.get(f"{prefix}.job_id")) if j}
         since = started.get(f"{prefix}.since_server_at") or started.get(f"{prefix}.intent_at")  # server clock first
         if not job_ids and since:
             job_ids = {j.job_id for j in client.recent_trainings(target, float(since))}
@@ -563,15 +573,15 @@ class CognigyRollbackOperator(_CognigyOperator):
                 time.sleep(2.0 * attempt)
 
     def _verify(self, context: Any) -> dict[str, Any]:
-        target = Target.from_dict(self.target)
+        target = self.production
         client = self.hook().get_client()
         serving = client.serving_fingerprint(target)
-        if serving != self.captured["fingerprint"]:
+        if serving != self.captured.fingerprint:
             return self._fail(
                 context,
-                f"serving state {serving[:12]}… differs from the rollback point {self.captured['fingerprint'][:12]}…",
+                f"serving state {serving[:12]}… differs from the rollback point {self.captured.fingerprint[:12]}…",
             )
-        champion = load_predictions(state_store.path_of(self.captured["champion_predictions_path"]))
+        champion = load_predictions(state_store.path_of(self.captured.champion_predictions_path))
         held = load_frozen(self.plan["data"][target.locale][HELD_OUT])
         sample = _spread(list(held.utterances), self.VERIFY_SAMPLE)
         now, _ = score_utterances(
@@ -593,12 +603,9 @@ class CognigyRollbackOperator(_CognigyOperator):
             agreement=round(agree, 4),
             scored=scored,
         )
-        return {
-            "verified": True,
-            "fingerprint": serving,
-            "agreement": agree,
-            "restored_at": self._restored_at or time.time(),
-        }
+        return RolledBack(
+            verified=True, fingerprint=serving, agreement=agree, restored_at=self._restored_at or time.time()
+        ).to_xcom()
 
     def _retry_or_fail(self, context: Any, why: str) -> dict[str, Any]:
         """Not proven either way: the next try starts a new restore round; the last try gives up loudly."""
@@ -607,13 +614,13 @@ class CognigyRollbackOperator(_CognigyOperator):
         state = RunState(context, steps.run_folder(context, self.plan, self.target) / "rollback_state.json")
         state.set("rollback.round", int(state.get("rollback.round") or 0) + 1)
         audit(context, "rollback_retry", self.plan, self.target, reason=why)
-        raise AirflowException(f"rollback of {Target.from_dict(self.target).key} not done yet: {why}; trying again")
+        raise AirflowException(f"rollback of {self.production.key} not done yet: {why}; trying again")
 
     def _fail(self, context: Any, why: str) -> dict[str, Any]:
         audit(context, "rollback_failed", self.plan, self.target, reason=why)
         raise AirflowFailException(
-            f"ROLLBACK NOT VERIFIED for {Target.from_dict(self.target).key}: {why}. A person must restore the "
-            f"rollback point by hand: import {self.captured['rollback_point_path']} into the flow with "
+            f"ROLLBACK NOT VERIFIED for {self.production.key}: {why}. A person must restore the "
+            f"rollback point by hand: import {self.captured.rollback_point_path} into the flow with "
             "mode=overwrite, retrain, and check the flow in the Cognigy UI."
         )
 
@@ -629,15 +636,14 @@ class CognigyPromoteOperator(_CognigyOperator):
     `{"promoted": False, "needs_rollback": True}` and `rollback` restores the rollback point.
     """
 
-    template_fields = ("target", "plan", "captured", "evaluated")
+    template_fields = ("target", "plan", "evaluated")
     operator_extra_links = (CognigyTaskLink(),)
     ui_color = "#d9f2d9"
     MIN_AGREEMENT = 0.95
     VERIFY_SAMPLE = 100
 
-    def __init__(self, *, captured: Any, evaluated: Any, **kwargs: Any) -> None:
+    def __init__(self, *, evaluated: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.captured = captured
         self.evaluated = evaluated
 
     @property
@@ -647,9 +653,10 @@ class CognigyPromoteOperator(_CognigyOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         if self.plan.get("promotion") != "staging":
             raise AirflowSkipException("in place: the challenger was trained on production itself")
-        if not self.captured or self.captured.get("unchanged"):
+        record = retrain_record(context, self.target, self.plan, evaluated=self.evaluated)
+        if not record.retrained:
             raise AirflowSkipException("nothing was retrained")
-        if not (self.evaluated or {}).get("passed"):
+        if not record.passed:
             raise AirflowSkipException("the gates rejected the challenger: production is not touched")
         return self._or_give_up(context, lambda: self._start(context))
 
@@ -662,7 +669,7 @@ class CognigyPromoteOperator(_CognigyOperator):
         return self.on_last_try(context, step, self._failed)
 
     def _start(self, context: Any) -> dict[str, Any]:
-        production = Target.from_dict(self.target)
+        production = self.production
         client = self.hook().get_client()
         folder = steps.run_folder(context, self.plan, self.target)
         state = RunState(context, folder / "promote_state.json")
@@ -706,7 +713,7 @@ class CognigyPromoteOperator(_CognigyOperator):
         return self._verify(context, status)
 
     def _verify(self, context: Any, status: JobStatus) -> dict[str, Any]:
-        production = Target.from_dict(self.target)
+        production = self.production
         client = self.hook().get_client()
         folder = steps.run_folder(context, self.plan, self.target)
         staged_fingerprint = rest_v2.fingerprint(state_store.read_json(folder / steps.STAGED_INTENTS))
@@ -732,19 +739,19 @@ class CognigyPromoteOperator(_CognigyOperator):
             )
         audit(context, "promotion_verified", self.plan, self.target, promotion_job_id=status.job_id,
               fingerprint=serving, agreement=round(agree, 4))  # fmt: skip
-        return {
-            "promoted": True,
-            "verified": True,
-            "job_id": status.job_id,
-            "fingerprint": serving,
-            "agreement": agree,
-            "finished_at": finished_epoch(status),
-        }
+        return Promoted(
+            promoted=True,
+            verified=True,
+            job_id=status.job_id,
+            fingerprint=serving,
+            agreement=agree,
+            finished_at=finished_epoch(status),
+        ).to_xcom()
 
     def _failed(self, context: Any, why: str, job_id: str | None = None) -> dict[str, Any]:
         audit(context, "promotion_failed", self.plan, self.target, reason=why, promotion_job_id=job_id)
         self.log.error("promotion of %s failed: %s; rollback restores the rollback point", self.target, why)
-        return {"promoted": False, "verified": False, "needs_rollback": True, "reason": why, "job_id": job_id}
+        return Promoted(promoted=False, verified=False, needs_rollback=True, reason=why, job_id=job_id).to_xcom()
 
 
 def finished_epoch(status: JobStatus) -> float:

@@ -15,7 +15,7 @@ from airflow.sdk.exceptions import AirflowException
 
 from cognigy_airflow.auditing import audit
 from include import settings
-from include.records.mlflow_sync import SyncPayload, SyncResult, audit_fields, configure_client
+from include.records.mlflow_tracking import SyncPayload, SyncResult, audit_fields, configure_client
 from include.records.outbox import Outbox
 
 TARGET_TAGS = ("project_id", "flow_id", "locale", "model_id")
@@ -47,7 +47,7 @@ def resync_outbox(conn_id: str = "mlflow_default", **context: Any) -> dict[str, 
             origin_dag_id=tags.get("airflow_dag_id"),
             origin_run_id=tags.get("airflow_run_id"),
             request_hash=tags.get("request_hash"),
-            cognigy_job_id=tags.get("cognigy_task_id") or None,
+            cognigy_job_id=tags.get("cognigy_job_id") or tags.get("cognigy_task_id") or None,  # older entries
             cognigy_version_id=tags.get("cognigy_version_id") or None,
             metrics={k: v for k, v in metrics.items() if not k.startswith("intent.")},
             latency_seconds=metrics.get("training_latency_seconds"),

@@ -19,8 +19,9 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from cognigy_airflow.auditing import audit, retrain_trigger, triggered_by
 from cognigy_airflow.data_files import HELD_OUT, TRAINING, freeze_request_data, load_frozen, training_intents
 from cognigy_airflow.hooks import CognigyHook
+from cognigy_airflow.record import retrain_record
 from include import settings
-from include.cognigy import rest_v2
+from include.cognigy import poll_policy, rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.errors import NotFound
 from include.cognigy.model import Target
@@ -28,7 +29,7 @@ from include.cognigy.training_jobs import mlflow_platform_metrics
 from include.data import dataset
 from include.data.labelled_data import check_intents
 from include.evaluation.held_out import load_predictions, save_predictions, score_utterances
-from include.records.mlflow_sync import (
+from include.records.mlflow_tracking import (
     MAX_TAG_VALUE_LENGTH,
     MlflowAuth,
     RegistryAction,
@@ -41,6 +42,7 @@ from include.records.outbox import Outbox
 from include.records.redaction import redact_text
 from include.request.fleet import FLEET_VARIABLE, FleetInvalid, load_fleet
 from include.request.retrain_request import RequestInvalid, RetrainRequest, parse_request
+from include.results import Captured, Evaluated, RetrainRecord, Synced, meaning, run_fails
 from include.state import state_store
 from include.state.target_memory import cached_champion, champion_key, last_trained, record_trained, store_champion
 
@@ -289,8 +291,8 @@ def _request_plan(
         "console_url": config.console_url or config.base_url,
         "dry_run": bool(params.get("dry_run")),
         "requests_per_second": params.get("requests_per_second"),
-        "poll_min_seconds": params.get("poll_min_seconds", 2.0),
-        "poll_max_seconds": params.get("poll_max_seconds", 30.0),
+        "poll_min_seconds": params.get("poll_min_seconds", poll_policy.MIN_SECONDS),
+        "poll_max_seconds": params.get("poll_max_seconds", poll_policy.MAX_SECONDS),
         "retrain_trigger": "automated" if triggered_by(context) == "schedule" else "manual",
     }
     return plan, request, []
@@ -422,7 +424,7 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
             fingerprint=point["fingerprint"],
             last_trained_run=last["run_id"],
         )
-        return {**common, "unchanged": True, "last_trained_run": last["run_id"]}
+        return Captured(**common, unchanged=True, last_trained_run=last["run_id"]).to_xcom()
 
     threshold = request.heldOut.threshold
     cache_key = champion_key(point["fingerprint"], held.sha256, threshold)
@@ -454,48 +456,47 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
         endpoints=endpoints,
         staging=staged,
     )
-    return {
+    return Captured(
         **common,
-        "unchanged": False,
-        "champion_predictions_path": str(champion_file),
-        "champion_eval_seconds": round(seconds, 2),
-        "champion_via": via,
-        "serving_counts": counts or None,
-        "serving_version": point.get("versionId"),
-    }
+        champion_predictions_path=str(champion_file),
+        champion_eval_seconds=round(seconds, 2),
+        champion_via=via,
+        serving_counts=counts or None,
+        serving_version=point.get("versionId"),
+    ).to_xcom()
 
 
 # --- evaluate ------------------------------------------------------------------------------------------
-def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[str, Any]:
+def evaluate(target: dict[str, Any], plan: dict[str, Any], waited: Any, **context: Any) -> dict[str, Any]:
     """Score the held-out set against the challenger (the staging flow, or production in place) and run every
     gate; `promote` and `rollback` act on this result only."""
     from include.evaluation.config import GateConfig
     from include.evaluation.gates import evaluate_gates
     from include.evaluation.report import write_gate_report
 
+    record = retrain_record(context, target, plan, waited=waited)
+    captured, submitted, waited = record.captured, record.submitted, record.waited
     if plan.get("dry_run") or not captured:
         # No rollback point means `capture` did not finish, so nothing was changed and nothing is restored.
         raise AirflowSkipException("dry run" if plan.get("dry_run") else "no rollback point: nothing was changed")
-    if captured.get("unchanged"):
+    if captured.unchanged:
         raise AirflowSkipException("unchanged since the last successful training: nothing to judge")
-    t = Target.from_dict(target)
-    judged = training_target(plan, target)
+    if not waited or waited.state != "succeeded":
+        state = waited.state if waited else "not run"
+        reason = f"training {state}: {(waited and waited.reason) or 'no model to evaluate'}"
+        audit(context, "validation_failed", plan, target, reason=reason, cognigy_job_id=waited and waited.job_id)
+        return Evaluated(passed=False, training_state=state, reason=reason, decided_at=time.time()).to_xcom()
+    t, judged = Target.from_dict(target), training_target(plan, target)
     folder = run_folder(context, plan, target)
-    if not waited or waited.get("state") != "succeeded":
-        state = (waited or {}).get("state", "not run")
-        reason = f"training {state}: {(waited or {}).get('reason') or 'no model to evaluate'}"
-        audit(context, "validation_failed", plan, target, reason=reason, cognigy_job_id=(waited or {}).get("job_id"))
-        return {"passed": False, "training_state": state, "reason": reason, "summary": {}, "artifacts": {},
-                "decided_at": time.time()}  # fmt: skip
     request = request_of(plan)
     client = CognigyHook(plan["conn_id"], plan.get("requests_per_second")).get_client()
     held = load_frozen(plan["data"][t.locale][HELD_OUT])
-    version = waited.get("version_id")
+    version = waited.version_id
     predictions, seconds = score_utterances(
         list(held.utterances), lambda s: client.score(judged, s, version_id=version), request.heldOut.threshold
     )
     save_predictions(folder / "challenger_predictions.jsonl", predictions)
-    champion = load_predictions(state_store.path_of(captured["champion_predictions_path"]))
+    champion = load_predictions(state_store.path_of(captured.champion_predictions_path))
     feedback = client.platform_feedback(judged, version)
     server = feedback.get("serverMetrics") if isinstance(feedback, dict) else None
     platform_metrics = None
@@ -505,7 +506,7 @@ def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[
         platform_metrics = {k: server.get(k) for k in ("precision", "recall", "f1", "bias_score")}
         platform_metrics["intents"] = len(dist) if isinstance(dist, dict) else None
     trained = trained_intents(folder)
-    counts = {k: len(v) for k, v in trained.items()} if trained else (submitted or {}).get("training_counts") or {}
+    counts = {k: len(v) for k, v in trained.items()} if trained else (submitted and submitted.training_counts) or {}
     labels = sorted(set(held.intents) | set(counts))
     report = evaluate_gates(
         predictions,
@@ -527,25 +528,25 @@ def evaluate(target, plan, captured, submitted, waited, **context: Any) -> dict[
         event,
         plan,
         target,
-        cognigy_job_id=waited["job_id"],
+        cognigy_job_id=waited.job_id,
         metrics=summary,
         accuracy_delta=summary.get("accuracy_delta"),
-        latency_seconds=waited.get("latency_seconds"),
+        latency_seconds=waited.latency_seconds,
         judged_flow=judged.flow_id,
         held_out=held.summary(),
         platform_metrics=platform_metrics,
         gate_report=str(paths["gate_report.json"]) if "gate_report.json" in paths else None,
     )
-    return {
-        "passed": report.passed,
-        "training_state": "succeeded",
-        "summary": summary,
-        "reason": "all blocking gates passed" if report.passed else f"failed: {', '.join(report.failed_gates)}",
-        "eval_seconds": round(seconds, 2),
-        "artifacts": {k: str(v) for k, v in paths.items()},
-        "platform_metrics": platform_metrics,  # training-jobs: the server's own /metrics, recorded beside ours
-        "decided_at": time.time(),
-    }
+    return Evaluated(
+        passed=report.passed,
+        training_state="succeeded",
+        summary=summary,
+        reason="all blocking gates passed" if report.passed else f"failed: {', '.join(report.failed_gates)}",
+        eval_seconds=round(seconds, 2),
+        artifacts={k: str(v) for k, v in paths.items()},
+        platform_metrics=platform_metrics,  # training-jobs: the server's own /metrics, recorded beside ours
+        decided_at=time.time(),
+    ).to_xcom()
 
 
 def trained_intents(folder: Any) -> dict[str, list[str]] | None:
@@ -556,97 +557,19 @@ def trained_intents(folder: Any) -> dict[str, list[str]] | None:
     return {i["name"]: list(i.get("exampleSentences") or []) for i in staged}
 
 
-def read_rollback_point(captured: dict[str, Any]) -> dict[str, Any]:
+def read_rollback_point(captured: Captured | dict[str, Any]) -> dict[str, Any]:
     """The rollback point `capture` stored, checked against the checksum it recorded (when it did)."""
-    location = captured["rollback_point_path"]
+    if isinstance(captured, dict):  # capture's XCom as Airflow hands it over
+        location, expected = captured["rollback_point_path"], captured.get("rollback_point_sha256")
+    else:
+        location, expected = captured.rollback_point_path, captured.rollback_point_sha256
     data = state_store.read_bytes(state_store.path_of(location))
-    expected = captured.get("rollback_point_sha256")
     if expected and state_store.sha256(data) != expected:
         raise AirflowFailException(f"the rollback point {location} changed since it was captured (checksum differs)")
     return json.loads(data)
 
 
 STAGED_INTENTS = "challenger_intents.json"
-
-
-# --- what happened: one place decides it -----------------------------------------------------------------
-def restore_needed(plan, captured, evaluated, promoted) -> tuple[bool, str]:
-    """Whether production must get its rollback point back, and why (shown in the task log and audit)."""
-    if not captured:
-        return False, "no rollback point: nothing was changed"
-    if captured.get("unchanged"):
-        return False, "unchanged since the last successful training: nothing was retrained"
-    passed = bool(evaluated and evaluated.get("passed"))
-    if plan.get("promotion") == "staging":
-        if not passed:
-            return False, "the challenger was not promoted: production was not touched"
-        if promoted and promoted.get("promoted"):
-            return False, "promoted and verified: the new model stays"
-        return True, f"promotion failed: {(promoted or {}).get('reason') or 'the promote task did not finish'}"
-    if passed:
-        return False, "the gates passed: the new model stays"
-    return True, (evaluated or {}).get("reason") or "the training's result is unknown"
-
-
-OUTCOMES = {
-    "dry_run": "validated only; nothing sent",
-    "unchanged": "the flow did not change since its last successful training; nothing retrained",
-    "promoted": "the challenger passed every blocking gate and serves",
-    "rejected": "staging: the gates rejected the challenger; production was not touched",
-    "rejected_rolled_back": "in place: the gates rejected the challenger; production restored and verified",
-    "promotion_failed_rolled_back": "staging: promotion failed; production restored and verified",
-    "incomplete": "a restore was needed and is not verified: a person must act",
-}  # plus training_<state> (staging: production untouched) and training_<state>_rolled_back (in place)
-FAILING = ("incomplete", "promotion_failed_rolled_back")
-
-
-def outcome_of(plan, captured, waited, evaluated, promoted, rolled_back) -> str:
-    """The retrain's outcome, in the words of OUTCOMES (used by MLflow, the audit and the verdict alike)."""
-    if plan and plan.get("dry_run"):
-        return "dry_run"
-    if captured and captured.get("unchanged"):
-        return "unchanged"
-    training = (waited or {}).get("state") or "not_run"
-    passed = bool(evaluated and evaluated.get("passed"))
-    restored = bool(rolled_back and rolled_back.get("verified"))
-    if plan.get("promotion") == "staging":
-        if passed and promoted and promoted.get("promoted"):
-            return "promoted"
-        if passed:
-            return "promotion_failed_rolled_back" if restored else "incomplete"
-        if not captured:
-            return "incomplete" if training != "not_run" else "training_not_run"
-        return "rejected" if training == "succeeded" else f"training_{training}"
-    if passed:
-        return "promoted"
-    if restored:
-        return "rejected_rolled_back" if training == "succeeded" else f"training_{training}_rolled_back"
-    return "incomplete" if captured else "training_not_run"
-
-
-def run_fails(outcome: str) -> bool:
-    return outcome in FAILING or (outcome.startswith("training_") and outcome != "training_succeeded")
-
-
-def ungated_exposure_seconds(plan, captured, waited, evaluated, rolled_back, now: float) -> float:
-    """How long an endpoint-served production flow served a model that had not passed the gates.
-
-    Staging promotion trains production only after the gates passed: 0. In place, production serves the
-    challenger from the end of its training (Cognigy's clock) until the gates pass (decision time) or the
-    restoring training ends (or now, when the restore is not verified). A flow no endpoint serves exposes nobody.
-    """
-    if plan.get("promotion") == "staging" or not captured or captured.get("unchanged"):
-        return 0.0
-    if (waited or {}).get("state") != "succeeded" or not captured.get("endpoints"):
-        return 0.0
-    start = float(waited.get("finished_at") or now)
-    if evaluated and evaluated.get("passed"):
-        end = float(evaluated.get("decided_at") or now)
-    elif rolled_back and rolled_back.get("verified"):
-        end = float(rolled_back.get("restored_at") or now)
-    else:
-        end = now
-    return round(max(0.0, end - start), 3)
 
 
 # --- MLflow --------------------------------------------------------------------------------------------
@@ -688,20 +611,17 @@ def _metric_key(*parts: str) -> str:
     return ".".join(_METRIC_KEY_UNSAFE.sub("_", p) for p in parts)[:250]
 
 
-def build_payload(
-    context, target, plan, captured, submitted, waited, evaluated, promoted_result, rolled_back
-) -> SyncPayload:
+def build_payload(context: Any, record: RetrainRecord) -> SyncPayload:
     """Everything MLflow gets for one DAG run and target: params, metrics, tags, artifacts, registry action."""
     ti = context["ti"]
-    t = Target.from_dict(target)
-    summary = (evaluated or {}).get("summary") or {}
-    trained = (waited or {}).get("state") == "succeeded"
-    outcome = outcome_of(plan, captured, waited, evaluated, promoted_result, rolled_back)
+    plan, t = record.plan, Target.from_dict(record.target)
+    captured, submitted, waited, evaluated = record.captured, record.submitted, record.waited, record.evaluated
+    summary = evaluated.summary if evaluated else {}
+    outcome = record.outcome()
     promoted = outcome == "promoted"
-    exposure = ungated_exposure_seconds(plan, captured, waited, evaluated, rolled_back, time.time())
-    counts = (submitted or {}).get("training_counts") or (captured or {}).get("serving_counts") or {}
+    counts = (submitted and submitted.training_counts) or (captured and captured.serving_counts) or {}
     metrics = {
-        "training_latency_seconds": (waited or {}).get("latency_seconds"),
+        "training_latency_seconds": waited and waited.latency_seconds,
         "accuracy": summary.get("accuracy"),
         "precision": summary.get("macro_precision"),
         "recall": summary.get("macro_recall"),
@@ -712,57 +632,57 @@ def build_payload(
         "mcnemar_p_value": summary.get("p_value"),
         "dataset_size": sum(counts.values()) or None,
         "held_out_scored": summary.get("n_scored"),
-        "eval_seconds": (evaluated or {}).get("eval_seconds"),
-        "champion_eval_seconds": (captured or {}).get("champion_eval_seconds"),
+        "eval_seconds": evaluated and evaluated.eval_seconds,
+        "champion_eval_seconds": captured and captured.champion_eval_seconds,
         "gates_failed": len(summary["failed_gates"]) if "failed_gates" in summary else None,
-        "ungated_exposure_seconds": exposure,
-        "held_out_rows": ((captured or {}).get("held_out") or {}).get("rows"),
+        "ungated_exposure_seconds": record.ungated_exposure_seconds(time.time()),
+        "held_out_rows": ((captured and captured.held_out) or {}).get("rows"),
     }
-    platform = (evaluated or {}).get("platform_metrics") or {}
+    platform = (evaluated and evaluated.platform_metrics) or {}
     metrics.update(mlflow_platform_metrics(platform))
     metrics["platform.intents"] = platform.get("intents")
-    report_file = ((evaluated or {}).get("artifacts") or {}).get("gate_report.json")
+    report_file = (evaluated.artifacts if evaluated else {}).get("gate_report.json")
     full = state_store.read_json(state_store.path_of(report_file)) if report_file else None
     if full is not None:
         for intent, row in (full.get("metrics", {}).get("per_intent") or {}).items():
             for name in ("precision", "recall", "f1", "support"):
                 metrics[_metric_key("intent", intent, name)] = row.get(name)
-    artifacts = {name: path for name, path in ((evaluated or {}).get("artifacts") or {}).items()}
+    artifacts = dict(evaluated.artifacts) if evaluated else {}
     artifacts["request.json"] = plan["request_path"]  # the canonical JSON of the whole request
     if captured:
-        artifacts["rollback_point.json"] = captured["rollback_point_path"]
+        artifacts["rollback_point.json"] = captured.rollback_point_path
     params = {**json_params(plan), "target.locale": t.locale}
-    job_id = (waited or submitted or {}).get("job_id")
-    version_id = (waited or {}).get("version_id") or ""
-    gate_result = "passed" if promoted else (evaluated or {}).get("reason", "not evaluated")
+    job_id = record.job_id
+    version_id = (waited and waited.version_id) or ""
+    gate_result = "passed" if promoted else (evaluated.reason if evaluated else "not evaluated")
     tags = {
         "model_id": t.model_id, "flow_id": t.flow_id, "project_id": t.project_id, "locale": t.locale,
-        "cognigy_task_id": job_id or "", "cognigy_version_id": version_id,
+        "cognigy_job_id": job_id or "", "cognigy_version_id": version_id,
         "retrain_trigger": retrain_trigger(context) if context.get("dag_run") else plan["retrain_trigger"],
         "status": outcome, "request_hash": plan["request_hash"],
         "airflow_dag_id": ti.dag_id, "airflow_run_id": ti.run_id,
         "airflow_run_url": airflow_run_url(ti.dag_id, ti.run_id),
-        "rollback_verified": str(bool(rolled_back and rolled_back.get("verified"))).lower(),
+        "rollback_verified": str(bool(record.rolled_back and record.rolled_back.verified)).lower(),
         "gate_result": gate_result[:MAX_TAG_VALUE_LENGTH],
         "gates_hash": plan.get("gates_hash") or "", "gate_profile": plan.get("gate_profile") or "default",
-        "promotion": plan.get("promotion") or "", "trained_flow_id": (submitted or {}).get("trained_flow") or "",
-        "held_out_sha256": ((captured or {}).get("held_out") or {}).get("sha256") or "",
+        "promotion": plan.get("promotion") or "", "trained_flow_id": (submitted and submitted.trained_flow) or "",
+        "held_out_sha256": ((captured and captured.held_out) or {}).get("sha256") or "",
     }  # fmt: skip
     registry = None
-    if trained and job_id:
+    if record.training_state == "succeeded" and job_id:
         registry = RegistryAction(
             model_name=registry_model_name(t),
             source=f"cognigy://{t.project_id}/{t.flow_id}/{t.locale}/{version_id or job_id}",
             version_key=job_id,
             tags={
-                "cognigy_task_id": job_id,
+                "cognigy_job_id": job_id,
                 "cognigy_version_id": version_id,
                 "request_hash": plan["request_hash"],
                 "gate_result": gate_result[:250],
                 "airflow_run_url": tags["airflow_run_url"],
             },
             promote=promoted,
-            decided_at=(submitted or {}).get("submitted_at"),
+            decided_at=submitted and submitted.submitted_at,
         )
     return SyncPayload(
         run_key=f"{ti.dag_id}/{ti.run_id}/{t.key}",
@@ -778,11 +698,11 @@ def build_payload(
     )
 
 
-def _datasets(captured: dict[str, Any] | None) -> list[dict[str, Any]]:
+def _datasets(captured: Captured | None) -> list[dict[str, Any]]:
     """The held-out set that judged the model (and the training file, when one was imported)."""
     found = []
     for key, context in (("held_out", "evaluation"), ("training_data", "training")):
-        summary = (captured or {}).get(key)
+        summary = getattr(captured, key) if captured else None
         if summary:
             profile = {k: summary.get(k) for k in ("rows", "intents", "slices", "duplicates")}
             found.append({"name": summary["name"], "digest": summary["sha256"][:36], "source": summary["name"],
@@ -809,21 +729,20 @@ def airflow_run_url(dag_id: str, run_id: str) -> str:
     return f"{base}/dags/{quote(dag_id)}/runs/{quote(run_id, safe='')}"
 
 
-def mlflow_sync(
-    target, plan, captured, submitted, waited, evaluated, promoted, rolled_back, **context: Any
-) -> dict[str, Any]:
+def record_in_mlflow(record: RetrainRecord, **context: Any) -> Synced:
     """Record this retrain in MLflow (one run per DAG run and target, found again on retry).
 
     The payload is written to a durable outbox first; when MLflow stays down past the task's retries the run
     still ends, the payload waits in the outbox, and the `cognigy_mlflow_resync` DAG pushes it later.
     """
     ti = context["ti"]
-    payload = build_payload(context, target, plan, captured, submitted, waited, evaluated, promoted, rolled_back)
+    plan, target = record.plan, record.target
+    payload = build_payload(context, record)
     outbox = Outbox(settings.outbox_dir())
     entry = outbox.put(payload)
     common = {
         "run_key": payload.run_key,
-        "cognigy_job_id": payload.tags["cognigy_task_id"] or None,
+        "cognigy_job_id": payload.tags["cognigy_job_id"] or None,
         "cognigy_version_id": payload.tags["cognigy_version_id"] or None,
         "latency_seconds": payload.metrics.get("training_latency_seconds"),
         "accuracy_delta": payload.metrics.get("accuracy_delta"),
@@ -847,7 +766,7 @@ def mlflow_sync(
         audit(context, "mlflow_sync_deferred", plan, target, **common, outbox_entry=str(entry), error=message)
         outbox.release(payload.run_key)  # the resync DAG may take it at once
         context["task"].log.error("MLflow unreachable after %s tries; the record waits in %s", ti.try_number, entry)
-        return {"synced": False, "deferred": True, "run_key": payload.run_key, "outbox_entry": str(entry)}
+        return Synced(synced=False, deferred=True, run_key=payload.run_key, outbox_entry=str(entry))
     outbox.done(payload.run_key)
     audit(
         context,
@@ -857,84 +776,87 @@ def mlflow_sync(
         **common,
         **audit_fields(payload, result),
     )
-    return {
-        "synced": True,
-        "run_id": result.run_id,
-        "run_url": result.run_url,
-        "model_version": result.model_version,
-        "champion_version": result.champion_version,
-    }
+    return Synced(
+        synced=True,
+        run_id=result.run_id,
+        run_url=result.run_url,
+        model_version=result.model_version,
+        champion_version=result.champion_version,
+    )
 
 
 # --- final audit ---------------------------------------------------------------------------------------
-def finalize(target, plan, captured, submitted, waited, evaluated, promoted, rolled_back, synced, **context) -> dict:
+def finalize(target: dict[str, Any], plan: dict[str, Any], synced: Any, **context: Any) -> dict[str, Any]:
     """Write the retrain's closing audit record and remember what production was trained on; then fail the run
     if the training failed, a promotion failed, or a restore is not verified."""
-    training = (waited or {}).get("state")
-    outcome = outcome_of(plan or {}, captured, waited, evaluated, promoted, rolled_back)
-    exposure = ungated_exposure_seconds(plan or {}, captured, waited, evaluated, rolled_back, time.time())
-    summary = (evaluated or {}).get("summary") or {}
+    record = retrain_record(context, target, plan, synced=synced)
+    plan = record.plan
+    captured, evaluated, synced = record.captured, record.evaluated, record.synced
+    training = record.training_state
+    outcome = record.outcome()
+    exposure = record.ungated_exposure_seconds(time.time())
+    summary = evaluated.summary if evaluated else {}
     t = Target.from_dict(target)
     folder = run_folder(context, plan, target)
     if outcome == "promoted":
-        _remember_promotion(t, plan, captured, submitted, folder, context["ti"].run_id)
-    record = audit(
+        _remember_promotion(t, record, folder, context["ti"].run_id)
+    audited = audit(
         context,
         "retrain_completed",
         plan,
         target,
         outcome=outcome,
-        outcome_meaning=OUTCOMES.get(outcome),
-        gates_hash=(plan or {}).get("gates_hash"),
-        promotion=(plan or {}).get("promotion"),
+        outcome_meaning=meaning(outcome),
+        gates_hash=plan.get("gates_hash"),
+        promotion=plan.get("promotion"),
         training_state=training,
-        cognigy_job_id=(waited or submitted or {}).get("job_id"),
-        promotion_job_id=(promoted or {}).get("job_id"),
-        latency_seconds=(waited or {}).get("latency_seconds"),
+        cognigy_job_id=record.job_id,
+        promotion_job_id=record.promoted and record.promoted.job_id,
+        latency_seconds=record.waited and record.waited.latency_seconds,
         metrics=summary,
         accuracy_delta=summary.get("accuracy_delta"),
-        gate_reason=(evaluated or {}).get("reason"),
-        held_out=(captured or {}).get("held_out"),
+        gate_reason=evaluated and evaluated.reason,
+        held_out=captured and captured.held_out,
         ungated_exposure_seconds=exposure,
-        mlflow_run_id=(synced or {}).get("run_id"),
-        mlflow_deferred=bool((synced or {}).get("deferred")),
-        rollback_verified=bool(rolled_back and rolled_back.get("verified")),
+        mlflow_run_id=synced and synced.run_id,
+        mlflow_deferred=bool(synced and synced.deferred),
+        rollback_verified=bool(record.rolled_back and record.rolled_back.verified),
     )
     audit_kind, audit_target = settings.audit_store()
     result = {
         "outcome": outcome,
-        "promotion": (plan or {}).get("promotion"),
-        "audit_seq": record.get("seq"),
+        "promotion": plan.get("promotion"),
+        "audit_seq": audited.get("seq"),
         "audit_path": audit_target if audit_kind == "file" else None,
         "audit_location": settings.audit_location(),
-        "job_id": (waited or submitted or {}).get("job_id"),
+        "job_id": record.job_id,
         "training_state": training,
-        "latency_seconds": (waited or {}).get("latency_seconds"),
+        "latency_seconds": record.waited and record.waited.latency_seconds,
         "summary": summary,
         "ungated_exposure_seconds": exposure,
-        "held_out": (captured or {}).get("held_out"),
-        "mlflow_run_id": (synced or {}).get("run_id"),
-        "mlflow_run_url": (synced or {}).get("run_url"),
+        "held_out": captured and captured.held_out,
+        "mlflow_run_id": synced and synced.run_id,
+        "mlflow_run_url": synced and synced.run_url,
         "target": target,
     }
     state_store.write_text(folder / "outcome.json", json.dumps(result, indent=2))
     if run_fails(outcome):
         raise AirflowFailException(
-            f"retrain of {t.key} ended as {outcome} (training {training}): {OUTCOMES.get(outcome, '')}; "
+            f"retrain of {t.key} ended as {outcome} (training {training}): {meaning(outcome)}; "
             f"see the audit trail: {settings.audit_location()}"
         )
     return result
 
 
-def _remember_promotion(t: Target, plan, captured, submitted, folder: Any, run_id: str) -> None:
+def _remember_promotion(t: Target, record: RetrainRecord, folder: Any, run_id: str) -> None:
     """Production now serves the challenger's intents: remember them (for `unchanged`) and keep the
     challenger's held-out predictions as the champion's for that state (not scored again next time)."""
-    fingerprint = (submitted or {}).get("fingerprint")
-    held = (captured or {}).get("held_out") or {}
-    if not fingerprint or plan.get("dialect") != "rest-v2":
+    fingerprint = record.submitted and record.submitted.fingerprint
+    held = (record.captured and record.captured.held_out) or {}
+    if not fingerprint or record.plan.get("dialect") != "rest-v2":
         return
     record_trained(t.key, fingerprint, run_id)
     challenger = folder / "challenger_predictions.jsonl"
     if held.get("sha256") and state_store.exists(challenger):
-        key = champion_key(fingerprint, held["sha256"], plan["request"]["heldOut"]["threshold"])
+        key = champion_key(fingerprint, held["sha256"], record.plan["request"]["heldOut"]["threshold"])
         store_champion(t.key, key, challenger)

@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from devtools.servers import Server, free_port
-from include.records.mlflow_sync import (
+from include.records.mlflow_tracking import (
     MlflowAuth,
     RegistryAction,
     SyncPayload,
@@ -207,7 +207,7 @@ def test_secrets_never_reach_mlflow(mlflow_server: Server, names: dict, tmp_path
 
 
 def test_auth_env_is_applied_only_during_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
-    from include.records.mlflow_sync import mlflow_session
+    from include.records.mlflow_tracking import mlflow_session
 
     monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "outer-token")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "7")

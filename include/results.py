@@ -1,0 +1,245 @@
+"""What each task of a retrain hands on, typed, and the one place that decides what the retrain came to.
+
+Every task of the mapped ``retrain`` group returns one of the models below (as JSON, its XCom). Later tasks see
+them together as a :class:`RetrainRecord` (``cognigy_airflow.record`` builds it from the XComs); a stage that
+did not run (failed, skipped, not reached) is ``None`` there. :meth:`RetrainRecord.outcome`,
+:meth:`RetrainRecord.restore_needed` and :meth:`RetrainRecord.ungated_exposure_seconds` are the only place that
+reads the stages together to decide: MLflow, the audit trail and the run's verdict all use them.
+
+The Cognigy training (REST v2: a Task; tutorial dialect: a job) is named ``job_id`` in these results and
+``cognigy_job_id`` in audit records.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    def to_xcom(self) -> dict[str, Any]:
+        """The JSON an XCom holds (and the task page shows)."""
+        return self.model_dump(mode="json")
+
+
+class Captured(_Result):
+    """`capture`: the rollback point (stored, with its checksum), and what serves now, scored (the champion)."""
+
+    rollback_point_path: str
+    rollback_point_sha256: str | None = None
+    fingerprint: str  # of what serves now (the rollback point's intents)
+    candidate_fingerprint: str | None = None  # of what this run would train
+    training_out_of_date: bool | None = None
+    endpoints: list[Any] = []  # endpoints serving the production flow (none: nobody is exposed)
+    staging: dict[str, Any] | None = None  # the checked staging flow {flow_id, project_id}
+    held_out: dict[str, Any] | None = None
+    training_data: dict[str, Any] | None = None
+    unchanged: bool = False  # nothing changed since the last successful training: the run ends here
+    last_trained_run: str | None = None
+    champion_predictions_path: str | None = None
+    champion_eval_seconds: float | None = None
+    champion_via: str | None = None  # scored | cache | earlier try
+    serving_counts: dict[str, int] | None = None
+    serving_version: str | None = None
+
+
+class Submitted(_Result):
+    """`submit`: the ONE training this run started (or found again after an ambiguous answer)."""
+
+    job_id: str
+    status: str | None = None
+    submitted_at: float
+    reattached: bool = False
+    training_counts: dict[str, int] | None = None
+    fingerprint: str | None = None  # of the intents the challenger trains on
+    trained_flow: str | None = None
+    version_id: str | None = None
+
+
+class Waited(_Result):
+    """`wait_for_training`: how the training ended (succeeded, failed, cancelled, deadline, unknown)."""
+
+    state: str
+    job_id: str
+    reason: str | None = None
+    version_id: str | None = None
+    latency_seconds: float | None = None
+    finished_at: float | None = None  # Cognigy's clock: when the challenger began to serve (in place)
+    polls: int | None = None
+
+
+class Evaluated(_Result):
+    """`evaluate`: the gates' verdict on the challenger, with the report files."""
+
+    passed: bool
+    training_state: str
+    reason: str
+    summary: dict[str, Any] = {}
+    artifacts: dict[str, str] = {}
+    decided_at: float
+    eval_seconds: float | None = None
+    platform_metrics: dict[str, Any] | None = None
+
+
+class Promoted(_Result):
+    """`promote` (staging): production trained on the challenger's intents and verified, or why not."""
+
+    promoted: bool
+    verified: bool
+    job_id: str | None = None
+    fingerprint: str | None = None
+    agreement: float | None = None
+    finished_at: float | None = None
+    needs_rollback: bool = False
+    reason: str | None = None
+
+
+class RolledBack(_Result):
+    """`rollback`: production restored to the rollback point and shown to serve it again."""
+
+    verified: bool
+    needed: bool = True
+    fingerprint: str | None = None
+    agreement: float | None = None
+    restored_at: float | None = None
+
+
+class Synced(_Result):
+    """`mlflow_sync`: the MLflow run, or the outbox entry that waits for the resync DAG."""
+
+    synced: bool
+    deferred: bool = False
+    run_key: str | None = None
+    outbox_entry: str | None = None
+    run_id: str | None = None
+    run_url: str | None = None
+    model_version: str | None = None
+    champion_version: str | None = None
+
+
+OUTCOMES = {
+    "dry_run": "validated only; nothing sent",
+    "unchanged": "the flow did not change since its last successful training; nothing retrained",
+    "promoted": "the challenger passed every blocking gate and serves",
+    "rejected": "staging: the gates rejected the challenger; production was not touched",
+    "rejected_rolled_back": "in place: the gates rejected the challenger; production restored and verified",
+    "promotion_failed_rolled_back": "staging: promotion failed; production restored and verified",
+    "incomplete": "a restore was needed and is not verified: a person must act",
+    "training_not_run": "the run stopped before a training started; nothing was changed",
+}  # plus training_<state> (staging: production untouched) and training_<state>_rolled_back (in place)
+FAILING = ("incomplete", "promotion_failed_rolled_back")
+
+
+def meaning(outcome: str) -> str:
+    """An outcome in words (the audit's `outcome_meaning`)."""
+    if outcome in OUTCOMES:
+        return OUTCOMES[outcome]
+    if outcome.endswith("_rolled_back"):
+        return f"in place: the training ended {outcome[9:-12]}; production restored and verified"
+    return f"the training ended {outcome.removeprefix('training_')}; production was not touched"
+
+
+def run_fails(outcome: str) -> bool:
+    """Whether the DAG run must end failed (a person should look)."""
+    return outcome in FAILING or (outcome.startswith("training_") and outcome != "training_succeeded")
+
+
+class RetrainRecord(BaseModel):
+    """One target's retrain so far: its plan, and each stage's result (``None``: that stage did not run)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    plan: dict[str, Any]
+    target: dict[str, Any]
+    captured: Captured | None = None
+    submitted: Submitted | None = None
+    waited: Waited | None = None
+    evaluated: Evaluated | None = None
+    promoted: Promoted | None = None
+    rolled_back: RolledBack | None = None
+    synced: Synced | None = None
+
+    @property
+    def staging(self) -> bool:
+        return self.plan.get("promotion") == "staging"
+
+    @property
+    def retrained(self) -> bool:
+        """Something may have changed on Cognigy: a rollback point exists and the flow was not unchanged."""
+        return self.captured is not None and not self.captured.unchanged and not self.plan.get("dry_run")
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.evaluated and self.evaluated.passed)
+
+    @property
+    def training_state(self) -> str | None:
+        return self.waited.state if self.waited else None
+
+    @property
+    def job_id(self) -> str | None:
+        """The run's training (the challenger's), as far as it is known."""
+        return (self.waited or self.submitted).job_id if (self.waited or self.submitted) else None
+
+    def restore_needed(self) -> tuple[bool, str]:
+        """Whether production must get its rollback point back, and why (shown in the task log and audit)."""
+        if self.captured is None:
+            return False, "no rollback point: nothing was changed"
+        if self.captured.unchanged:
+            return False, "unchanged since the last successful training: nothing was retrained"
+        if self.staging:
+            if not self.passed:
+                return False, "the challenger was not promoted: production was not touched"
+            if self.promoted and self.promoted.promoted:
+                return False, "promoted and verified: the new model stays"
+            why = (self.promoted and self.promoted.reason) or "the promote task did not finish"
+            return True, f"promotion failed: {why}"
+        if self.passed:
+            return False, "the gates passed: the new model stays"
+        return True, (self.evaluated and self.evaluated.reason) or "the training's result is unknown"
+
+    def outcome(self) -> str:
+        """The retrain's outcome, in the words of OUTCOMES (MLflow, the audit and the verdict use this)."""
+        if self.plan.get("dry_run"):
+            return "dry_run"
+        if self.captured and self.captured.unchanged:
+            return "unchanged"
+        training = self.training_state or "not_run"
+        restored = bool(self.rolled_back and self.rolled_back.verified)
+        if self.staging:
+            if self.passed and self.promoted and self.promoted.promoted:
+                return "promoted"
+            if self.passed:
+                return "promotion_failed_rolled_back" if restored else "incomplete"
+            if self.captured is None:
+                return "incomplete" if training != "not_run" else "training_not_run"
+            return "rejected" if training == "succeeded" else f"training_{training}"
+        if self.passed:
+            return "promoted"
+        if restored:
+            return "rejected_rolled_back" if training == "succeeded" else f"training_{training}_rolled_back"
+        return "incomplete" if self.captured else "training_not_run"
+
+    def ungated_exposure_seconds(self, now: float) -> float:
+        """How long an endpoint-served production flow served a model that had not passed the gates.
+
+        Staging promotion trains production only after the gates passed: 0. In place, production serves the
+        challenger from the end of its training (Cognigy's clock) until the gates pass (decision time) or the
+        restoring training ends (or now, when the restore is not verified). A flow no endpoint serves exposes
+        nobody.
+        """
+        if self.staging or not self.retrained or not self.captured.endpoints:  # type: ignore[union-attr]
+            return 0.0
+        if self.waited is None or self.waited.state != "succeeded":
+            return 0.0
+        start = float(self.waited.finished_at or now)
+        if self.passed:
+            end = float(self.evaluated.decided_at or now)  # type: ignore[union-attr]
+        elif self.rolled_back and self.rolled_back.verified:
+            end = float(self.rolled_back.restored_at or now)
+        else:
+            end = now
+        return round(max(0.0, end - start), 3)

@@ -1,0 +1,62 @@
+"""The one place a task's typed result becomes XCom and the XComs of a target's earlier tasks become a
+:class:`~include.results.RetrainRecord`.
+
+The DAG hands each task only its direct predecessor's result (the graph is the pipeline, one line); the tasks
+that must look further back (evaluate, promote, rollback, mlflow_sync, finalize — the last three run whatever
+happened before) read the earlier results of the same target here, from the same DAG run and map index. A stage
+that did not run is ``None`` in the record.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from include.results import (
+    Captured,
+    Evaluated,
+    Promoted,
+    RetrainRecord,
+    RolledBack,
+    Submitted,
+    Synced,
+    Waited,
+)
+
+# record field -> (the task that returns it, its model), in pipeline order
+STAGES: dict[str, tuple[str, type]] = {
+    "captured": ("capture", Captured),
+    "submitted": ("submit", Submitted),
+    "waited": ("wait_for_training", Waited),
+    "evaluated": ("evaluate", Evaluated),
+    "promoted": ("promote", Promoted),
+    "rolled_back": ("rollback", RolledBack),
+    "synced": ("mlflow_sync", Synced),
+}
+
+
+def to_xcom(result: Any) -> dict[str, Any] | None:
+    """A task's return value: its typed result as JSON."""
+    return None if result is None else result.to_xcom()
+
+
+def stage(name: str, value: Any) -> Any:
+    """One stage's XCom (dict, model or None) as its typed result."""
+    model = STAGES[name][1]
+    return None if value is None or isinstance(value, model) else model.model_validate(value)
+
+
+def retrain_record(context: Any, target: dict[str, Any], plan: dict[str, Any], **known: Any) -> RetrainRecord:
+    """This target's record up to the calling task: the results handed in (`known`, by record field), the
+    others pulled from the XComs of this DAG run and map index."""
+    ti = context["ti"]
+    group, _, own = ti.task_id.rpartition(".")
+    values = {}
+    for name, (task_id, _) in STAGES.items():
+        if task_id == own:  # the stages from the caller on have not run yet
+            break
+        if name in known:
+            values[name] = stage(name, known[name])
+            continue
+        pulled = ti.xcom_pull(task_ids=f"{group}.{task_id}" if group else task_id, map_indexes=ti.map_index)
+        values[name] = stage(name, pulled)
+    return RetrainRecord(plan=plan or {}, target=target, **values)
