@@ -20,6 +20,7 @@ from typing import Any
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
 from cognigy_airflow.hooks import CognigyHook
+from include.cognigy import poll_policy
 from include.cognigy.errors import CognigyError, RateLimited, TransientError
 from include.cognigy.poll_policy import PollPolicy
 
@@ -34,8 +35,8 @@ class CognigyJobTrigger(BaseTrigger):
         job_id: str,
         end_time: float,
         started_at: float | None = None,
-        poll_min: float = 2.0,
-        poll_max: float = 30.0,
+        poll_min: float = poll_policy.MIN_SECONDS,
+        poll_max: float = poll_policy.MAX_SECONDS,
     ) -> None:
         super().__init__()
         self.conn_id = conn_id
