@@ -358,7 +358,7 @@ def test_a_writer_without_the_table_is_told_to_run_init(pg_url: str, stack_servi
         cur.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role}")
     try:
         writer = DatabaseAuditLog(make_url(pg_url).set(username=role))
-        with pytest.raises(audit_db.AuditDatabaseError, match=r"include\.audit_db init"):
+        with pytest.raises(audit_db.AuditDatabaseError, match=r"include\.records\.audit_db init"):
             writer.append(audit.RETRAIN_INITIATED)
     finally:
         audit_db._ENGINES.clear()

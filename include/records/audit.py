@@ -100,6 +100,17 @@ ROLLBACK_TRIGGERED = "rollback_triggered"
 LOG_REPAIRED = "log_repaired"
 
 
+def clean_fields(event: str, fields: dict[str, Any], known_secrets: Any) -> dict[str, Any]:
+    """A record's fields as every audit store writes them: checked, redacted, and round-tripped through JSON so the
+    hash covers exactly what a reader will parse back."""
+    if not event or not isinstance(event, str):
+        raise ValueError("event must be a non-empty string")
+    clash = RESERVED_FIELDS & fields.keys()
+    if clash:
+        raise ValueError(f"reserved audit field(s): {sorted(clash)}")
+    return json.loads(json.dumps(redact(fields, known_secrets), default=str))
+
+
 class AuditLogCorrupt(RuntimeError):
     """The last line of the log is not a valid record, so a new record cannot be chained to it."""
 
@@ -131,13 +142,7 @@ class AuditLog:
         Field values under secret-looking keys become ``"***"`` and known secret values are masked.
         Values that JSON cannot encode are stored as ``str(value)``.
         """
-        if not event or not isinstance(event, str):
-            raise ValueError("event must be a non-empty string")
-        clash = RESERVED_FIELDS & fields.keys()
-        if clash:
-            raise ValueError(f"reserved audit field(s): {sorted(clash)}")
-        # Round-trip through JSON so the hash covers exactly what a reader will parse back.
-        clean = json.loads(json.dumps(redact(fields, self._known_secrets), default=str))
+        clean = clean_fields(event, fields, self._known_secrets)
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         created = not self.path.exists()

@@ -57,16 +57,16 @@ from sqlalchemy.pool import NullPool
 
 from include.records.audit import (
     GENESIS_HASH,
-    RESERVED_FIELDS,
     AuditLogCorrupt,
     VerifyResult,
     canonical_json,
+    clean_fields,
     filter_records,
     record_hash,
     show_filters,
     utc_timestamp,
 )
-from include.records.redaction import redact, redact_text
+from include.records.redaction import redact_text
 
 TABLE = "cognigy_retrain_audit"
 MAINTENANCE_SETTING = "cognigy_audit.maintenance"  # SET LOCAL cognigy_audit.maintenance = 'on' (PostgreSQL)
@@ -377,12 +377,7 @@ class DatabaseAuditLog:
         Field values under secret-looking keys become ``"***"`` and known secret values are masked; values that
         JSON cannot encode are stored as ``str(value)``. The same rules, and the same bytes, as the file.
         """
-        if not event or not isinstance(event, str):
-            raise ValueError("event must be a non-empty string")
-        clash = RESERVED_FIELDS & fields.keys()
-        if clash:
-            raise ValueError(f"reserved audit field(s): {sorted(clash)}")
-        clean = json.loads(json.dumps(redact(fields, self._known_secrets), default=str))
+        clean = clean_fields(event, fields, self._known_secrets)
         self._ready()
         for attempt in range(1, APPEND_ATTEMPTS + 1):
             try:
