@@ -1,10 +1,12 @@
-"""The state store (include/state/state_store.py) on local disk AND on a real S3 API: moto in server mode on 127.0.0.1.
+"""The state store (include/state/state_store.py) on local disk AND on real object-store APIs on 127.0.0.1: S3
+(moto in server mode), Google Cloud Storage (fake-gcs-server) and Azure Blob Storage (Azurite; its tests are skipped
+on a machine without Node.js).
 
-The S3 server is one process for this test session (tests/fixtures_s3.py, devtools/s3.py: free port, stopped at
-the end); the store is reached the way a deployment reaches it, through
-``COGNIGY_RETRAIN_STATE_URI=s3://<conn_id>@<bucket>/<prefix>`` and an Airflow connection (``AIRFLOW_CONN_<ID>``)
-opened by ``ObjectStoragePath``. "Workers" are separate processes
-with local state folders of their own.
+Each server is one process for this test session (tests/fixtures_s3.py, tests/fixtures_blob_stores.py, devtools/:
+free port, stopped at the end); the store is reached the way a deployment reaches it, through
+``COGNIGY_RETRAIN_STATE_URI=<s3|gs|abfs>://<conn_id>@<bucket>/<prefix>`` and an Airflow connection
+(``AIRFLOW_CONN_<ID>``) opened by ``ObjectStoragePath``. "Workers" are separate processes with local state folders
+of their own.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import pytest
 
 from cognigy_airflow import state_storage
+from devtools import azurite, gcs
 from devtools.s3 import ACCESS_KEY, BUCKET, CONN_ID, SECRET_KEY, s3_uri
 from devtools.servers import ROOT, Server
 from include import settings
@@ -29,16 +32,28 @@ from include.records.mlflow_tracking import SyncPayload
 from include.records.outbox import Outbox
 from include.state import state_store
 
-pytest_plugins = ["tests.fixtures_s3"]
+pytest_plugins = ["tests.fixtures_s3", "tests.fixtures_blob_stores"]
+
+STORES = ["s3", "gs", "abfs"]
+SERVER = {"s3": "s3_server", "gs": "gcs_server", "abfs": "azurite_server"}
+URI = {"s3": s3_uri, "gs": gcs.gs_uri, "abfs": azurite.abfs_uri}
+CONN = {"s3": CONN_ID, "gs": gcs.CONN_ID, "abfs": azurite.CONN_ID}
+SECRETS = [SECRET_KEY, ACCESS_KEY, azurite.ACCOUNT_KEY]
 
 
-@pytest.fixture(params=["local", "s3"])
+def store_uri(request: pytest.FixtureRequest, store: str) -> str:
+    """A fresh state root URI in `store`, its server started (once a session)."""
+    request.getfixturevalue(SERVER[store])
+    return URI[store]()
+
+
+@pytest.fixture(params=["local", *STORES])
 def root(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """A fresh state root: a local folder, or a prefix in the S3 bucket (an ObjectStoragePath)."""
+    """A fresh state root: a local folder, or a prefix in the S3 / GCS bucket or the Azure container (an
+    ObjectStoragePath, opened as the plugins open COGNIGY_RETRAIN_STATE_URI)."""
     if request.param == "local":
         return tmp_path / "state"
-    request.getfixturevalue("s3_server")
-    return state_storage.open_uri(s3_uri())
+    return state_storage.open_uri(store_uri(request, request.param))
 
 
 # --- the store's operations ------------------------------------------------------------------------------
@@ -141,16 +156,59 @@ def test_a_read_back_that_differs_fails_clearly(root: Any, monkeypatch: pytest.M
 def test_a_store_without_atomic_create_is_refused() -> None:
     from airflow.sdk import ObjectStoragePath
 
-    with pytest.raises(state_store.StateStoreUnsupported, match="atomic create-if-absent"):
+    with pytest.raises(state_store.StateStoreUnsupported, match=r"COGNIGY_RETRAIN_STATE_URI=memory://.*atomic create"):
         state_store.create_exclusive(ObjectStoragePath("memory://cognigy/lease"), b"x")
 
 
-def test_no_secret_in_paths_or_errors(s3_server: dict[str, str]) -> None:
-    path = state_storage.open_uri(f"s3://{CONN_ID}@no-such-bucket/x") / "y.json"
-    assert SECRET_KEY not in str(path) and ACCESS_KEY not in str(path)
+def test_a_supported_scheme_served_by_another_file_system_is_refused() -> None:
+    """gs:// served by a file system whose create-if-absent was not verified (here fsspec's in-memory one under
+    a connection of its own): refused, naming the setting and the scheme; nothing is written."""
+    from airflow.sdk import ObjectStoragePath
+    from airflow.sdk.io import attach
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    attach("gs", "not_gcsfs", fs=MemoryFileSystem())
+    path = ObjectStoragePath("gs://not_gcsfs@bucket/lease")
+    with pytest.raises(state_store.StateStoreUnsupported, match=r"COGNIGY_RETRAIN_STATE_URI=gs://.*only gcsfs"):
+        state_store.create_exclusive(path, b"x")
+    assert not path.fs.exists(path.path)
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_the_store_is_an_object_storage_path_of_its_client(request: pytest.FixtureRequest, store: str) -> None:
+    """The URI opens as Airflow's ObjectStoragePath with the connection it names, served by s3fs / gcsfs / adlfs
+    (no Google or Azure Airflow provider installed), and a path kept as text (XCom) opens to the same object."""
+    from airflow.sdk import ObjectStoragePath
+
+    uri = store_uri(request, store)
+    path = state_storage.open_uri(uri) / "runs" / "r" / "x.json"
+    assert isinstance(path, ObjectStoragePath) and path.conn_id == CONN[store]
+    assert type(path.fs).__module__.split(".")[0] == state_store.ATOMIC_CREATE[store]
+    assert str(path).startswith(uri.split("://")[0] + "://")
+    assert state_store.create_exclusive(path, b'{"a": 1}')
+    assert state_store.read_json(state_store.path_of(str(path))) == {"a": 1}
+
+
+def test_az_is_the_same_azure_store(azurite_server: dict[str, str]) -> None:
+    """az:// (adlfs's other name) reaches the same container as abfs:// and creates atomically too."""
+    uri = azurite.abfs_uri(scheme="az")
+    as_az = state_storage.open_uri(uri) / "lease"
+    assert state_store.create_exclusive(as_az, b"first") and not state_store.create_exclusive(as_az, b"second")
+    as_abfs = state_storage.open_uri(uri.replace("az://", "abfs://", 1)) / "lease"
+    assert state_store.read_bytes(as_abfs) == b"first"
+    assert not state_store.create_exclusive(as_abfs, b"third")
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_no_secret_in_paths_or_errors(request: pytest.FixtureRequest, store: str) -> None:
+    uri = store_uri(request, store)
+    scheme, rest = uri.split("://", 1)
+    conn = rest.split("@", 1)[0]
+    path = state_storage.open_uri(f"{scheme}://{conn}@no-such-bucket/x") / "y.json"
+    assert not [secret for secret in SECRETS if secret in str(path)]
     with pytest.raises(Exception) as caught:
         state_store.read_bytes(path)
-    assert SECRET_KEY not in str(caught.value) and SECRET_KEY not in repr(caught.value)
+    assert not [secret for secret in SECRETS if secret in str(caught.value) + repr(caught.value)]
 
 
 # --- the MLflow outbox in the store ----------------------------------------------------------------------
@@ -211,7 +269,7 @@ def test_outbox_done_clears_the_entry_and_its_lease(root: Any, tmp_path: Path) -
 WORKER = textwrap.dedent(
     """
     import json, sys
-    import cognigy_airflow  # the plugins open s3:// state
+    import cognigy_airflow  # the plugins open s3://, gs:// and abfs:// state
     from cognigy_airflow import submission
     from cognigy_airflow.run_state import RunState
     from include import settings
@@ -249,16 +307,19 @@ def _worker(role: str, uri: str, state_dir: Path) -> dict[str, Any]:
         [sys.executable, "-c", WORKER, role], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert SECRET_KEY not in done.stdout + done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    assert not [secret for secret in SECRETS if secret in done.stdout + done.stderr]
+    return json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])  # past any log line
 
 
-def test_state_written_by_one_worker_is_read_by_another(s3_server: dict[str, str], tmp_path: Path) -> None:
-    """Two processes with different local state folders share only the S3 store: the second sees the first's
+@pytest.mark.parametrize("store", STORES)
+def test_state_written_by_one_worker_is_read_by_another(
+    request: pytest.FixtureRequest, store: str, tmp_path: Path
+) -> None:
+    """Two processes with different local state folders share only the object store: the second sees the first's
     task state, target memory and rollback point, and takes the submission lease the first one left behind."""
-    uri = s3_uri()
+    uri = store_uri(request, store)
     first = _worker("first", uri, tmp_path / "worker1")
-    assert first["folder"].startswith(f"s3://{CONN_ID}@{BUCKET}/") and first["generation"] == 1
+    assert first["folder"].startswith(uri + "/") and first["generation"] == 1
     second = _worker("second", uri, tmp_path / "worker2")
     assert second == {
         "job_id": "job-from-worker-1",

@@ -9,8 +9,15 @@ pipeline. Code here takes a *path-like* handed in and never imports Airflow:
   directory's fsync), create-exclusive with ``os.link``;
 - anything else is a universal-pathlib path with ``.fs`` (an fsspec file system) and ``.path``: Airflow's
   ``ObjectStoragePath``, opened by ``cognigy_airflow.state_storage`` (which registers :func:`register_opener`).
-  A write is one PUT (whole object or nothing); a create-exclusive is a conditional PUT (``If-None-Match: *``),
-  so nothing assumes a POSIX file system there. A store whose create-if-absent is not atomic is refused.
+  A write is one PUT (whole object or nothing); a create-exclusive is one conditional request that the store
+  itself decides, so nothing assumes a POSIX file system there (:data:`ATOMIC_CREATE`):
+
+  - S3 (s3fs): a PUT with ``If-None-Match: *``; 412 = already there;
+  - Google Cloud Storage (gcsfs): a multipart upload with ``ifGenerationMatch=0``; 412 = already there;
+  - Azure Blob Storage (adlfs): ``upload_blob(overwrite=False)``, a Put Blob with ``If-None-Match: *``;
+    409 ``BlobAlreadyExists`` = already there.
+
+  Any other store (or one of these schemes served by another file system class) is refused.
 
 Listings and existence checks bypass fsspec's listing cache: another worker may have written meanwhile.
 """
@@ -27,15 +34,21 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path, PurePath
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from include import settings
 from include.state.durable import fsync_dir
 
 StatePath = Any  # pathlib.Path (local) or a universal-pathlib path (ObjectStoragePath): see the module docstring
 
-# fsspec protocols whose create-if-absent is one atomic request (s3fs: a PUT with If-None-Match: *)
-ATOMIC_CREATE_PROTOCOLS = frozenset({"s3", "s3a", "s3n"})
+# fsspec protocol -> the package whose file system's atomic create-if-absent this module uses (and that
+# tests/test_state_store.py runs against a real server of that API): s3fs (moto), gcsfs (fake-gcs-server),
+# adlfs (Azurite). A protocol served by a file system from another package is refused.
+ATOMIC_CREATE = {
+    "s3": "s3fs", "s3a": "s3fs", "s3n": "s3fs",
+    "gs": "gcsfs", "gcs": "gcsfs",
+    "abfs": "adlfs", "abfss": "adlfs", "az": "adlfs",
+}  # fmt: skip
 
 
 class StateNotIntact(RuntimeError):
@@ -194,13 +207,24 @@ def create_exclusive(path: StatePath, data: bytes, *, durable: bool = True) -> b
             fsync_dir(path.parent)
         return True
     protocol = _protocol(path)
-    if protocol not in ATOMIC_CREATE_PROTOCOLS:
+    package = ATOMIC_CREATE.get(protocol)
+    if package is None:
         raise StateStoreUnsupported(
-            f"{protocol}:// has no atomic create-if-absent known to this pipeline (leases and rollback points "
-            f"need one); use s3:// (or a local folder) for COGNIGY_RETRAIN_STATE_URI"
+            f"COGNIGY_RETRAIN_STATE_URI={protocol}://…: {protocol}:// has no atomic create-if-absent known to this "
+            f"pipeline (leases and rollback points need one); use s3://, gs://, abfs:// / az:// or a local folder"
+        )
+    fs = path.fs
+    served_by = type(fs).__module__.split(".")[0]
+    if served_by != package:
+        raise StateStoreUnsupported(
+            f"COGNIGY_RETRAIN_STATE_URI={protocol}://…: served by {type(fs).__module__}.{type(fs).__name__}, whose "
+            f"atomic create-if-absent is not verified here (leases and rollback points need one); only {package}'s is"
         )
     try:
-        path.fs.pipe_file(path.path, data, mode="create")  # s3fs: PUT with If-None-Match: *
+        if package == "gcsfs":
+            _gcs_create(fs, path.path, data)  # an upload with ifGenerationMatch=0
+        else:
+            fs.pipe_file(path.path, data, mode="create")  # s3fs: If-None-Match: *; adlfs: upload_blob(overwrite=False)
     except FileExistsError:
         return False
     except OSError as exc:
@@ -333,6 +357,38 @@ def _protocol(path: StatePath) -> str:
 
 def _scheme(uri: str) -> str:
     return uri.split("://", 1)[0]
+
+
+def _gcs_create(fs: Any, path: str, data: bytes) -> None:
+    """Create a GCS object only if none exists: one multipart upload through gcsfs's session with
+    ``ifGenerationMatch=0`` (GCS answers 412 when the object exists; gcsfs raises FileExistsError for it).
+
+    Done here rather than with ``pipe_file(mode="create")``: gcsfs's default (experimental "extended") file system
+    ignores the create mode on zonal buckets and overwrites; this request is always the JSON API upload, whose
+    precondition the server evaluates (zonal buckets are not supported for state: README)."""
+    bucket, key, _ = fs.split_path(path)
+    metadata = json.dumps({"name": key}).encode()
+    boundary = f"cognigy-{uuid.uuid4().hex}"
+    body = b"".join(
+        [
+            f"--{boundary}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n".encode(),
+            metadata,
+            f"\r\n--{boundary}\r\nContent-Type: application/octet-stream\r\n\r\n".encode(),
+            data,
+            f"\r\n--{boundary}--\r\n".encode(),
+        ]
+    )
+    answer = fs.call(
+        "POST",
+        f"{fs._location}/upload/storage/v1/b/{quote(bucket, safe='')}/o",
+        uploadType="multipart",
+        ifGenerationMatch="0",
+        headers={"Content-Type": f'multipart/related; boundary="{boundary}"'},
+        data=body,
+        json_out=True,
+    )
+    if int(answer.get("size", -1)) != len(data):
+        raise StateNotIntact(f"gs://{bucket}/{key}: the store took {answer.get('size')} bytes of {len(data)}")
 
 
 def _precondition_failed(exc: BaseException) -> bool:
