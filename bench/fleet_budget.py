@@ -27,6 +27,7 @@ import random
 import shutil
 import threading
 import time
+from collections import Counter
 from datetime import datetime
 from typing import Any
 
@@ -127,14 +128,16 @@ def _figures(emulator, args, run, wall, before, after, tis, events, sampler, con
         created, finished = _epoch(job.get("createdAt")), _epoch(job.get("lastFinishedAt") or job.get("finishedAt"))
         if created and finished:
             trainings.append(finished - created)
-        ends = [_epoch(w.get("end_date")) for w in waits.values()]
-        # the wait that ended first after this training finished is the one that saw it
-        after_finish = [t for t in ends if t and finished and t >= finished]
-        if after_finish:
-            lags.append(min(after_finish) - finished)
+        # detection lag: from the training's end (Cognigy's clock) to the end of the wait task of the same target
+        # (same map index), which includes the triggerer's poll delay and the resumed task's queueing for a slot
+        wait_end = _epoch((waits.get(e.get("map_index")) or {}).get("end_date"))
+        if wait_end and finished:
+            lags.append(max(0.0, wait_end - finished))
     allowed_rate = args.limit / args.window
     bound = max(requests_total / allowed_rate, max(trainings, default=0.0))
     completed = [e for e in events if e["event"] == "retrain_completed"]
+    outcomes = Counter(e.get("outcome") for e in completed)
+    not_promoted = Counter(e.get("gate_reason") for e in completed if e.get("outcome") != "promoted")
     scored_all = all(
         (e.get("held_out") or {}).get("rows") and e["metrics"].get("n_scored") == e["held_out"]["rows"]
         for e in completed
@@ -155,6 +158,8 @@ def _figures(emulator, args, run, wall, before, after, tis, events, sampler, con
         "detection_lag_s": summary(lags),
         "training_seconds": summary(trainings),
         "targets_completed": len(completed),
+        "outcomes": dict(outcomes),
+        "why_not_promoted": dict(not_promoted),  # the gate reasons: a rejection adds a restoring training
         "every_held_out_utterance_scored": scored_all,
         "requests_per_second_param": conf["requests_per_second"],
     }
