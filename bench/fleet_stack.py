@@ -163,9 +163,14 @@ def fleet_conf(held_out_per_intent: int, requests_per_second: float) -> dict:
         "samples_per_intent": 20,
         "requests_per_second": requests_per_second,
         "retrain_unchanged": True,
-        # 2 held-out utterances per intent cannot judge the per-intent floor or bias: allowed by name here, so the
-        # fleet promotes (one training per target) and the figures are about the budget, not about rollbacks
+        # The fleet should promote (one training per target) so the figures are about the budget, not about
+        # rollbacks. 2 held-out utterances per intent cannot judge the per-intent floor or bias: allowed by name.
+        # The demo de-DE model scores macro recall 0.79 / precision 0.88 on them (en-US 0.89 / 0.94): below the
+        # default floors (0.80, |P - R| <= 0.05), so every de-DE target was rejected and restored - a second
+        # training on its critical path. Looser floors for this fleet, by name:
         "allow_unevaluated_gates": ["per_intent_floor", "bias"],
+        "recall_floor": 0.75,
+        "pr_balance_tolerance": 0.10,
     }
 
 

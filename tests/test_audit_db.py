@@ -114,7 +114,6 @@ def test_records_are_byte_for_byte_what_the_file_holds(
     db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(audit, "utc_timestamp", lambda: FIXED_TS)
-    monkeypatch.setattr(audit_db, "utc_timestamp", lambda: FIXED_TS)
     file_log = AuditLog(tmp_path / "audit.jsonl", known_secrets=["sk-live-123456"])
     db_log = DatabaseAuditLog(db_url, known_secrets=["sk-live-123456"])
     odd = {

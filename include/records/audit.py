@@ -45,7 +45,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -153,9 +153,9 @@ class AuditLog:
                 last = _last_record(fh)
                 lines = []
                 if repair is not None:
-                    last = _chain(last, LOG_REPAIRED, repair)
+                    last = next_record(last, LOG_REPAIRED, repair)
                     lines.append(canonical_json(last) + "\n")
-                record = _chain(last, event, clean)
+                record = next_record(last, event, clean)
                 lines.append(canonical_json(record) + "\n")
                 fh.write("".join(lines).encode("utf-8"))
                 fh.flush()
@@ -173,8 +173,8 @@ class AuditLog:
         return read(self.path, **filters)
 
 
-def _chain(last: dict[str, Any] | None, event: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """The record that follows ``last`` (None: the first record)."""
+def next_record(last: Mapping[str, Any] | None, event: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """The record that follows ``last`` (None: the first record); the file and the database trail both chain so."""
     record: dict[str, Any] = {"seq": (last["seq"] + 1) if last else 1, "ts": utc_timestamp(), "event": event}
     record.update(fields)
     record["prev_hash"] = last["hash"] if last else GENESIS_HASH

@@ -62,9 +62,9 @@ from include.records.audit import (
     canonical_json,
     clean_fields,
     filter_records,
+    next_record,
     record_hash,
     show_filters,
-    utc_timestamp,
 )
 from include.records.redaction import redact_text
 
@@ -321,15 +321,6 @@ def _columns(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _next(last: Mapping[str, Any] | None, event: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """The record after ``last`` (None: the first), built as ``include.records.audit`` builds the file's records."""
-    record: dict[str, Any] = {"seq": (last["seq"] + 1) if last else 1, "ts": utc_timestamp(), "event": event}
-    record.update(fields)
-    record["prev_hash"] = last["hash"] if last else GENESIS_HASH
-    record["hash"] = record_hash(record)
-    return record
-
-
 class DatabaseAuditLog:
     """Append-only, hash-chained audit table at a SQLAlchemy ``url`` (PostgreSQL or SQLite).
 
@@ -384,7 +375,7 @@ class DatabaseAuditLog:
                 with self.engine.begin() as conn:
                     if conn.dialect.name == "postgresql":
                         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-                    record = _next(self._head(conn), event, clean)
+                    record = next_record(self._head(conn), event, clean)
                     conn.execute(records.insert().values(**_columns(record), record=canonical_json(record)))
                 return record
             except IntegrityError as exc:  # only a writer that bypasses the lock gets here
