@@ -51,7 +51,7 @@ def max_in_window(times: list[float], window: float) -> int:
 def test_the_default_limit_is_cognigys_and_the_product_keeps_a_share_and_a_poll_reserve() -> None:
     limit = TenantLimit.from_extra(None)
     assert (limit.requests, limit.per_seconds) == (1000, 300.0)
-    assert limit.budget == 900 and limit.bulk_budget == 720
+    assert limit.budget == 900 and limit.bulk_budget == 855
     assert limit.window_seconds == pytest.approx(303.0)  # 1 % margin for requests that arrive late
 
 
@@ -112,6 +112,25 @@ def test_polls_get_the_reserve_while_bulk_waits_at_the_watermark() -> None:
     assert budget.try_acquire(BULK) > 0  # scoring waits ...
     assert all(budget.try_acquire(POLL) == 0 for _ in range(6))  # ... polls still go
     assert budget.try_acquire(POLL) > 0  # until the whole budget is used
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+def test_a_waiting_poll_takes_the_next_free_room_before_any_scoring(backend: str, tmp_path: Path) -> None:
+    clock = FakeClock()
+    url = "memory://" if backend == "memory" else f"sqlite:///{tmp_path}/b.sqlite"
+    scorer = _budget(url, clock)
+    trigger = scorer if backend == "memory" else _budget(url, clock)  # sqlite: another process's view
+    for _ in range(24):  # scoring fills the window up to its watermark (30 - 6) ...
+        assert scorer.try_acquire(BULK) == 0
+        clock.now += 0.1
+    for _ in range(6):  # ... and polls the rest
+        assert trigger.try_acquire(POLL) == 0
+    assert trigger.try_acquire(POLL) > 0  # a finished training's poll has to wait: the window is full
+    clock.now = 1_800_000_000.0 + 10.0 + 0.05  # the first scoring request leaves the window: room for one
+    assert scorer.try_acquire(BULK) > 0  # scoring stays at its watermark ...
+    assert trigger.try_acquire(POLL) == 0  # ... so the poll gets that room
+    clock.now += 2.0  # as more of the window's requests leave it, scoring goes on
+    assert scorer.try_acquire(BULK) == 0
 
 
 def test_a_429_pauses_everyone_sharing_the_budget(tmp_path: Path) -> None:

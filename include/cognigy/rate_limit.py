@@ -10,7 +10,10 @@ Two pieces:
   backend also holds the "blocked until" of a 429, so a `Retry-After` pauses everyone sharing the budget.
   Status polls of running trainings have priority: every request goes into the same log, but bulk requests
   (scoring, exports, imports) are admitted only while the log holds fewer than `bulk_budget` entries - the
-  rest of the budget (`poll_reserve`) is kept for polls, so detection lag stays low while scoring saturates.
+  rest of the budget (`poll_reserve`) is kept for polls. The priority is strict: a poll waits only when the
+  whole window is full, and then every entry that leaves it makes room for a poll first (the log stays at or
+  above the bulk watermark until no poll waits). So a small reserve (5 %) is enough: scoring soaks up all the
+  rest, and a finished training is still seen at once.
 - `TokenBucket`: a per-process token bucket, kept as the optional per-task cap (`requests_per_second`).
 """
 
@@ -113,7 +116,7 @@ class TenantLimit:
     requests: int = DEFAULT_REQUESTS
     per_seconds: float = DEFAULT_PER_SECONDS
     share: float = 0.9
-    poll_reserve: float = 0.2
+    poll_reserve: float = 0.05
     margin_seconds: float | None = None
 
     def __post_init__(self) -> None:

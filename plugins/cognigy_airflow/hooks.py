@@ -19,7 +19,7 @@ Connection (conn type `cognigy`, default id `cognigy_default`):
   TLS verification is on unless "verify" is false; "ca_bundle" (or a path given as "verify") names a PEM
   bundle of the CAs to trust (a private CA).
 - extra, the tenant's rate limit (docs/operations.md): "rate_limit": {"requests": 1000, "per_seconds": 300}
-  (default: Cognigy's 1,000 per 5 minutes; optional "share" 0.9, "poll_reserve" 0.2), and "rate_limit_storage":
+  (default: Cognigy's 1,000 per 5 minutes; optional "share" 0.9, "poll_reserve" 0.05), and "rate_limit_storage":
   where every process keeps the shared budget (redis://host:6379/0; else $COGNIGY_RATE_LIMIT_STORAGE, else a
   SQLite file under the state folder, which is shared by the processes of one machine only).
 """
