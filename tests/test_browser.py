@@ -104,7 +104,7 @@ def test_trigger_form_starts_a_dry_run(browser, airflow_stack: AirflowStack) -> 
         page.screenshot(path=str(ARTIFACTS / "trigger-form.png"), animations="disabled")
 
         trigger.click()
-        expect(form).to_be_hidden()
+        expect(form).to_be_hidden(timeout=30_000)  # the dialog closes when the API answered: slow on a loaded machine
         run = _wait_for_new_run(stack, before)
         assert run["conf"]["dry_run"] is True, run["conf"]
         assert run["conf"]["locales"] == [NEW_LOCALE], run["conf"]
