@@ -227,9 +227,19 @@ class AirflowStack:
         return resp.json()
 
     def task_instances(self, run_id: str, dag_id: str = DAG_ID) -> list[dict]:
-        resp = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances", params={"limit": 100})
-        resp.raise_for_status()
-        return resp.json()["task_instances"]
+        """Every task instance of the run: the API pages them (100 at most per page; a fleet has more)."""
+        found: list[dict] = []
+        while True:
+            resp = self.api(
+                "GET",
+                f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                params={"limit": 100, "offset": len(found)},
+            )
+            resp.raise_for_status()
+            page = resp.json()
+            found += page["task_instances"]
+            if not page["task_instances"] or len(found) >= page["total_entries"]:
+                return found
 
     def task_log(self, run_id: str, task_id: str, try_number: int, map_index: int = -1, dag_id: str = DAG_ID) -> str:
         resp = self.api(
