@@ -117,6 +117,7 @@ def test_polls_get_the_reserve_while_bulk_waits_at_the_watermark() -> None:
 @pytest.mark.parametrize("backend", ["memory", "sqlite"])
 def test_a_waiting_poll_takes_the_next_free_room_before_any_scoring(backend: str, tmp_path: Path) -> None:
     clock = FakeClock()
+    start = clock.now
     url = "memory://" if backend == "memory" else f"sqlite:///{tmp_path}/b.sqlite"
     scorer = _budget(url, clock)
     trigger = scorer if backend == "memory" else _budget(url, clock)  # sqlite: another process's view
@@ -126,7 +127,7 @@ def test_a_waiting_poll_takes_the_next_free_room_before_any_scoring(backend: str
     for _ in range(6):  # ... and polls the rest
         assert trigger.try_acquire(POLL) == 0
     assert trigger.try_acquire(POLL) > 0  # a finished training's poll has to wait: the window is full
-    clock.now = 1_800_000_000.0 + 10.0 + 0.05  # the first scoring request leaves the window: room for one
+    clock.now = start + 10.0 + 0.05  # the first scoring request leaves the window: room for one
     assert scorer.try_acquire(BULK) > 0  # scoring stays at its watermark ...
     assert trigger.try_acquire(POLL) == 0  # ... so the poll gets that room
     clock.now += 2.0  # as more of the window's requests leave it, scoring goes on
