@@ -398,7 +398,6 @@ def get_task(rt: Rt, taskId: str) -> dict[str, Any]:
 def list_tasks(
     rt: Rt,
     projectId: str | None = None,
-    type: str | None = None,
     limit: int | None = None,
     skip: int | None = None,
     sort: str = "createdAt:desc",
@@ -408,9 +407,11 @@ def list_tasks(
     field_name, _, direction = sort.partition(":")
     if field_name != "createdAt" or direction not in ("asc", "desc", ""):
         raise Problem(400, f"Invalid request: sort: only createdAt:asc|desc is supported, got {sort!r}")
+    # Every kind of task (trainIntents, importIntents, createSnapshot, ...), paged; like the platform, no `type`
+    # filter (it is not documented, so an unknown query parameter such as `type=` is ignored).
     limit_, skip_ = page_window(limit, skip, next, previous)
     tasks, total = rt.store.list_tasks(
-        "cognigy", project_id=projectId, task_type=type, newest_first=direction != "asc", limit=limit_, skip=skip_
+        "cognigy", project_id=projectId, newest_first=direction != "asc", limit=limit_, skip=skip_
     )
     return page([task_view(rt, task) for task in tasks], total, limit_, skip_)
 

@@ -32,6 +32,21 @@ _STATE: dict[str, JobState] = {
 }
 
 
+TRAINING_TASK_TYPE = "trainIntents"
+TASK_PAGE = 100  # the largest page the platform serves
+MAX_TASK_PAGES = 50  # a window with more tasks than this cannot be read in a reasonable time: fail closed
+
+
+def is_training_of(task: JobStatus, flow_id: str, locale_id: str) -> bool:
+    """An intent training (the task's own `type`, never a filter) of exactly this flow and locale."""
+    params = task.extra.get("parameters") or {}
+    return (
+        task.extra.get("type") == TRAINING_TASK_TYPE
+        and params.get("flowId") == flow_id
+        and params.get("localeId") == locale_id
+    )
+
+
 def seg(value: str) -> str:
     """Quote one path segment (ids are validated before, this is the second fence)."""
     return quote(str(value), safe="")
@@ -53,7 +68,10 @@ def parse_task(data: dict[str, Any]) -> JobStatus:
         raw_status=raw,
         created_at=_iso(data.get("createdAt")),
         finished_at=_iso(data.get("lastFinishedAt")),
-        extra={"type": data.get("type") or data.get("name"), "parameters": data.get("parameters") or {}},
+        extra={
+            "type": data.get("type") or data.get("name"),
+            "parameters": data.get("parameters") or data.get("data") or {},
+        },
     )
 
 
@@ -128,28 +146,46 @@ class RestV2Api:
 
     def recent_trainings(self, target: Target, since_epoch: float) -> list[JobStatus]:
         """trainIntents tasks for this flow/locale created at or after `since_epoch` (reconciliation; a server
-        time, see `model.SERVER_CLOCK_MARGIN_SECONDS`): a `model.Trainings` carrying the server's clock of this read."""
+        time, see `model.SERVER_CLOCK_MARGIN_SECONDS`): a `model.Trainings` carrying the server's clock of the
+        first read.
+
+        The task list holds every kind of task (imports, snapshots, ... carry the same `parameters`) and has no
+        documented `type` filter: each item's own `type` decides. Pages are read newest first until one reaches
+        past the window (a task created before `since_epoch`, margin allowed) or the list ends.
+        """
         from include.cognigy.model import Trainings, server_time_of
         from include.cognigy.problems import decode_json
 
         locale_id = self.locale(target)["_id"]
         what = f"GET tasks of project {target.project_id}"
-        resp = self.t.request(
-            "GET",
-            f"{PREFIX}/tasks?projectId={seg(target.project_id)}&type=trainIntents&limit=100&sort=createdAt:desc",
-            what,
-            safe=True,
+        found: Trainings | None = None
+        skip = 0
+        for _ in range(MAX_TASK_PAGES):
+            resp = self.t.request(
+                "GET",
+                f"{PREFIX}/tasks?projectId={seg(target.project_id)}&limit={TASK_PAGE}&skip={skip}&sort=createdAt:desc",
+                what,
+                safe=True,
+            )
+            page = decode_json(resp.content, what)
+            if found is None:
+                found = Trainings(server_time=server_time_of(resp.headers))
+            items = _items(page)
+            covered = False
+            for item in items:
+                status = parse_task(item)
+                if not status.started_since(since_epoch):
+                    covered = True  # newest first: everything after this is older than the window
+                    continue
+                if is_training_of(status, target.flow_id, locale_id):
+                    found.append(status)
+            skip += len(items)
+            if covered or not items or skip >= int(page.get("total") or 0):
+                return found
+        raise CognigyError(
+            f"the task list of project {target.project_id} has more than {MAX_TASK_PAGES * TASK_PAGE} tasks in the "
+            "reconciliation window: cannot prove which trainings exist"
         )
-        page = decode_json(resp.content, what)
-        found = Trainings(server_time=server_time_of(resp.headers))
-        for item in _items(page):
-            status = parse_task(item)
-            params = status.extra.get("parameters", {})
-            if params.get("flowId") != target.flow_id or params.get("localeId") != locale_id:
-                continue
-            if status.started_since(since_epoch):
-                found.append(status)
-        return found
 
     # --- training data and rollback points -----------------------------------------------------------
     def export_intents(self, target: Target) -> list[dict[str, Any]]:
