@@ -82,7 +82,7 @@ def _errors(predictions: list[Prediction]) -> Counter[tuple[str, str]]:
 
 
 def _read_csv(path) -> list[dict[str, str]]:
-    with path.open(encoding="utf-8") as handle:
+    with path.open(encoding="utf-8", newline="") as handle:
         return list(csv.DictReader(handle))
 
 
@@ -192,3 +192,24 @@ def test_markdown_shows_statuses_provenance_and_leaked_utterances(written):
     assert "## Held-out utterances also in training (1 of 770, 1 listed)" in markdown
     assert "| intent_07 text 4 | intent_07 | intent_07 |" in markdown
     assert markdown.count("| intent_") >= 77
+
+
+def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_neutralised(tmp_path):
+    """Issue 26, item 8 (OWASP CSV injection): intent names starting with =, +, -, @, tab or carriage return are
+    written with a leading single quote in per_intent.csv and top_confusions.csv; numbers stay numbers."""
+    hostile = ['=HYPERLINK("http://x")', "+1+cmd", "-2-cmd", "@SUM(A1)", "\tTAB", "\rCR", "plain"]
+    challenger = [Prediction(f"{i} {k}", i, i, 0.9, {}) for i in hostile for k in range(4)]
+    champion = [Prediction(p.text, p.true_intent, p.predicted_intent, 0.9, {}) for p in challenger]
+    for k in range(len(hostile) - 1):  # each hostile intent confused with the next one, the champion not
+        challenger[k * 4].predicted_intent = hostile[k + 1]
+        challenger[k * 4 + 1].predicted_intent = hostile[k + 1]
+    report = evaluate_gates(challenger, champion, hostile, dict.fromkeys(hostile, 10), None, CONFIG)
+    paths = write_gate_report(report, tmp_path / "report")
+    per_intent = _read_csv(paths["per_intent.csv"])
+    confusions = _read_csv(paths["top_confusions.csv"])
+    cells = [row[k] for row in per_intent for k in ("intent", "top_confusion")]
+    cells += [row[k] for row in confusions for k in ("true_intent", "predicted")]
+    assert cells and all(not cell.startswith(("=", "+", "-", "@", "\t", "\r")) for cell in cells), cells
+    assert {row["intent"] for row in per_intent} == {"'" + i if i != "plain" else i for i in hostile}
+    assert any(row["f1_delta"].startswith("-") for row in per_intent)  # a negative number is not neutralised
+    assert {row["change"] for row in confusions} == {"2"}

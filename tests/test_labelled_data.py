@@ -312,3 +312,37 @@ def test_every_undecodable_byte_is_listed_with_its_line():
         "bin.csv:3: encoding: byte 0xfe at byte offset 17",
         "bin.csv:3: encoding: byte 0xfe at byte offset 18",
     ]
+
+
+# --- issue 26, item 8: what a JSONL file may not smuggle in ---------------------------------------------------
+
+
+def test_jsonl_object_with_a_duplicate_key_is_refused_with_its_line():
+    """json.loads keeps the last of two equal keys: what a reviewer sees is not what would be trained."""
+    data = (
+        b'{"text": "turn on the light", "intent": "LightOn"}\n'
+        b'{"text": "turn off the light", "intent": "LightOff", "intent": "LightOn"}\n'
+        b'{"text": "dim it", "intent": "Dim", "slices": {"channel": "chat", "channel": "voice"}}\n'
+    )
+    assert _errors(data, "dup.jsonl") == [
+        "dup.jsonl:2: json: an object repeats the key 'intent' (each key once per object)",
+        "dup.jsonl:3: json: an object repeats a key (each key once per object)",
+    ]
+
+
+@pytest.mark.parametrize("char", ["\u0000", "\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e",
+                                  "\u2066", "\u2067", "\u2068", "\u2069"])  # fmt: skip
+def test_jsonl_text_with_nul_or_a_bidi_control_is_refused_with_its_line(char):
+    line = json.dumps({"text": f"pay {char}001 EUR", "intent": "Pay"})
+    data = b'{"text": "hello", "intent": "Greet"}\n' + line.encode() + b"\n"
+    assert _errors(data, "bidi.jsonl") == [
+        f"bidi.jsonl:2: text: contains the control character U+{ord(char):04X} "
+        "(NUL and bidirectional controls are not allowed)"
+    ]
+
+
+def test_csv_text_with_a_bidi_control_is_refused_too():
+    data = "text,intent\nhello,Greet\npay \u202e001 EUR,Pay\n".encode()
+    assert _errors(data, "bidi.csv") == [
+        "bidi.csv:3: text: contains the control character U+202E (NUL and bidirectional controls are not allowed)"
+    ]

@@ -34,6 +34,11 @@ EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 _UTF8_BOM = b"\xef\xbb\xbf"
 # C0 + DEL, C1, line/paragraph separators, zero-width space, BOM/ZWNBSP, bidi marks, embeddings and isolates.
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200b\ufeff\u200e\u200f\u061c\u202a-\u202e\u2066-\u2069]")
+# Refused in text and slice values: NUL, bidi marks, embeddings/overrides and isolates (they make what a reviewer
+# reads differ from what is trained, "Trojan Source").
+_TEXT_CONTROL = re.compile("[\x00\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# JSON keys a labelled data line may have; only these are named in an error (other keys are file content).
+_KNOWN_KEYS = frozenset({"text", "intent", "slices", "locale", "split"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +239,14 @@ class _Collector:
         if not text:
             self.error(line, "text", "empty")
             ok = False
+        elif (bad := _TEXT_CONTROL.search(text)) is not None:
+            self.error(line, "text", _text_control(bad.group()))
+            ok = False
+        for dim, value in slices.items():
+            if (bad := _TEXT_CONTROL.search(dim) or _TEXT_CONTROL.search(value)) is not None:
+                self.error(line, "slices", _text_control(bad.group()))
+                ok = False
+                break
         if intent in self.intent_problems:
             problem = self.intent_problems[intent]
         else:
@@ -314,8 +327,27 @@ def _parse_csv(text: str, col: _Collector) -> None:
         col.add(start, row[text_i], row[intent_i], slices)
 
 
+def _text_control(char: str) -> str:
+    return f"contains the control character U+{ord(char):04X} (NUL and bidirectional controls are not allowed)"
+
+
 def _reject_constant(value: str) -> Any:
     raise ValueError(f"{value} is not allowed in JSON")
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """object_pairs_hook: an object whose key repeats is refused (json.loads would silently keep the last)."""
+    obj: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in obj:
+            raise _DuplicateKey(key)
+        obj[key] = value
+    return obj
 
 
 def _parse_jsonl(text: str, col: _Collector) -> None:
@@ -325,7 +357,11 @@ def _parse_jsonl(text: str, col: _Collector) -> None:
         if col.too_many(number):
             return
         try:
-            obj = json.loads(raw, parse_constant=_reject_constant)
+            obj = json.loads(raw, parse_constant=_reject_constant, object_pairs_hook=_unique_keys)
+        except _DuplicateKey as exc:
+            key = f"the key {exc.key!r}" if exc.key in _KNOWN_KEYS else "a key"
+            col.error(number, "json", f"an object repeats {key} (each key once per object)")
+            continue
         except json.JSONDecodeError as exc:
             col.error(number, "json", f"not valid JSON ({exc.msg} at column {exc.colno})")
             continue

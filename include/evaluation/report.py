@@ -46,6 +46,8 @@ TOP_CONFUSION_COLUMNS = (
     "challenger_share_of_intent",
 )
 TOP_CONFUSIONS = 20
+# A text cell starting with one of these is a formula (or becomes one) in Excel, LibreOffice and Google Sheets.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 MAX_F1_BARS = 60
 
 
@@ -256,7 +258,15 @@ def _write_csv(rows: list[dict[str, Any]], columns: Sequence[str], path: Path) -
         writer = csv.DictWriter(handle, fieldnames=list(columns))
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
+            writer.writerow({k: "" if row.get(k) is None else _csv_safe(row[k]) for k in columns})
+
+
+def _csv_safe(value: Any) -> Any:
+    """A text cell a spreadsheet would run as a formula gets a leading single quote (OWASP CSV injection);
+    numbers are written as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
 
 
 def _cell(value: Any) -> str:
