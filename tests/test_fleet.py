@@ -19,7 +19,8 @@ import requests
 from devtools.airflow_env import DEMO_CONF, dags_test
 from emulator import seed
 from include.records.audit import read, verify
-from include.request.fleet import TENANT_POOL, FleetInvalid, load_fleet, parse_fleet
+from include.request.fleet import TENANT_POOL, FleetInvalid, load_fleet, parse_fleet, shared_flow_problems
+from include.request.retrain_request import parse_request
 
 pytestmark = pytest.mark.slow
 
@@ -120,6 +121,49 @@ def test_an_entry_keeps_the_run_params_it_does_not_override() -> None:
     assert "request_json" not in params  # a single-flow request must not replace every fleet entry
 
 
+# --- issue 26, item 3: entries must not share a staging flow ------------------------------------------------
+OTHER_FLOW = "6630a1b2c3d4e5f6012345aa"
+
+
+def _requests(fleet: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+    """Each entry's retraining request as `validate` builds it: the form's defaults + the entry + its overrides."""
+    from cognigy_airflow.form import PARAMS
+    from cognigy_airflow.steps import request_from_params
+
+    run_params = {**{name: param.value for name, param in PARAMS.items()}, **DEMO_CONF}
+    entries = parse_fleet(fleet)
+    return [(e.label(i), parse_request(request_from_params(e.params(run_params)))) for i, e in enumerate(entries)]
+
+
+def test_two_entries_training_in_one_staging_flow_and_locale_are_refused_by_name() -> None:
+    """Both flows default to the run's staging flow: their challengers would overwrite each other's intents."""
+    fleet = [FLEET[0], {**FLEET[0], "name": "sales EN", "flowId": OTHER_FLOW}]
+    problems = shared_flow_problems(_requests(fleet))
+    assert problems == [
+        f"fleet[1] (sales EN): promotion.stagingFlowId: staging flow {seed.STAGING_FLOW_ID} locale en-US is "
+        "also the staging flow of fleet[0] (support EN); their trainings would overwrite each other's intents: "
+        "give each entry a staging flow of its own (overrides.staging_flow_id)"
+    ]
+
+
+def test_an_entrys_production_flow_as_another_entrys_staging_flow_is_refused_by_name() -> None:
+    fleet = [FLEET[0], {**FLEET[0], "name": "sales EN", "flowId": OTHER_FLOW,
+                        "overrides": {"staging_flow_id": seed.FLOW_ID}}]  # fmt: skip
+    problems = shared_flow_problems(_requests(fleet))
+    assert problems == [
+        f"fleet[1] (sales EN): promotion.stagingFlowId: staging flow {seed.FLOW_ID} locale en-US is the production "
+        "flow of fleet[0] (support EN); its intents would be overwritten by every run: give each entry a staging "
+        "flow of its own (overrides.staging_flow_id)"
+    ]
+
+
+def test_one_staging_flow_for_different_locales_or_in_place_entries_is_fine() -> None:
+    assert shared_flow_problems(_requests(FLEET)) == []  # en-US and de-DE of one staging flow: the shipped fleet
+    in_place = {"promotion": "in_place"}
+    fleet = [FLEET[0], {**FLEET[0], "flowId": OTHER_FLOW, "overrides": in_place}]
+    assert shared_flow_problems(_requests(fleet)) == []
+
+
 # --- the fleet DAG run ---------------------------------------------------------------------------------
 def test_one_failed_training_fails_the_run_after_auditing_both(fleet_run: dict) -> None:
     assert fleet_run["state"] == "failed"
@@ -216,3 +260,32 @@ def test_the_trigger_form_refuses_out_of_range_values(tmp_path: Path) -> None:
     for name, schema in form["schemas"].items():  # every field has a label, help text and a section
         assert schema.get("title") and schema.get("section"), name
     assert form["schemas"]["fleet"]["type"] == "boolean"
+
+
+def test_validate_refuses_a_fleet_sharing_a_staging_flow_before_anything_is_sent(monkeypatch, tmp_path) -> None:
+    """The wiring: `validate` (in process, no Cognigy call: the hook only hands out its configuration) rejects
+    the run, and the request_rejected record names both entries."""
+    from types import SimpleNamespace
+
+    from airflow.sdk.exceptions import AirflowFailException
+    from cognigy_airflow import steps
+    from cognigy_airflow.form import PARAMS
+
+    fleet = [FLEET[0], {**FLEET[0], "name": "sales EN", "flowId": OTHER_FLOW}]
+    audited: list[tuple[str, dict]] = []
+    config = SimpleNamespace(dialect="rest-v2", console_url=None, base_url="http://cognigy.invalid")
+    monkeypatch.setenv("COGNIGY_RETRAIN_STATE_DIR", str(tmp_path))
+    monkeypatch.delenv("COGNIGY_RETRAIN_STATE_URI", raising=False)
+    monkeypatch.setattr(steps, "CognigyHook", lambda *a, **k: SimpleNamespace(get_config=lambda: config))
+    monkeypatch.setattr(steps, "Variable", SimpleNamespace(get=lambda *a, **k: json.dumps(fleet)))
+    monkeypatch.setattr(steps, "audit", lambda context, event, *a, **fields: audited.append((event, fields)))
+    params = {**{name: param.value for name, param in PARAMS.items()}, **CONF}
+    context = {
+        "params": params, "dag": None, "ti": SimpleNamespace(dag_id="d", run_id="r", log=None),
+        "dag_run": SimpleNamespace(run_type="manual", clear_number=0, triggering_user_name="tester"),
+    }  # fmt: skip
+    with pytest.raises(AirflowFailException, match="is also the staging flow of fleet\\[0\\] \\(support EN\\)"):
+        steps.validate(**context)
+    assert [event for event, _ in audited] == ["request_rejected"]
+    (error,) = audited[0][1]["errors"]
+    assert error.startswith("fleet[1] (sales EN): promotion.stagingFlowId: staging flow ")

@@ -21,7 +21,7 @@ from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from include.request.retrain_request import OBJECT_ID, describe_errors
+from include.request.retrain_request import OBJECT_ID, RetrainRequest, describe_errors
 
 FLEET_VARIABLE = "cognigy_fleet"
 DEFAULT_FLEET_PATH = Path(__file__).with_name("fleet.json")
@@ -39,7 +39,7 @@ POOL_INCLUDE_DEFERRED = False
 # the shared budget whenever it runs, so putting it behind the trainings costs no budget. In place, a challenger
 # that waits for its `evaluate` serves meanwhile: fleets that promote in place trade that exposure for speed.
 TENANT_PRIORITY = {
-    "wait_for_training": 6, "submit": 5, "promote": 5, "rollback": 5, "capture": 4, "evaluate": 3,
+    "wait_for_training": 6, "submit": 5, "promote": 5, "release": 5, "rollback": 5, "capture": 4, "evaluate": 3,
 }  # fmt: skip
 # Cognigy's default tenant limit: 1,000 API requests per 5 minutes.
 TENANT_REQUESTS = 1000
@@ -133,6 +133,41 @@ def parse_fleet(raw: Any) -> list[FleetEntry]:
     if errors:
         raise FleetInvalid(errors)
     return [entry for _, entry in entries]
+
+
+def shared_flow_problems(requests: list[tuple[str, RetrainRequest]]) -> list[str]:
+    """Entries that would train in one flow: (label, request) of each entry, as `validate` built them.
+
+    A staging flow takes the staged intents by overwrite, so two entries with the same staging flow and locale
+    would overwrite each other's challengers, and an entry staging in another entry's production flow (same
+    locale) would overwrite what that flow serves. One line per problem, naming both entries.
+    """
+    production: dict[tuple[str, str], str] = {}
+    for label, request in requests:
+        for target in request.targets():
+            production.setdefault((target.flow_id, target.locale), label)
+    staged: dict[tuple[str, str], str] = {}
+    problems = []
+    fix = "give each entry a staging flow of its own (overrides.staging_flow_id)"
+    for label, request in requests:
+        for target in request.targets():
+            staging = request.staging_target(target)
+            if staging is None:
+                continue
+            key = (staging.flow_id, staging.locale)
+            where = f"{label}: promotion.stagingFlowId: staging flow {staging.flow_id} locale {staging.locale}"
+            if key in staged:
+                problems.append(
+                    f"{where} is also the staging flow of {staged[key]}; their trainings would overwrite each "
+                    f"other's intents: {fix}"
+                )
+            staged.setdefault(key, label)
+            owner = production.get(key)
+            if owner is not None and owner != label:
+                problems.append(
+                    f"{where} is the production flow of {owner}; its intents would be overwritten by every run: {fix}"
+                )
+    return problems
 
 
 def load_fleet(variable_value: str | None, path: Path = DEFAULT_FLEET_PATH) -> tuple[list[FleetEntry], str]:

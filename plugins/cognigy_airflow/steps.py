@@ -144,6 +144,11 @@ def validate(**context: Any) -> dict[str, Any]:
         plan, request, problems = _request_plan(entry_params, config, context, attempt)
         errors.extend(f"{label}: {p}" if label else p for p in problems)
         checked.append((plan, request))
+    if use_fleet:  # no two entries may train in one flow/locale (issue 26, item 3)
+        from include.request.fleet import shared_flow_problems
+
+        built = [(label, request) for (label, _), (_, request) in zip(entries, checked, strict=True) if request]
+        errors.extend(shared_flow_problems(built))
     if errors:
         # The raw params' hash identifies what was refused (secrets never travel in params).
         raw = json.dumps(dict(context["params"]), sort_keys=True, separators=(",", ":"), default=str)
