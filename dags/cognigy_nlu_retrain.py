@@ -15,6 +15,7 @@ from cognigy_airflow.mlflow_operator import MlflowSyncOperator
 from cognigy_airflow.operators import (
     CognigyPromoteOperator,
     CognigyRollbackOperator,
+    CognigySnapshotReleaseOperator,
     CognigySubmitTrainingOperator,
     CognigyWaitForTrainingOperator,
 )
@@ -59,9 +60,13 @@ with DAG(
             **run, waited=waited.output
         )
         promoted = CognigyPromoteOperator(**run, evaluated=evaluated, doc_md=doc("promote"), **tenant("promote"))
+        released = CognigySnapshotReleaseOperator(
+            **run, promoted=promoted.output, trigger_rule=ALL_DONE, doc_md=doc("release"), **tenant("release")
+        )
         rolled = CognigyRollbackOperator(
             **run, promoted=promoted.output, trigger_rule=ALL_DONE, doc_md=doc("rollback"), **tenant("rollback")
         )
+        released >> rolled
         synced = MlflowSyncOperator(
             task_id="mlflow_sync", **run, rolled_back=rolled.output, trigger_rule=ALL_DONE, doc_md=doc("mlflow_sync")
         )

@@ -44,6 +44,9 @@ class Captured(_Result):
     champion_via: str | None = None  # scored | cache | earlier try
     serving_counts: dict[str, int] | None = None
     serving_version: str | None = None
+    # how a change reaches customers (`include.cognigy.releases.ReleasePath.to_dict`): "snapshot" or "project"
+    release: dict[str, Any] | None = None
+    champion_scored_on: str | None = None  # what the champion's predictions came from, in words
 
 
 class Submitted(_Result):
@@ -97,6 +100,19 @@ class Promoted(_Result):
     reason: str | None = None
 
 
+class Released(_Result):
+    """`release` (snapshot path): the new snapshot every serving endpoint points at, or why not."""
+
+    released: bool
+    snapshot: dict[str, Any] | None = None  # {id, name, hash, created_at}: serves now when released
+    previous: dict[str, Any] | None = None  # the snapshot that served before (the rollback point)
+    endpoints: list[str] = []
+    switched_back: bool | None = None  # after a failed switch: every endpoint proven back on `previous`
+    deleted: list[dict[str, Any]] = []  # own snapshots pruned to make room
+    reason: str | None = None
+    released_at: float | None = None
+
+
 class RolledBack(_Result):
     """`rollback`: production restored to the rollback point and shown to serve it again."""
 
@@ -129,8 +145,10 @@ OUTCOMES = {
     "promotion_failed_rolled_back": "staging: promotion failed; production restored and verified",
     "incomplete": "a restore was needed and is not verified: a person must act",
     "training_not_run": "the run stopped before a training started; nothing was changed",
+    "release_failed_switched_back": "snapshot: the release failed; every endpoint is back on the snapshot that "
+    "served before and the live flow is restored",
 }  # plus training_<state> (staging: production untouched) and training_<state>_rolled_back (in place)
-FAILING = ("incomplete", "promotion_failed_rolled_back")
+FAILING = ("incomplete", "promotion_failed_rolled_back", "release_failed_switched_back")
 
 
 def meaning(outcome: str) -> str:
@@ -159,12 +177,22 @@ class RetrainRecord(BaseModel):
     waited: Waited | None = None
     evaluated: Evaluated | None = None
     promoted: Promoted | None = None
+    released: Released | None = None
     rolled_back: RolledBack | None = None
     synced: Synced | None = None
 
     @property
     def staging(self) -> bool:
         return self.plan.get("promotion") == "staging"
+
+    @property
+    def snapshot_release(self) -> bool:
+        """Customers meet a snapshot: a passed challenger is released as a new snapshot."""
+        return bool(self.captured and (self.captured.release or {}).get("path") == "snapshot")
+
+    @property
+    def released_ok(self) -> bool:
+        return bool(self.released and self.released.released)
 
     @property
     def retrained(self) -> bool:
@@ -177,6 +205,10 @@ class RetrainRecord(BaseModel):
 
     @property
     def training_state(self) -> str | None:
+        """How the challenger's training ended; "unproven" when it ended done but the platform did not show that
+        it trained the staged intents (`include.cognigy.proof`)."""
+        if self.evaluated and self.evaluated.training_state == "unproven":
+            return "unproven"
         return self.waited.state if self.waited else None
 
     @property
@@ -190,6 +222,14 @@ class RetrainRecord(BaseModel):
             return False, "no rollback point: nothing was changed"
         if self.captured.unchanged:
             return False, "unchanged since the last successful training: nothing was retrained"
+        if self.snapshot_release and self.passed and (self.promoted or not self.staging):
+            if self.staging and not (self.promoted and self.promoted.promoted):
+                why = (self.promoted and self.promoted.reason) or "the promote task did not finish"
+                return True, f"promotion failed: {why}"
+            if self.released_ok:
+                return False, "released as a snapshot: the new model serves"
+            why = (self.released and self.released.reason) or "the release task did not finish"
+            return True, f"release failed ({why}): the live flow goes back to what it held before"
         if self.staging:
             if not self.passed:
                 return False, "the challenger was not promoted: production was not touched"
@@ -209,6 +249,11 @@ class RetrainRecord(BaseModel):
             return "unchanged"
         training = self.training_state or "not_run"
         restored = bool(self.rolled_back and self.rolled_back.verified)
+        if self.snapshot_release and self.passed and (not self.staging or (self.promoted and self.promoted.promoted)):
+            if self.released_ok:
+                return "promoted"
+            switched_back = self.released is not None and self.released.switched_back
+            return "release_failed_switched_back" if switched_back and restored else "incomplete"
         if self.staging:
             if self.passed and self.promoted and self.promoted.promoted:
                 return "promoted"
@@ -231,8 +276,8 @@ class RetrainRecord(BaseModel):
         restoring training ends (or now, when the restore is not verified). A flow no endpoint serves exposes
         nobody.
         """
-        if self.staging or not self.retrained or not self.captured.endpoints:  # type: ignore[union-attr]
-            return 0.0
+        if self.staging or self.snapshot_release or not self.retrained or not self.captured.endpoints:  # type: ignore[union-attr]
+            return 0.0  # snapshot: endpoints are only ever switched to a snapshot of a judged model
         if self.waited is None or self.waited.state != "succeeded":
             return 0.0
         start = float(self.waited.finished_at or now)

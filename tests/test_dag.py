@@ -66,6 +66,8 @@ def test_pipeline_order_per_target(dag_facts: dict) -> None:
     assert "retrain.evaluate" in t["retrain.wait_for_training"]["downstream"]
     assert "retrain.promote" in t["retrain.evaluate"]["downstream"]
     assert "retrain.rollback" in t["retrain.promote"]["downstream"]  # a failed promotion restores production
+    assert "retrain.release" in t["retrain.promote"]["downstream"]  # snapshot path: the judged model is released
+    assert "retrain.rollback" in t["retrain.release"]["downstream"]  # a failed release restores the live flow
     assert "retrain.mlflow_sync" in t["retrain.rollback"]["downstream"]
     assert "retrain.finalize" in t["retrain.mlflow_sync"]["downstream"]
 
@@ -76,8 +78,9 @@ def test_in_a_fleet_what_starts_or_ends_a_training_gets_a_tenant_slot_before_sco
     t = dag_facts["tasks"]
     assert {v["weight_rule"] for v in t.values()} == {"absolute"}
     weight = {k.removeprefix("retrain."): v["priority"] for k, v in t.items() if v["pool"] == "cognigy_tenant"}
-    assert set(weight) == {"capture", "submit", "wait_for_training", "evaluate", "promote", "rollback"}
-    assert min(weight["submit"], weight["wait_for_training"], weight["promote"], weight["rollback"]) > weight["capture"]
+    assert set(weight) == {"capture", "submit", "wait_for_training", "evaluate", "promote", "release", "rollback"}
+    ends = ("submit", "wait_for_training", "promote", "release", "rollback")
+    assert min(weight[name] for name in ends) > weight["capture"]
     assert weight["capture"] > weight["evaluate"]
 
 

@@ -129,9 +129,10 @@ def test_a_refused_post_is_retried_without_waiting(tmp_path: Path) -> None:
     assert time.monotonic() - started < 1.0
 
 
-def test_a_duplicate_found_later_is_cancelled_and_the_older_kept(tmp_path: Path) -> None:
-    """A training of an earlier intent that shows up only after a second one was started: the newer one is
-    cancelled (duplicate_training_cancelled), the state names the older."""
+def test_a_training_found_later_beside_ours_is_never_cancelled(tmp_path: Path) -> None:
+    """A training of the flow/locale that shows up only after ours was started cannot be proven ours (a person may
+    have started it, or a POST whose answer was lost): it is recorded (`submit.others_seen`), never cancelled, and
+    the run follows the training it knows. Before: the newer training, ours, was cancelled as a duplicate."""
     tenant = Tenant()
     tenant.hidden.add("task1")  # the platform hides the first beyond any bound ...
     state = state_of(tmp_path)
@@ -140,9 +141,9 @@ def test_a_duplicate_found_later_is_cancelled_and_the_older_kept(tmp_path: Path)
     assert one_try(tenant, state).job_id == "task2"  # ... so a second is started
     tenant.hidden.clear()  # ... and then the first shows up
     earlier = _reattach(tenant, TARGET, state, "submit", wait=0.2)
-    assert earlier is not None and earlier[0].job_id == "task1"
-    assert tenant.cancelled == ["task2"] and tenant.live() == ["task1"]
-    assert state.get("submit.job_id") == "task1" and state.get("submit.duplicates_cancelled") == ["task2"]
+    assert earlier is not None and earlier[0].job_id == "task2"
+    assert tenant.cancelled == [] and tenant.live() == ["task1", "task2"]
+    assert state.get("submit.job_id") == "task2" and state.get("submit.others_seen") == ["task1"]
 
 
 # --- 2. the worker's clock differs from Cognigy's ----------------------------------------------------------

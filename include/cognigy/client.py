@@ -7,10 +7,11 @@ from typing import Any
 
 import requests
 
-from include.cognigy import rest_v2, training_jobs
+from include.cognigy import proof, rest_v2, training_jobs
 from include.cognigy.config import ConnectionConfig
 from include.cognigy.errors import CognigyError
 from include.cognigy.model import JobStatus, Target
+from include.cognigy.proof import TrainingProof
 from include.cognigy.rate_limit import TokenBucket
 from include.cognigy.rest_v2 import RestV2Api
 from include.cognigy.training_jobs import TrainingJobsApi
@@ -104,6 +105,17 @@ class CognigyClient:
             return self.v2.recent_trainings(target, since_epoch)
         assert self.jobs
         return [job for job in self.jobs.recent_trainings(target) if job.started_since(since_epoch)]
+
+    def prove_training(
+        self, target: Target, job_id: str, intended_fingerprint: str, *, wait_seconds: float = 0.0
+    ) -> TrainingProof:
+        """rest-v2: what the platform says about training `job_id` (`include.cognigy.proof`), asked again while
+        other trainings of the flow/locale run (up to `wait_seconds`). training-jobs: the job ended completed."""
+        if self.v2:
+            return proof.prove_when_quiet(self.v2, target, job_id, intended_fingerprint, wait_seconds)
+        status = self.job_status(job_id)
+        problems = [] if status.state == "succeeded" else [f"job {job_id} ended {status.raw_status}"]
+        return TrainingProof(job_id, problems=problems, fingerprint=intended_fingerprint)
 
     def job_status(self, job_id: str) -> JobStatus:
         api = self.v2 or self.jobs

@@ -75,13 +75,18 @@ class JobStatus:
 
 
 def created_epoch(job: JobStatus) -> float | None:
-    if not job.created_at:
+    return epoch_of(job.created_at)
+
+
+def epoch_of(moment: str | None) -> float | None:
+    """An ISO time as epoch seconds (None when absent or unreadable)."""
+    if not moment:
         return None
     try:
-        moment = datetime.fromisoformat(job.created_at.replace("Z", "+00:00"))
+        parsed = datetime.fromisoformat(moment.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return moment.timestamp()  # a naive time is local, as `rest_v2` makes it from epoch milliseconds
+    return parsed.timestamp()  # a naive time is local, as `rest_v2` makes it from epoch milliseconds
 
 
 def server_time_of(headers: Any) -> float | None:

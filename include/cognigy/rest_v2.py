@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
 from include.cognigy.errors import BadRequest, CognigyError, NotFound
-from include.cognigy.model import JobState, JobStatus, Target
+from include.cognigy.model import JobState, JobStatus, Target, Trainings, server_time_of
 from include.cognigy.transport import Transport
 
 PREFIX = "/new/v2.0"
@@ -37,13 +38,14 @@ TASK_PAGE = 100  # the largest page the platform serves
 MAX_TASK_PAGES = 50  # a window with more tasks than this cannot be read in a reasonable time: fail closed
 
 
-def is_training_of(task: JobStatus, flow_id: str, locale_id: str) -> bool:
-    """An intent training (the task's own `type`, never a filter) of exactly this flow and locale."""
+IMPORT_TASK_TYPE = "importIntents"
+
+
+def is_task_of(task: JobStatus, task_type: str, flow_id: str, locale_id: str) -> bool:
+    """A task of this type (the task's own `type`, never a list filter) for exactly this flow and locale."""
     params = task.extra.get("parameters") or {}
     return (
-        task.extra.get("type") == TRAINING_TASK_TYPE
-        and params.get("flowId") == flow_id
-        and params.get("localeId") == locale_id
+        task.extra.get("type") == task_type and params.get("flowId") == flow_id and params.get("localeId") == locale_id
     )
 
 
@@ -144,26 +146,22 @@ class RestV2Api:
         # Cancelling twice is harmless, so this call may be retried.
         self.t.json("POST", f"{task_path(job_id)}/cancel", f"POST cancel task {job_id}", safe=True, json={})
 
-    def recent_trainings(self, target: Target, since_epoch: float) -> list[JobStatus]:
-        """trainIntents tasks for this flow/locale created at or after `since_epoch` (reconciliation; a server
-        time, see `model.SERVER_CLOCK_MARGIN_SECONDS`): a `model.Trainings` carrying the server's clock of the
-        first read.
+    def tasks_since(self, project_id: str, since_epoch: float) -> Trainings:
+        """Every task of the project (any type) created at or after `since_epoch` (server clock, margin
+        `model.SERVER_CLOCK_MARGIN_SECONDS`), newest first, with the server's clock of the first read.
 
-        The task list holds every kind of task (imports, snapshots, ... carry the same `parameters`) and has no
-        documented `type` filter: each item's own `type` decides. Pages are read newest first until one reaches
-        past the window (a task created before `since_epoch`, margin allowed) or the list ends.
+        The task list has no documented `type` filter, so callers check each task's own `type`. Pages are read
+        newest first until one reaches past the window or the list ends; a window too large to read fails closed.
         """
-        from include.cognigy.model import Trainings, server_time_of
         from include.cognigy.problems import decode_json
 
-        locale_id = self.locale(target)["_id"]
-        what = f"GET tasks of project {target.project_id}"
+        what = f"GET tasks of project {project_id}"
         found: Trainings | None = None
         skip = 0
         for _ in range(MAX_TASK_PAGES):
             resp = self.t.request(
                 "GET",
-                f"{PREFIX}/tasks?projectId={seg(target.project_id)}&limit={TASK_PAGE}&skip={skip}&sort=createdAt:desc",
+                f"{PREFIX}/tasks?projectId={seg(project_id)}&limit={TASK_PAGE}&skip={skip}&sort=createdAt:desc",
                 what,
                 safe=True,
             )
@@ -174,18 +172,26 @@ class RestV2Api:
             covered = False
             for item in items:
                 status = parse_task(item)
-                if not status.started_since(since_epoch):
-                    covered = True  # newest first: everything after this is older than the window
-                    continue
-                if is_training_of(status, target.flow_id, locale_id):
+                if status.started_since(since_epoch):
                     found.append(status)
+                else:
+                    covered = True  # newest first: everything after this one is older than the window
             skip += len(items)
             if covered or not items or skip >= int(page.get("total") or 0):
                 return found
         raise CognigyError(
-            f"the task list of project {target.project_id} has more than {MAX_TASK_PAGES * TASK_PAGE} tasks in the "
-            "reconciliation window: cannot prove which trainings exist"
+            f"the task list of project {project_id} has more than {MAX_TASK_PAGES * TASK_PAGE} tasks in the "
+            "window: cannot prove which trainings exist"
         )
+
+    def recent_trainings(self, target: Target, since_epoch: float) -> Trainings:
+        """trainIntents tasks of this flow/locale created at or after `since_epoch` (reconciliation; a server time):
+        a `model.Trainings` carrying the server's clock of the read. Import and snapshot tasks carry the same
+        parameters, so each task's own `type` decides."""
+        locale_id = self.locale(target)["_id"]
+        tasks = self.tasks_since(target.project_id, since_epoch)
+        return Trainings([t for t in tasks if is_task_of(t, TRAINING_TASK_TYPE, target.flow_id, locale_id)],
+                         server_time=tasks.server_time)  # fmt: skip
 
     # --- training data and rollback points -----------------------------------------------------------
     def export_intents(self, target: Target) -> list[dict[str, Any]]:
@@ -261,27 +267,80 @@ class RestV2Api:
         flow = self.t.json("GET", f"{PREFIX}/flows/{seg(target.flow_id)}{query}", "GET flow", safe=True)
         return {"out_of_date": bool(flow.get("isTrainingOutOfDate", True)), "reference_id": flow.get("referenceId")}
 
-    def endpoints_serving(self, target: Target) -> list[str]:
-        """Names of the project's endpoints that serve the target's flow.
+    def _all_pages(self, path: str, what: str) -> list[dict[str, Any]]:
+        """Every item of a paged list (`skip` until `total`); `path` has its query started with `?`."""
+        items: list[dict[str, Any]] = []
+        while True:
+            page = self.t.json("GET", f"{path}&limit={TASK_PAGE}&skip={len(items)}", what, safe=True)
+            got = _items(page)
+            items += got
+            if not got or len(items) >= int(page.get("total") or 0):
+                return items
 
-        An endpoint names its flow in `flowId`; the emulator (and, we believe, Cognigy) uses the flow's
-        referenceId there; a flow `_id` is accepted too, so a tenant using either is read correctly.
-        """
+    # --- what serves customers: endpoints ------------------------------------------------------------
+    def serving_endpoints(self, target: Target) -> list[Endpoint]:
+        """The project's endpoints whose flow is the target's flow (its `_id` or its `referenceId`), with what each
+        serves (`entrypoint`: the project or a snapshot). An endpoint without a readable `entrypoint` or `flowId`
+        field raises: nobody may conclude from a missing field that an endpoint serves nothing."""
         flow = self.flow(target)
         ids = {target.flow_id, str(flow.get("referenceId"))}
-        names, skip = [], 0
-        while True:
-            page = self.t.json(
-                "GET",
-                f"{PREFIX}/endpoints?projectId={seg(target.project_id)}&limit=100&skip={skip}",
-                f"GET endpoints of project {target.project_id}",
-                safe=True,
-            )
-            items = _items(page)
-            names += [str(i.get("name") or i.get("_id")) for i in items if str(i.get("flowId")) in ids]
-            skip += len(items)
-            if not items or skip >= int(page.get("total") or 0):
-                return names
+        return [e for e in self.endpoints(target.project_id) if e.flow_id in ids]
+
+    def endpoints(self, project_id: str) -> list[Endpoint]:
+        """Every endpoint of the project with what it serves; one without `_id`, `flowId` or `entrypoint` raises."""
+        found = []
+        for item in self._all_pages(
+            f"{PREFIX}/endpoints?projectId={seg(project_id)}", f"GET endpoints of {project_id}"
+        ):
+            missing = [key for key in ("_id", "flowId", "entrypoint") if key not in item]
+            if missing:
+                name = item.get("name") or item.get("_id") or "?"
+                raise CognigyError(
+                    f"endpoint {name!r} of project {project_id} answered without {', '.join(missing)}: "
+                    "cannot tell what it serves"
+                )
+            found.append(endpoint_of(item))
+        return found
+
+    def endpoints_serving(self, target: Target) -> list[str]:
+        """Names of the project's endpoints that serve the target's flow."""
+        return [e.name for e in self.serving_endpoints(target)]
+
+    def endpoint(self, endpoint_id: str) -> Endpoint:
+        data = self.t.json("GET", f"{PREFIX}/endpoints/{seg(endpoint_id)}", f"GET endpoint {endpoint_id}", safe=True)
+        if "entrypoint" not in data:
+            raise CognigyError(f"endpoint {endpoint_id} answered without entrypoint: cannot tell what it serves")
+        return endpoint_of(data)
+
+    def point_endpoint(self, endpoint_id: str, entrypoint: str) -> None:
+        """Make the endpoint serve `entrypoint` (a snapshot id, or the project id) at once. Repeatable."""
+        self.t.json(
+            "PATCH",
+            f"{PREFIX}/endpoints/{seg(endpoint_id)}",
+            f"PATCH endpoint {endpoint_id} entrypoint",
+            safe=True,
+            json={"entrypoint": entrypoint},
+        )
+
+    # --- snapshots -----------------------------------------------------------------------------------
+    def create_snapshot(self, project_id: str, name: str, description: str) -> JobStatus:
+        """Start a snapshot of the project (a Task; the answer has no snapshot id: find it by name)."""
+        body = {"projectId": project_id, "name": name, "description": description}
+        what = f"POST snapshot {name!r} of project {project_id}"
+        return parse_task(self.t.json("POST", f"{PREFIX}/snapshots", what, safe=False, json=body))
+
+    def snapshots(self, project_id: str) -> list[Snapshot]:
+        what = f"GET snapshots of project {project_id}"
+        return [snapshot_of(i) for i in self._all_pages(f"{PREFIX}/snapshots?projectId={seg(project_id)}", what)]
+
+    def snapshot(self, snapshot_id: str) -> Snapshot:
+        what = f"GET snapshot {snapshot_id}"
+        return snapshot_of(self.t.json("GET", f"{PREFIX}/snapshots/{seg(snapshot_id)}", what, safe=True))
+
+    def delete_snapshot(self, snapshot_id: str) -> JobStatus:
+        """Start deleting a snapshot (a Task). Repeatable: a snapshot already gone answers 404 (NotFound)."""
+        what = f"DELETE snapshot {snapshot_id}"
+        return parse_task(self.t.json("DELETE", f"{PREFIX}/snapshots/{seg(snapshot_id)}", what, safe=True))
 
     # --- quality signals -----------------------------------------------------------------------------
     def score(self, target: Target, sentence: str) -> list[dict[str, Any]]:
@@ -317,6 +376,49 @@ class RestV2Api:
             {"name": i.get("name"), "feedbackReport": i.get("feedbackReport") or {}} for i in _items(page)
         ]
         return report
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """An endpoint as far as releases go: what it serves (`entrypoint`: the project id or a snapshot id)."""
+
+    id: str
+    name: str
+    entrypoint: str
+    flow_id: str
+
+
+def endpoint_of(item: dict[str, Any]) -> Endpoint:
+    return Endpoint(
+        id=str(item["_id"]),
+        name=str(item.get("name") or item["_id"]),
+        entrypoint=str(item["entrypoint"] or ""),
+        flow_id=str(item.get("flowId") or ""),
+    )
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """An immutable copy of the agent, trained NLU models included; `hash` identifies its contents."""
+
+    id: str
+    name: str
+    hash: str | None
+    created_at: str | None
+    description: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "hash": self.hash, "created_at": self.created_at}
+
+
+def snapshot_of(item: dict[str, Any]) -> Snapshot:
+    return Snapshot(
+        id=str(item["_id"]),
+        name=str(item.get("name") or ""),
+        hash=item.get("hash") or None,
+        created_at=_iso(item.get("createdAt")),
+        description=str(item.get("description") or ""),
+    )
 
 
 def fingerprint(intents: list[dict[str, Any]]) -> str:

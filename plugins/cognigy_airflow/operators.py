@@ -2,6 +2,8 @@
 
 - CognigySubmitTrainingOperator: loads training data and starts ONE training per DAG run and target.
 - CognigyWaitForTrainingOperator: defers to the triggerer until the training ends or its deadline passes.
+- CognigyPromoteOperator: staging: brings the live flow to the judged intents, trains it once, proves it.
+- CognigySnapshotReleaseOperator: snapshot path: releases the live flow as a snapshot and switches endpoints.
 - CognigyRollbackOperator: restores the rollback point, waits (deferred) for the retrain, verifies.
 """
 
@@ -25,7 +27,7 @@ from cognigy_airflow.links import CognigyTaskLink, cognigy_flow_url
 from cognigy_airflow.record import retrain_record, stage
 from cognigy_airflow.run_state import RunState
 from cognigy_airflow.triggers import CognigyJobTrigger
-from include.cognigy import poll_policy, rest_v2
+from include.cognigy import poll_policy, releases, rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.errors import (
     AmbiguousSubmission,
@@ -37,8 +39,9 @@ from include.cognigy.errors import (
 )
 from include.cognigy.model import JobStatus, Target
 from include.evaluation.held_out import agreement, load_predictions, save_predictions, score_utterances
-from include.results import Promoted, RetrainRecord, RolledBack, Submitted, Waited
+from include.results import Promoted, Released, RetrainRecord, RolledBack, Submitted, Waited
 from include.state import state_store
+from include.state.target_memory import record_release, released_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -426,8 +429,10 @@ class CognigyWaitForTrainingOperator(_CognigyOperator):
 class CognigyRollbackOperator(_CognigyOperator):
     """Restore what served before the run, wait for the retrain (deferred), then prove it serves again.
 
-    Verified means: the flow's intents export equals the rollback point (rest-v2) or the active version is
-    the rollback version (training-jobs), AND held-out predictions agree with the champion's.
+    Verified means: the restoring retrain is proven (`include.cognigy.proof`: an intent training of the flow and
+    locale, created after the import ended, done, nothing else training, the model up to date) and the flow's intents
+    export equals the rollback point (rest-v2), or the active version is the rollback version (training-jobs);
+    AND held-out predictions agree with the champion's.
 
     Safe to run again: the import overwrites, and the restoring retrain is started exactly once per round
     (same intent + reconciliation as the submit). A retrain that fails starts a new round on the next try.
@@ -487,7 +492,7 @@ class CognigyRollbackOperator(_CognigyOperator):
                 context, f"the restoring retrain ended {status.get('raw_status')}: {status.get('reason')}"
             )
         self._restored_at = finished_epoch(JobStatus.from_dict(event["status"]))
-        return self._verify(context)
+        return self._verify(context, restoring_job=event["status"]["job_id"])
 
     # --- steps -----------------------------------------------------------------------------------------
     def _restore(self, context: Any) -> dict[str, Any]:
@@ -572,9 +577,18 @@ class CognigyRollbackOperator(_CognigyOperator):
                 self.log.warning("rollback import failed (%s); importing again (attempt %d)", exc, attempt + 1)
                 time.sleep(2.0 * attempt)
 
-    def _verify(self, context: Any) -> dict[str, Any]:
+    def _verify(self, context: Any, restoring_job: str | None = None) -> dict[str, Any]:
+        """`restoring_job`: the retrain of the restored intents (rest-v2), proven like any training."""
         target = self.production
         client = self.hook().get_client()
+        if restoring_job is not None:
+            proof = client.prove_training(
+                target, restoring_job, self.captured.fingerprint, wait_seconds=steps.PROOF_WAIT_SECONDS
+            )
+            if proof.problems:
+                return self._retry_or_fail(context, f"the restoring retrain is not proven: {proof.why_not()}")
+            if proof.running:
+                return self._retry_or_fail(context, proof.why_not())
         serving = client.serving_fingerprint(target)
         if serving != self.captured.fingerprint:
             return self._fail(
@@ -629,8 +643,10 @@ class CognigyPromoteOperator(_CognigyOperator):
     """Staging promotion: bring production to exactly the staged intents, train it once, prove it answers like
     the challenger that passed the gates.
 
-    Runs only when the gates passed on the staging flow. Verified means: production's intents fingerprint equals
-    the staged one AND production's held-out answers agree with the challenger's on at least `MIN_AGREEMENT` of a
+    Runs only when the gates passed on the staging flow. Verified means: production's training is proven
+    (`include.cognigy.proof`: an intent training of production's flow and locale, created after the import ended,
+    done, nothing else training, the model up to date with exactly the staged intents) AND production's held-out
+    answers agree with the challenger's on at least `MIN_AGREEMENT` of a
     spread sample (`VERIFY_SAMPLE` utterances; the same classifier trained on the same sentences answers the
     same, so a lower figure means production did not get what was judged). Anything else ends as
     `{"promoted": False, "needs_rollback": True}` and `rollback` restores the rollback point.
@@ -717,7 +733,12 @@ class CognigyPromoteOperator(_CognigyOperator):
         client = self.hook().get_client()
         folder = steps.run_folder(context, self.plan, self.target)
         staged_fingerprint = rest_v2.fingerprint(state_store.read_json(folder / steps.STAGED_INTENTS))
-        serving = client.serving_fingerprint(production)
+        proof = client.prove_training(
+            production, status.job_id, staged_fingerprint, wait_seconds=steps.PROOF_WAIT_SECONDS
+        )
+        if not proof.proven:
+            return self._failed(context, f"production's training is not proven: {proof.why_not()}", status.job_id)
+        serving = proof.fingerprint if client.v2 else client.serving_fingerprint(production)
         if serving != staged_fingerprint:
             return self._failed(
                 context, f"production holds {serving[:12]}…, not the staged {staged_fingerprint[:12]}…", status.job_id
@@ -770,3 +791,107 @@ def _spread(utterances: list[Any], size: int) -> list[Any]:
         return list(utterances)
     step = len(utterances) / size
     return [utterances[int(i * step)] for i in range(size)]
+
+
+class CognigySnapshotReleaseOperator(_CognigyOperator):
+    """Snapshot path (`include.cognigy.releases`): release the judged live flow as a new snapshot and switch every
+    serving endpoint to it; on any failure switch every endpoint back to the snapshot that served before.
+
+    Runs only when customers meet a snapshot and the challenger passed (staging: and was promoted into the live
+    flow). Before creating the snapshot it makes room under the agent's limit, deleting only snapshots this
+    product released (never one an endpoint serves, never the last `keep_released_snapshots`). Safe to run again:
+    the snapshot is found by its name (unique per run and target) before another is created, and switching an
+    endpoint is repeatable.
+    """
+
+    template_fields = ("target", "plan", "promoted")
+    operator_extra_links = (CognigyTaskLink(),)
+    ui_color = "#e6d9ff"
+
+    def __init__(self, *, promoted: Any = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.promoted = promoted
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        record = retrain_record(context, self.target, self.plan, promoted=self.promoted)
+        if not record.snapshot_release:
+            raise AirflowSkipException("the endpoints serve the live project: the training was the release")
+        if not record.passed:
+            raise AirflowSkipException("the gates rejected the challenger: the endpoints stay where they are")
+        if record.staging and not (record.promoted and record.promoted.promoted):
+            raise AirflowSkipException("the promotion into the live flow did not succeed: nothing to release")
+        self.link_to()
+        return self.on_last_try(context, lambda: self._release(context, record), self._gave_up)
+
+    def _release(self, context: Any, record: RetrainRecord) -> dict[str, Any]:
+        target, plan = self.production, self.plan
+        api = self.hook().get_client().v2
+        assert api is not None and record.captured is not None
+        path = releases.ReleasePath.from_dict(record.captured.release or {})
+        previous = path.serving.to_dict() if path.serving else None
+        state = RunState(context, steps.run_folder(context, plan, self.target) / "release_state.json")
+        own = released_snapshots(target.project_id)
+        room = releases.room(api, target.project_id, own, keep_last=int(plan["keep_released_snapshots"]))
+        deleted = [s.to_dict() for s in releases.make_room(api, room, int(plan["snapshot_limit"]))]
+        if deleted:
+            audit(
+                context,
+                "snapshots_pruned",
+                plan,
+                self.target,
+                deleted=deleted,
+                kept_last=plan["keep_released_snapshots"],
+            )
+        name = releases.snapshot_name(self._bot(api, target), target.locale, context["ti"].run_id)
+        tried_before = state.get("release.intent_at") is not None
+        state.set("release.intent_at", time.time())
+        endpoint_names = [e.name for e in path.endpoints]
+        try:
+            snapshot = releases.release(
+                api, target, path, name, self._description(context, record), tried_before=tried_before
+            )
+        except releases.ReleaseFailed as exc:
+            made = exc.snapshot.to_dict() if exc.snapshot else None
+            audit(context, "release_failed", plan, self.target, reason=str(exc), snapshot=made, previous=previous,
+                  switched_back=exc.switched_back, endpoints=endpoint_names)  # fmt: skip
+            if not exc.switched_back:
+                self.log.error("RELEASE NOT SWITCHED BACK for %s: point endpoint(s) %s at snapshot %s by hand",
+                               target.key, ", ".join(endpoint_names), previous)  # fmt: skip
+            return Released(released=False, snapshot=made, previous=previous, endpoints=endpoint_names,
+                            switched_back=exc.switched_back, deleted=deleted, reason=str(exc)).to_xcom()  # fmt: skip
+        record_release(target.project_id, snapshot.to_dict(), context["ti"].run_id)
+        audit(context, "snapshot_released", plan, self.target, snapshot=snapshot.to_dict(), previous=previous,
+              endpoints=endpoint_names)  # fmt: skip
+        return Released(released=True, snapshot=snapshot.to_dict(), previous=previous, endpoints=endpoint_names,
+                        deleted=deleted, released_at=time.time()).to_xcom()  # fmt: skip
+
+    def _gave_up(self, context: Any, why: str) -> dict[str, Any]:
+        """Last try: the release raised before or while switching. Switch every endpoint back, then say so."""
+        captured = retrain_record(context, self.target, self.plan, promoted=self.promoted).captured
+        path = releases.ReleasePath.from_dict((captured and captured.release) or {})
+        switched_back = False
+        if path.serving is not None:
+            try:
+                releases.switch_endpoints(self.hook().get_client().v2, [e.id for e in path.endpoints], path.serving.id)
+                switched_back = True
+            except CognigyError as exc:
+                why = f"{why}; switching back failed too: {exc}"
+        audit(context, "release_failed", self.plan, self.target, reason=why, switched_back=switched_back)
+        return Released(released=False, switched_back=switched_back, reason=why,
+                        previous=path.serving.to_dict() if path.serving else None).to_xcom()  # fmt: skip
+
+    @staticmethod
+    def _bot(api: Any, target: Target) -> str:
+        return str(api.flow(target).get("name") or target.flow_id)
+
+    def _description(self, context: Any, record: RetrainRecord) -> str:
+        summary = (record.evaluated and record.evaluated.summary) or {}
+        figures = ", ".join(
+            f"{label} {summary[key]:.4g}"
+            for key, label in (("accuracy", "accuracy"), ("accuracy_delta", "change"), ("p_value", "p"))
+            if isinstance(summary.get(key), int | float)
+        )
+        return (
+            f"NLU retrain of flow {self.production.flow_id}, locale {self.production.locale}, Airflow run "
+            f"{context['ti'].run_id}; gates passed ({figures or 'no figures'}); gates {self.plan.get('gates_hash')}"
+        )[:1000]

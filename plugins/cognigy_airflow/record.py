@@ -2,7 +2,7 @@
 :class:`~include.results.RetrainRecord`.
 
 The DAG hands each task only its direct predecessor's result (the graph is the pipeline, one line); the tasks
-that must look further back (evaluate, promote, rollback, mlflow_sync, finalize — the last three run whatever
+that must look further back (evaluate, promote, release, rollback, mlflow_sync, finalize — the last four run whatever
 happened before) read the earlier results of the same target here, from the same DAG run and map index. A stage
 that did not run is ``None`` in the record.
 """
@@ -15,6 +15,7 @@ from include.results import (
     Captured,
     Evaluated,
     Promoted,
+    Released,
     RetrainRecord,
     RolledBack,
     Submitted,
@@ -29,6 +30,7 @@ STAGES: dict[str, tuple[str, type]] = {
     "waited": ("wait_for_training", Waited),
     "evaluated": ("evaluate", Evaluated),
     "promoted": ("promote", Promoted),
+    "released": ("release", Released),
     "rolled_back": ("rollback", RolledBack),
     "synced": ("mlflow_sync", Synced),
 }

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,9 +23,9 @@ from cognigy_airflow.data_files import HELD_OUT, TRAINING, freeze_request_data, 
 from cognigy_airflow.hooks import CognigyHook
 from cognigy_airflow.record import retrain_record
 from include import settings
-from include.cognigy import poll_policy, rest_v2
+from include.cognigy import poll_policy, releases, rest_v2
 from include.cognigy.client import CognigyClient
-from include.cognigy.errors import NotFound
+from include.cognigy.errors import CognigyError, NotFound
 from include.cognigy.model import Target
 from include.cognigy.training_jobs import mlflow_platform_metrics
 from include.data import dataset
@@ -44,9 +46,20 @@ from include.request.fleet import FLEET_VARIABLE, FleetInvalid, load_fleet
 from include.request.retrain_request import RequestInvalid, RetrainRequest, parse_request
 from include.results import Captured, Evaluated, RetrainRecord, Synced, meaning, run_fails
 from include.state import state_store
-from include.state.target_memory import cached_champion, champion_key, last_trained, record_trained, store_champion
+from include.state.target_memory import (
+    cached_champion,
+    champion_key,
+    last_trained,
+    record_trained,
+    released_snapshots,
+    store_champion,
+)
+
+log = logging.getLogger(__name__)
 
 EXPERIMENT = "cognigy-nlu-retrain"
+# How long a judge waits for other trainings of the flow/locale to end before it says "not proven".
+PROOF_WAIT_SECONDS = 300.0
 GATE_PARAMS = (
     "precision_floor", "recall_floor", "pr_balance_tolerance", "per_intent_recall_floor", "bias_ceiling",
     "max_accuracy_drop", "significance_alpha", "block_on_feedback_findings",
@@ -299,6 +312,10 @@ def _request_plan(
         "poll_min_seconds": params.get("poll_min_seconds", poll_policy.MIN_SECONDS),
         "poll_max_seconds": params.get("poll_max_seconds", poll_policy.MAX_SECONDS),
         "retrain_trigger": "automated" if triggered_by(context) == "schedule" else "manual",
+        # snapshot releases (deployment settings, not in the form): the agent's snapshot limit, and how many of
+        # this product's latest releases are never pruned
+        "snapshot_limit": int(params.get("snapshot_limit") or releases.SNAPSHOT_LIMIT),
+        "keep_released_snapshots": int(params.get("keep_released_snapshots", releases.KEEP_RELEASED)),
     }
     return plan, request, []
 
@@ -396,7 +413,8 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
         )
 
     out_of_date = client.training_out_of_date(t)
-    endpoints = client.endpoints_serving(t)
+    release = release_path(client, t, plan)
+    endpoints = [e["name"] for e in release["endpoints"]] if release else client.endpoints_serving(t)
     candidate = (
         point["fingerprint"]
         if training is None
@@ -411,6 +429,7 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
         "training_out_of_date": out_of_date,
         "endpoints": endpoints,
         "staging": staged,
+        "release": release,
         "held_out": (data[HELD_OUT] or {}).get("summary"),
         "training_data": (data[TRAINING] or {}).get("summary"),
     }
@@ -434,16 +453,19 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
     threshold = request.heldOut.threshold
     cache_key = champion_key(point["fingerprint"], held.sha256, threshold)
     cached = None if out_of_date or point["kind"] != "intents-export" else cached_champion(t.key, cache_key)
+    scored_on = None  # in words: what the champion's predictions came from (scored now)
     if state_store.exists(champion_file):  # scored before this retry: what serves now may already be the new model
         predictions, seconds, via = load_predictions(champion_file), 0.0, "earlier try"
     elif cached is not None:
         predictions, seconds, via = load_predictions(cached), 0.0, "cache"
         save_predictions(champion_file, predictions)
     else:
-        predictions, seconds = score_utterances(list(held.utterances), lambda s: client.score(t, s), threshold)
+        scorer, scored_on = champion_scorer(client, t, release, held)
+        predictions, seconds = score_utterances(list(held.utterances), scorer, threshold)
         state_store.write_with(champion_file, lambda local: save_predictions(local, predictions))
         via = "scored"
-        if not out_of_date and point["kind"] == "intents-export":
+        live_flow = scored_on.startswith("the live flow")  # the cache is keyed by the live flow's intents
+        if live_flow and not out_of_date and point["kind"] == "intents-export":
             store_champion(t.key, cache_key, champion_file)
     counts = point.get("intents") and {i["name"]: len(i.get("exampleSentences") or []) for i in point["intents"]}
     audit(
@@ -460,15 +482,52 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
         training_data=training.summary() if training else None,
         endpoints=endpoints,
         staging=staged,
+        release=release,
+        champion_scored_on=scored_on,
     )
     return Captured(
         **common,
         champion_predictions_path=str(champion_file),
         champion_eval_seconds=round(seconds, 2),
         champion_via=via,
+        champion_scored_on=scored_on,
         serving_counts=counts or None,
         serving_version=point.get("versionId"),
     ).to_xcom()
+
+
+def release_path(client: CognigyClient, t: Target, plan: dict[str, Any]) -> dict[str, Any] | None:
+    """rest-v2: how a change reaches the customers of this flow (`releases.ReleasePath`), refusing mixed or
+    unreadable endpoints and, on the snapshot path, an agent whose snapshot limit leaves no room (read-only)."""
+    if not client.v2:
+        return None
+    try:
+        path = releases.release_path(client.v2, t)
+        if path.path == "snapshot":
+            own = released_snapshots(t.project_id)
+            room = releases.room(client.v2, t.project_id, own, keep_last=plan["keep_released_snapshots"])
+            releases.check_room(room, plan["snapshot_limit"])
+    except releases.ReleaseRefused as exc:
+        raise AirflowFailException(f"{t.key}: {exc}") from None
+    return path.to_dict()
+
+
+def champion_scorer(
+    client: CognigyClient, t: Target, release: dict[str, Any] | None, held: Any
+) -> tuple[Callable[[str], Any], str]:
+    """How the champion is scored, and what on (in words). Snapshot path: the serving snapshot itself if the
+    platform scores a snapshot id as a project (not confirmed), else the live flow as it stands before the run."""
+    live = (lambda s: client.score(t, s)), f"the live flow {t.flow_id}"
+    snapshot = (release or {}).get("serving_snapshot")
+    if not snapshot or not held.utterances:
+        return live
+    frozen = replace(t, project_id=snapshot["id"])
+    try:
+        client.score(frozen, held.utterances[0].text)
+    except CognigyError as exc:
+        log.info("snapshot %s could not be scored (%s): scoring the live flow as the champion", snapshot["id"], exc)
+        return live[0], f"the live flow {t.flow_id} (the platform did not score snapshot {snapshot['name']!r})"
+    return (lambda s: client.score(frozen, s)), f"snapshot {snapshot['name']!r}"
 
 
 # --- evaluate ------------------------------------------------------------------------------------------
@@ -495,6 +554,13 @@ def evaluate(target: dict[str, Any], plan: dict[str, Any], waited: Any, **contex
     folder = run_folder(context, plan, target)
     request = request_of(plan)
     client = CognigyHook(plan["conn_id"], plan.get("requests_per_second")).get_client()
+    # Nothing is scored before the platform shows that the judged flow serves the training of the staged intents.
+    proof = client.prove_training(judged, waited.job_id, submitted.fingerprint, wait_seconds=PROOF_WAIT_SECONDS)
+    if not proof.proven:
+        reason = f"not evaluated: the challenger's training is not proven ({proof.why_not()})"
+        audit(context, "validation_failed", plan, target, reason=reason, cognigy_job_id=waited.job_id,
+              training_proof=proof.to_dict())  # fmt: skip
+        return Evaluated(passed=False, training_state="unproven", reason=reason, decided_at=time.time()).to_xcom()
     held = load_frozen(plan["data"][t.locale][HELD_OUT])
     version = waited.version_id
     predictions, seconds = score_utterances(

@@ -8,9 +8,10 @@ happens. Four windows, four fences:
    POST happened looks for it until `settle_seconds` have passed on the SERVER's clock since that POST's
    intent: `TASK_LIST_LAG_SECONDS` (the allowed list lag), plus the connection's request timeout when the
    POST got no HTTP answer at all (a request the server had not yet processed when the client gave up may be
-   processed up to that much later). Only then does it conclude that nothing was started. Should a training
-   show up later anyway (two trainings of the flow/locale since the first intent), the newer one is cancelled
-   and reported as `duplicate_training_cancelled`.
+   processed up to that much later). Only then does it conclude that nothing was started. Should another
+   training of the flow/locale show up anyway, it is reported as `concurrent_training_seen` and never
+   cancelled: nothing proves it is ours. The model is judged only once no training of the flow/locale runs
+   (`include.cognigy.proof`).
 2. Clock skew. The intent's time is the server's `Date` header of the task-list GET made just before the
    POST, so a training's `createdAt` is compared with the server's own clock (margin:
    `model.SERVER_CLOCK_MARGIN_SECONDS`, for the platform's nodes disagreeing and `Date`'s 1 s resolution).
@@ -104,28 +105,16 @@ def earliest(jobs: list[JobStatus]) -> JobStatus:
     return sorted(jobs, key=lambda j: (created_epoch(j) or float("inf"), j.job_id))[0]
 
 
-# --- duplicates ----------------------------------------------------------------------------------------
-def cancel_duplicates(client: Any, keep: JobStatus, others: list[JobStatus], prefix: str) -> list[str]:
-    """Cancel every training in `others` except `keep`; report each (audit when a task context is at hand)."""
-    cancelled = []
+# --- other trainings of the same flow/locale ------------------------------------------------------------
+def report_others(prefix: str, ours: str, others: list[JobStatus]) -> None:
+    """Log and audit trainings of the flow/locale beside ours. They are never cancelled: nothing proves that
+    this run started them (a person, another tool, or a POST of ours whose answer was lost)."""
     for job in others:
-        if job.job_id == keep.job_id:
-            continue
-        try:
-            if not job.terminal:
-                client.cancel(job.job_id)
-        except (BadRequest, NotFound):  # it ended or vanished meanwhile: nothing left to cancel
-            pass
-        cancelled.append(job.job_id)
-        report_duplicate(prefix, keep.job_id, job)
-    return cancelled
-
-
-def report_duplicate(prefix: str, kept: str, job: JobStatus) -> None:
-    log.error(
-        "duplicate_training_cancelled: %s found training %s (created %s) besides %s; cancelled the newer one",
-        prefix, job.job_id, job.created_at, kept,
-    )  # fmt: skip
+        log.warning(
+            "concurrent_training_seen: %s follows training %s; training %s (created %s, %s) of the same flow and "
+            "locale is not cancelled (it cannot be proven to be ours); the model is judged only once none runs",
+            prefix, ours, job.job_id, job.created_at, job.raw_status,
+        )  # fmt: skip
     try:
         from airflow.sdk import get_current_context
 
@@ -133,11 +122,12 @@ def report_duplicate(prefix: str, kept: str, job: JobStatus) -> None:
 
         context = get_current_context()
         task = context["task"]
-        audit(context, "duplicate_training_cancelled", getattr(task, "plan", None), getattr(task, "target", None),
-              purpose=prefix, kept_job_id=kept, cancelled_job_id=job.job_id, cancelled_created_at=job.created_at,
-              outcome="cancelled")  # fmt: skip
+        for job in others:
+            audit(context, "concurrent_training_seen", getattr(task, "plan", None), getattr(task, "target", None),
+                  purpose=prefix, followed_job_id=ours, other_job_id=job.job_id, other_created_at=job.created_at,
+                  other_status=job.raw_status)  # fmt: skip
     except Exception as exc:  # no running Airflow task here (e.g. an in-process harness): the log line stands
-        log.info("duplicate_training_cancelled not audited (%s); the caller finds it in the state", exc)
+        log.info("concurrent_training_seen not audited (%s); the caller finds it in the state", exc)
 
 
 # --- the lease -----------------------------------------------------------------------------------------
@@ -356,8 +346,6 @@ def other_purposes_jobs(state: Any, prefix: str) -> set[str]:
                 continue
             if key.endswith(".job_id"):
                 jobs.add(str(value))
-            elif key.endswith(".duplicates_cancelled"):
-                jobs.update(str(v) for v in value)
     return jobs
 
 
@@ -417,21 +405,15 @@ def attached(
 
 
 def only_one(client: Any, target: Any, state: Any, prefix: str, status: JobStatus) -> JobStatus:
-    """Two trainings of this flow/locale since the purpose's first intent: keep the older, cancel the newer
-    (`duplicate_training_cancelled`), remember both in the state (`<prefix>.duplicates_cancelled`)."""
+    """Follow `status`; other trainings of this flow/locale since the purpose's first intent are recorded
+    (`<prefix>.others_seen`) and audited once each (`concurrent_training_seen`), never cancelled."""
     since = state.get(f"{prefix}.since_server_at")
     if since is None:
         return status
-    others = other_purposes_jobs(state, prefix)
-    seen = {j.job_id: j for j in client.recent_trainings(target, float(since)) if j.job_id not in others}
-    seen.setdefault(status.job_id, status)
-    if len(seen) < 2:
-        return status
-    keep = earliest(list(seen.values()))
-    cancelled = cancel_duplicates(client, keep, list(seen.values()), prefix)
-    earlier = state.get(f"{prefix}.duplicates_cancelled") or []
-    state.set(f"{prefix}.duplicates_cancelled", sorted({*earlier, *cancelled}))
-    state.set(f"{prefix}.job_id", keep.job_id)
-    keep = status if keep.job_id == status.job_id else keep
-    keep.extra["duplicates_cancelled"] = cancelled
-    return keep
+    mine = other_purposes_jobs(state, prefix) | {status.job_id}
+    others = [j for j in client.recent_trainings(target, float(since)) if j.job_id not in mine]
+    known = set(state.get(f"{prefix}.others_seen") or [])
+    if new := [j for j in others if j.job_id not in known]:
+        report_others(prefix, status.job_id, new)
+        state.set(f"{prefix}.others_seen", sorted(known | {j.job_id for j in new}))
+    return status
