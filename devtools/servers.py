@@ -137,6 +137,38 @@ class Emulator(Server):
         resp.raise_for_status()
         return resp.json()
 
+    def _admin(self, method: str, path: str, **kwargs: object) -> dict:
+        resp = requests.request(method, f"{self.url}/_emulator{path}", timeout=60, **kwargs)
+        if resp.status_code >= 400:
+            raise RuntimeError(f"{method} /_emulator{path} failed with {resp.status_code}: {resp.text}")
+        return resp.json()
+
+    def add_snapshot(self, project_id: str, name: str, description: str = "", created_by: str | None = None) -> dict:
+        """A snapshot of the project's current state, at once and without a task (still limited by the
+        max_snapshots knob). Returns {_id, name, description, hash, createdAt, createdBy, isPackaged}."""
+        body: dict = {"projectId": project_id, "name": name, "description": description}
+        if created_by is not None:
+            body["created_by"] = created_by
+        return self._admin("POST", "/snapshots", json=body)
+
+    def endpoint_serving(self, endpoint_id: str) -> dict:
+        """What the endpoint serves now: {endpoint, entrypoint, kind: "project" | "snapshot",
+        snapshot: {_id, name, hash} | None, flow_id, locale (NAME), model_id, version_id}."""
+        return self._admin("GET", f"/endpoints/{endpoint_id}/serving")
+
+    def endpoint_score(self, endpoint_id: str, sentence: str, locale: str | None = None) -> dict:
+        """Scores from the model the endpoint serves (locale NAME, default the endpoint's):
+        {scores: [{id, name, score, negated, ..., flow}] (best first), model_id, version_id}."""
+        body: dict = {"sentence": sentence}
+        if locale is not None:
+            body["locale"] = locale
+        return self._admin("POST", f"/endpoints/{endpoint_id}/score", json=body)
+
+    def endpoint_history(self, endpoint_id: str) -> list[dict]:
+        """Every change of what the endpoint serves, oldest first: [{at (epoch seconds), old_entrypoint,
+        new_entrypoint, old_flow_id, new_flow_id, old_locale_id, new_locale_id}]."""
+        return self._admin("GET", f"/endpoints/{endpoint_id}/history")["entries"]
+
 
 def start_emulator(
     state_dir: Path,

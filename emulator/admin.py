@@ -8,9 +8,13 @@ from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
 from emulator.deps import runtime
+from emulator.ids import object_id
 from emulator.knobs import KnobError
 from emulator.problems import Problem, not_found
+from emulator.rest_api import scores_view
 from emulator.runtime import Runtime
+from emulator.seed import API_USER_ID
+from emulator.snapshots import Served, ServingError, check_snapshot_room, get_endpoint, resolve, serving, snapshot_view
 from emulator.tenant import HEX24, TenantError, build_flow
 
 router = APIRouter(prefix="/_emulator")
@@ -106,7 +110,9 @@ def timeline(rt: Rt, flowId: str, locale: str) -> dict[str, Any]:
     found = rt.store.locale_by_name(flow["project_id"], locale)
     if found is None or rt.store.model_for(flow["id"], found["id"]) is None:
         raise not_found(f"Locale of flow {flowId}", locale)
-    endpoints = [e["name"] for e in rt.store.list_endpoints(flow_id=flow["id"]) if e["active"]]
+    # only endpoints on the project reach the live flow (one on a snapshot serves the frozen version)
+    live = rt.store.list_endpoints(flow_id=flow["id"], entrypoint=flow["project_id"])
+    endpoints = [e["name"] for e in live if e["active"]]
     return {
         "flow_id": flow["id"],
         "locale": found["name"],
@@ -114,3 +120,94 @@ def timeline(rt: Rt, flowId: str, locale: str) -> dict[str, Any]:
         "endpoints": endpoints,
         "entries": rt.store.serving_timeline(flow["id"], found["id"]),
     }
+
+
+# --- snapshots and what endpoints serve -------------------------------------------------------------------
+class AdminSnapshotSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    projectId: str = Field(min_length=1)
+    name: str = Field(min_length=1)
+    description: str = ""
+    created_by: str = API_USER_ID
+
+
+@router.post("/snapshots", status_code=201)
+def add_snapshot(rt: Rt, spec: AdminSnapshotSpec) -> dict[str, Any]:
+    """A snapshot of the project as it is now, without a task (obeys the max_snapshots knob). Answers the
+    snapshot as `GET /snapshots/{id}` does."""
+    if not rt.store.project_exists(spec.projectId):
+        raise not_found("Project", spec.projectId)
+    check_snapshot_room(rt, spec.projectId)
+    now = rt.engine.clock()
+    snapshot = rt.store.create_snapshot(
+        object_id(now),
+        project_id=spec.projectId,
+        name=spec.name,
+        description=spec.description,
+        created_by=spec.created_by,
+        created_at=now,
+        limit=rt.knobs.get().max_snapshots,
+    )
+    return snapshot_view(snapshot)
+
+
+def _serving_view(endpoint_id: str, served: Served) -> dict[str, Any]:
+    snapshot = served.snapshot
+    return {
+        "endpoint": endpoint_id,
+        "entrypoint": served.entrypoint,
+        "kind": "project" if snapshot is None else "snapshot",
+        "snapshot": None
+        if snapshot is None
+        else {"_id": snapshot["id"], "name": snapshot["name"], "hash": snapshot["hash"]},
+        "flow_id": served.flow["id"],
+        "locale": served.locale["name"],
+        "model_id": served.model_id,
+        "version_id": served.version_id,
+    }
+
+
+@router.get("/endpoints/{endpointId}/serving")
+def endpoint_serving(rt: Rt, endpointId: str) -> dict[str, Any]:
+    """What the endpoint serves right now: {endpoint, entrypoint, kind: project|snapshot, snapshot: {_id, name,
+    hash} | null, flow_id, locale (NAME), model_id, version_id (null: nothing trained)}."""
+    return _serving_view(endpointId, serving(rt.store, get_endpoint(rt, endpointId)))
+
+
+class EndpointScoreBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sentence: str = Field(min_length=1)
+    locale: str | None = Field(default=None, min_length=1)  # a locale NAME; default: the endpoint's locale
+
+
+@router.post("/endpoints/{endpointId}/score")
+def endpoint_score(rt: Rt, endpointId: str, body: EndpointScoreBody) -> dict[str, Any]:
+    """Score a sentence with the model the endpoint serves (a snapshot's frozen version or the live one):
+    {scores: [nlu/scores items], model_id, version_id}."""
+    endpoint = get_endpoint(rt, endpointId)
+    served = serving(rt.store, endpoint)
+    if body.locale is not None:
+        locale = rt.store.locale_by_name(endpoint["project_id"], body.locale)
+        try:
+            served = resolve(
+                rt.store,
+                endpoint["project_id"],
+                served.entrypoint,
+                served.flow["id"],
+                (locale or {}).get("id", body.locale),
+            )
+        except ServingError as exc:
+            raise not_found(f"Locale of endpoint {endpointId}", body.locale) from exc
+    scored = scores_view(rt, served.flow, served.locale, served.model_id, served.version_id, body.sentence)
+    return {**scored, "model_id": served.model_id, "version_id": served.version_id}
+
+
+@router.get("/endpoints/{endpointId}/history")
+def endpoint_history(rt: Rt, endpointId: str) -> dict[str, Any]:
+    """Every change of what the endpoint serves, oldest first: {endpoint, entries: [{at (epoch seconds),
+    old_entrypoint, new_entrypoint, old_flow_id, new_flow_id, old_locale_id, new_locale_id}]}."""
+    get_endpoint(rt, endpointId)
+    entries = [{k: v for k, v in row.items() if k != "endpoint_id"} for row in rt.store.endpoint_history(endpointId)]
+    return {"endpoint": endpointId, "entries": entries}

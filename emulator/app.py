@@ -12,7 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from emulator import admin, rest_api, seed, training_jobs
+from emulator import admin, rest_api, seed, snapshots, training_jobs
 from emulator.gateway import RAW_SEND_KEY, Gateway
 from emulator.problems import PROBLEM_MEDIA_TYPE, Problem, problem_body
 from emulator.runtime import EmulatorConfig, Runtime
@@ -94,6 +94,7 @@ def create_app(config: EmulatorConfig) -> FastAPI:
     app.include_router(admin.router)
     app.include_router(rest_api.token_router)
     app.include_router(rest_api.router)
+    app.include_router(snapshots.router)
     app.include_router(training_jobs.token_router)
     app.include_router(training_jobs.router)
     app.add_middleware(Gateway, runtime=runtime, router=app.router)

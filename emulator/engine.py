@@ -21,13 +21,14 @@ from sklearn.pipeline import Pipeline
 from emulator import classifier, seed
 from emulator.ids import intent_id, object_id
 from emulator.knobs import KnobState
-from emulator.store import Store
+from emulator.store import SnapshotLimitError, Store, snapshot_in_use_detail
 from include.data import dataset
 
 log = logging.getLogger("emulator.engine")
 
 QUEUE_SECONDS = 0.3  # queued -> active
 IMPORT_SECONDS = 0.1  # active import -> done
+SNAPSHOT_SECONDS = 1.0  # active createSnapshot / deleteSnapshot -> done
 TICK_SECONDS = 0.05
 TRAINING_LIMIT_SECONDS = 600.0  # Cognigy: an intent training runs at most 10 minutes
 TRAINING_LIMIT_REASON = "Intent training exceeded the 10 minute limit"
@@ -117,7 +118,7 @@ class Engine:
         *,
         dialect: str,
         task_type: str,
-        model: Mapping[str, Any],
+        model: Mapping[str, Any] | None,
         project_id: str,
         parameters: dict[str, Any],
         payload: dict[str, Any] | None,
@@ -137,9 +138,9 @@ class Engine:
                 "dialect": dialect,
                 "type": task_type,
                 "project_id": project_id,
-                "flow_id": model["flow_id"],
-                "locale_id": model["locale_id"],
-                "model_id": model["id"],
+                "flow_id": model["flow_id"] if model else "",  # '': a project-wide task (snapshots)
+                "locale_id": model["locale_id"] if model else "",
+                "model_id": model["id"] if model else "",
                 "status": "queued",
                 "parameters": parameters,
                 "payload": payload,
@@ -217,10 +218,18 @@ class Engine:
             return
         if now < started + duration:
             return
-        if task["type"] == "importIntents":
-            self._finish_import(task, now)
-        else:
-            self._finish_training(task, now)
+        finishers = {
+            "importIntents": self._finish_import,
+            "createSnapshot": self._finish_create_snapshot,
+            "deleteSnapshot": self._finish_delete_snapshot,
+        }
+        finishers.get(task["type"], self._finish_training)(task, now)
+
+    def _mark_done(self, task: Mapping[str, Any], now: float) -> bool:
+        """active -> done; False when the task is no longer active (cancelled, or the emulator was reset)."""
+        return self.store.update_task(
+            task["id"], only_if_status=("active",), status="done", finished_at=now, last_changed=now, current_step=100
+        )
 
     def _fail(self, task: Mapping[str, Any], reason: str, now: float) -> None:
         step = self.current_step(task, now)
@@ -263,14 +272,7 @@ class Engine:
             return
         finished = self.clock()
         with self.store.transaction():
-            if not self.store.update_task(
-                task["id"],
-                only_if_status=("active",),
-                status="done",
-                finished_at=finished,
-                last_changed=finished,
-                current_step=100,
-            ):
+            if not self._mark_done(task, finished):
                 return  # cancelled (or the emulator was reset) while fitting: discard the model
             self.store.add_version(
                 task["model_id"], task["version_id"], task["id"], finished, blob, report, counts, revision
@@ -292,15 +294,38 @@ class Engine:
             if (violation := limit_violation(result)) is not None:
                 self._fail(task, violation, now)
                 return
-            if self.store.update_task(
-                task["id"],
-                only_if_status=("active",),
-                status="done",
-                finished_at=now,
-                last_changed=now,
-                current_step=100,
-            ):
+            if self._mark_done(task, now):
                 self.store.replace_intents(task["flow_id"], task["locale_id"], result)
+
+    def _finish_create_snapshot(self, task: Mapping[str, Any], now: float) -> None:
+        """The snapshot freezes the project as it is when the task finishes; the limit is checked again here."""
+        parameters = task["parameters"]
+        try:
+            with self.store.transaction():
+                if self._mark_done(task, now):
+                    self.store.create_snapshot(
+                        object_id(now),
+                        project_id=task["project_id"],
+                        name=parameters["name"],
+                        description=parameters["description"],
+                        created_by=task["created_by"],
+                        created_at=now,
+                        limit=self.knobs.get().max_snapshots,
+                        task_id=task["id"],
+                    )
+        except SnapshotLimitError as exc:  # the transaction (and the done) rolled back
+            self._fail(task, str(exc), now)
+
+    def _finish_delete_snapshot(self, task: Mapping[str, Any], now: float) -> None:
+        snapshot_id = task["parameters"]["snapshotId"]
+        with self.store.transaction():
+            pointing = self.store.list_endpoints(entrypoint=snapshot_id)
+            if self.store.get_snapshot(snapshot_id) is None:
+                self._fail(task, f"Snapshot '{snapshot_id}' not found", now)
+            elif pointing:  # an endpoint was switched to it after the DELETE was accepted
+                self._fail(task, snapshot_in_use_detail(snapshot_id, pointing), now)
+            elif self._mark_done(task, now):
+                self.store.delete_snapshot(snapshot_id)
 
     # --- models ---------------------------------------------------------------------------------------
     def pipeline(self, model_id: str, version_id: str) -> Pipeline | None:

@@ -58,6 +58,7 @@ class Knobs(BaseModel):
     fail_next_trainings: int = Field(default=0, ge=0)
     fail_reason: str = DEFAULT_FAIL_REASON
     fail_next_imports: int = Field(default=0, ge=0)
+    max_snapshots: int = Field(default=10, ge=0)  # per project (agent); dedicated installations may raise it
     latency_ms: int = Field(default=0, ge=0)
     rate_limit_requests: int | None = Field(default=1000, ge=1)
     rate_limit_window_seconds: float = Field(default=300.0, gt=0)

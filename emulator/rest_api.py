@@ -1,7 +1,7 @@
 """The real dialect: NICE Cognigy.AI REST API v2.0 (the server side of `include/cognigy/rest_v2.py`).
 
-Every response shape of this dialect is built in this module, so a real tenant's answers can correct it
-in one place.
+Every response shape of this dialect is built in this module (snapshots and endpoints in `emulator/snapshots.py`),
+so a real tenant's answers can correct it in one place.
 """
 
 from __future__ import annotations
@@ -71,19 +71,27 @@ def locale_view(locale: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def endpoint_view(rt: Runtime, endpoint: dict[str, Any]) -> dict[str, Any]:
-    # `flowId` is the served flow's referenceId (UUID) here; a real tenant may answer the flow's `_id` instead
-    # (the client accepts either).
-    flow = rt.store.get_flow(endpoint["flow_id"])
+def scores_view(
+    rt: Runtime, flow: dict[str, Any], locale: dict[str, Any], model_id: str, version_id: str | None, sentence: str
+) -> dict[str, Any]:
+    """The nlu/scores answer from one model version (live or frozen in a snapshot); 409 when none is trained."""
+    pipeline = None if version_id is None else rt.engine.pipeline(model_id, version_id)
+    if pipeline is None:
+        raise Problem(409, f"Flow '{flow['id']}' has no trained NLU model for locale '{locale['id']}'")
     return {
-        "_id": endpoint["id"],
-        "referenceId": endpoint["reference_id"],
-        "name": endpoint["name"],
-        "channel": endpoint["channel"],
-        "flowId": flow["reference_id"] if flow else endpoint["flow_id"],
-        "active": endpoint["active"],
-        "projectId": endpoint["project_id"],
-        "URLToken": endpoint["url_token"],
+        "scores": [
+            {
+                "id": intent_id(flow["id"], locale["id"], name),
+                "name": name,
+                "score": score,
+                "negated": False,
+                "confirmationSentence": None,
+                "confirmationSentences": [],
+                "disambiguationSentence": None,
+                "flow": flow["reference_id"],
+            }
+            for name, score in classifier.score(pipeline, sentence)
+        ]
     }
 
 
@@ -227,23 +235,6 @@ def list_locales(
     if not rt.store.project_exists(projectId):
         raise not_found("Project", projectId)
     items = [locale_view(locale) for locale in rt.store.list_locales(projectId)]
-    limit_, skip_ = page_window(limit, skip, next, previous)
-    return page(items[skip_ : skip_ + limit_], len(items), limit_, skip_)
-
-
-# --- endpoints --------------------------------------------------------------------------------------
-@router.get("/endpoints")
-def list_endpoints(
-    rt: Rt,
-    projectId: str,
-    limit: int | None = None,
-    skip: int | None = None,
-    next: str | None = None,
-    previous: str | None = None,
-) -> dict[str, Any]:
-    if not rt.store.project_exists(projectId):
-        raise not_found("Project", projectId)
-    items = [endpoint_view(rt, endpoint) for endpoint in rt.store.list_endpoints(project_id=projectId)]
     limit_, skip_ = page_window(limit, skip, next, previous)
     return page(items[skip_ : skip_ + limit_], len(items), limit_, skip_)
 
@@ -444,23 +435,4 @@ def nlu_scores(rt: Rt, projectId: str, body: ScoresBody) -> dict[str, Any]:
     if locale is None or locale["project_id"] != projectId:
         raise not_found("Locale with referenceId", body.localeReferenceId)
     model = _model(rt, flow, locale)
-    pipeline = None
-    if model["active_version_id"] is not None:
-        pipeline = rt.engine.pipeline(model["id"], model["active_version_id"])
-    if pipeline is None:
-        raise Problem(409, f"Flow '{flow['id']}' has no trained NLU model for locale '{locale['id']}'")
-    return {
-        "scores": [
-            {
-                "id": intent_id(flow["id"], locale["id"], name),
-                "name": name,
-                "score": score,
-                "negated": False,
-                "confirmationSentence": None,
-                "confirmationSentences": [],
-                "disambiguationSentence": None,
-                "flow": body.flowReferenceId,
-            }
-            for name, score in classifier.score(pipeline, body.sentence)
-        ]
-    }
+    return scores_view(rt, flow, locale, model["id"], model["active_version_id"], body.sentence)

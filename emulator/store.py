@@ -6,6 +6,7 @@ tokens are kept only as SHA-256 hashes.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 import threading
@@ -44,10 +45,25 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE INDEX IF NOT EXISTS tasks_by_created ON tasks (created_at);
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_by_idempotency ON tasks (idempotency_key);
 -- Cognigy endpoints: the channels customers talk to; each serves one flow
+-- entrypoint: the project id (the live flows) or a snapshot id; locale_id NULL: the flow's primary locale
 CREATE TABLE IF NOT EXISTS endpoints (
     id TEXT PRIMARY KEY, reference_id TEXT UNIQUE NOT NULL, name TEXT NOT NULL, channel TEXT NOT NULL,
     flow_id TEXT NOT NULL, project_id TEXT NOT NULL, active INTEGER NOT NULL, url_token TEXT NOT NULL,
-    position INTEGER NOT NULL);
+    position INTEGER NOT NULL, entrypoint TEXT NOT NULL DEFAULT '', locale_id TEXT);
+-- every change of what an endpoint serves (entrypoint, flow or locale; locales resolved, never NULL)
+CREATE TABLE IF NOT EXISTS endpoint_history (
+    endpoint_id TEXT NOT NULL, at REAL NOT NULL, old_entrypoint TEXT NOT NULL, new_entrypoint TEXT NOT NULL,
+    old_flow_id TEXT NOT NULL, new_flow_id TEXT NOT NULL, old_locale_id TEXT NOT NULL, new_locale_id TEXT NOT NULL);
+-- snapshots: immutable; per flow and locale the model version that served at creation and the intents
+CREATE TABLE IF NOT EXISTS snapshots (
+    id TEXT PRIMARY KEY, project_id TEXT NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL,
+    hash TEXT NOT NULL, created_at REAL NOT NULL, created_by TEXT NOT NULL, task_id TEXT);
+CREATE TABLE IF NOT EXISTS snapshot_flows (
+    snapshot_id TEXT NOT NULL, id TEXT NOT NULL, reference_id TEXT NOT NULL, name TEXT NOT NULL,
+    project_id TEXT NOT NULL, primary_locale_id TEXT NOT NULL, PRIMARY KEY (snapshot_id, id));
+CREATE TABLE IF NOT EXISTS snapshot_models (
+    snapshot_id TEXT NOT NULL, flow_id TEXT NOT NULL, locale_id TEXT NOT NULL, model_id TEXT NOT NULL,
+    version_id TEXT, intents TEXT NOT NULL, PRIMARY KEY (snapshot_id, flow_id, locale_id));
 -- serving timeline: one row per period a model version served a flow/locale (until NULL = still serving)
 CREATE TABLE IF NOT EXISTS serving (
     flow_id TEXT NOT NULL, locale_id TEXT NOT NULL, model_id TEXT NOT NULL, version_id TEXT NOT NULL,
@@ -57,7 +73,26 @@ CREATE TABLE IF NOT EXISTS tokens (
     token_hash TEXT PRIMARY KEY, audience TEXT NOT NULL, scopes TEXT NOT NULL, expires_at REAL NOT NULL);
 """
 
-TENANT_TABLES = ("meta", "flows", "locales", "models", "intents", "versions", "tasks", "endpoints", "serving")
+TENANT_TABLES = (
+    "meta",
+    "flows",
+    "locales",
+    "models",
+    "intents",
+    "versions",
+    "tasks",
+    "endpoints",
+    "serving",
+    "endpoint_history",
+    "snapshots",
+    "snapshot_flows",
+    "snapshot_models",
+)
+# columns added after the first release: (table, column, declaration) for state dirs created before them
+ADDED_COLUMNS = (
+    ("endpoints", "entrypoint", "TEXT NOT NULL DEFAULT ''"),
+    ("endpoints", "locale_id", "TEXT"),
+)
 JSON_TASK_COLUMNS = ("parameters", "payload")
 OPEN_STATUSES = ("queued", "active", "cancelling")
 VERSION_COLUMNS_WITHOUT_BLOB = (
@@ -74,6 +109,25 @@ def _task(row: sqlite3.Row | None) -> dict[str, Any] | None:
     return task
 
 
+class SnapshotLimitError(ValueError):
+    """The project already has as many snapshots as allowed (the message says the limit)."""
+
+
+def snapshot_limit_detail(project_id: str, count: int, limit: int) -> str:
+    return f"Snapshot limit reached: project '{project_id}' has {count} snapshots; at most {limit} per project"
+
+
+def snapshot_in_use_detail(snapshot_id: str, endpoints: Sequence[Mapping[str, Any]]) -> str:
+    named = ", ".join(f"'{e['name']}' ({e['id']})" for e in endpoints)
+    return f"Snapshot '{snapshot_id}' cannot be deleted: it is the entrypoint of endpoints {named}"
+
+
+def contents_hash(contents: Sequence[Mapping[str, Any]]) -> str:
+    """sha256 over the canonical JSON of a snapshot's frozen contents (same contents, same hash)."""
+    canonical = json.dumps(contents, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +138,14 @@ class Store:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(SCHEMA)
+            self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        for table, column, declaration in ADDED_COLUMNS:
+            present = {row["name"] for row in self._conn.execute(f"PRAGMA table_info({table})")}
+            if column not in present:
+                self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        self._conn.execute("UPDATE endpoints SET entrypoint = project_id WHERE entrypoint = ''")
 
     def close(self) -> None:
         with self.lock:
@@ -160,8 +222,12 @@ class Store:
         """Delete a flow with its models, intents, versions, serving timeline and endpoints; cancel its open tasks."""
         with self.transaction() as conn:
             models = [r["id"] for r in conn.execute("SELECT id FROM models WHERE flow_id = ?", (flow_id,))]
-            for model_id in models:
-                conn.execute("DELETE FROM versions WHERE model_id = ?", (model_id,))
+            for model_id in models:  # versions frozen in a snapshot stay (a snapshot is immutable)
+                conn.execute(
+                    "DELETE FROM versions WHERE model_id = ? AND NOT EXISTS (SELECT 1 FROM snapshot_models s "
+                    "WHERE s.model_id = versions.model_id AND s.version_id = versions.version_id)",
+                    (model_id,),
+                )
             for table in ("models", "intents", "serving", "endpoints"):
                 conn.execute(f"DELETE FROM {table} WHERE flow_id = ?", (flow_id,))
             conn.execute(
@@ -198,22 +264,180 @@ class Store:
         url_token: str,
         active: bool = True,
     ) -> None:
+        """A new endpoint serves the project's live flow in the flow's primary locale."""
         with self.transaction() as conn:
             position = conn.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM endpoints").fetchone()[0]
             conn.execute(
-                "INSERT INTO endpoints VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (endpoint_id, reference_id, name, channel, flow_id, project_id, int(active), url_token, position),
+                "INSERT INTO endpoints (id, reference_id, name, channel, flow_id, project_id, active, url_token, "
+                "position, entrypoint, locale_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)",
+                (
+                    endpoint_id,
+                    reference_id,
+                    name,
+                    channel,
+                    flow_id,
+                    project_id,
+                    int(active),
+                    url_token,
+                    position,
+                    project_id,
+                ),
             )
 
-    def list_endpoints(self, project_id: str | None = None, flow_id: str | None = None) -> list[dict[str, Any]]:
+    def list_endpoints(
+        self, project_id: str | None = None, flow_id: str | None = None, entrypoint: str | None = None
+    ) -> list[dict[str, Any]]:
         where, args = [], []
-        for column, value in (("project_id", project_id), ("flow_id", flow_id)):
+        for column, value in (("project_id", project_id), ("flow_id", flow_id), ("entrypoint", entrypoint)):
             if value is not None:
                 where.append(f"{column} = ?")
                 args.append(value)
         condition = f"WHERE {' AND '.join(where)}" if where else ""
         rows = self._all(f"SELECT * FROM endpoints {condition} ORDER BY position", *args)
         return [{**dict(r), "active": bool(r["active"])} for r in rows]
+
+    def get_endpoint(self, endpoint_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM endpoints WHERE id = ?", endpoint_id)
+        return None if row is None else {**dict(row), "active": bool(row["active"])}
+
+    def update_endpoint(
+        self,
+        endpoint_id: str,
+        changes: Mapping[str, Any],
+        at: float,
+        served: tuple[Sequence[str], Sequence[str]] | None = None,
+    ) -> None:
+        """Set columns of an endpoint; `served` = ((entrypoint, flow_id, locale_id) before, after) is recorded in
+        the endpoint history when what it serves changed."""
+        with self.transaction() as conn:
+            if changes:
+                assignments = ", ".join(f"{column} = ?" for column in changes)
+                values = [int(v) if isinstance(v, bool) else v for v in changes.values()]
+                conn.execute(f"UPDATE endpoints SET {assignments} WHERE id = ?", (*values, endpoint_id))
+            if served is not None and tuple(served[0]) != tuple(served[1]):
+                (old_entry, old_flow, old_locale), (new_entry, new_flow, new_locale) = served
+                conn.execute(
+                    "INSERT INTO endpoint_history VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (endpoint_id, at, old_entry, new_entry, old_flow, new_flow, old_locale, new_locale),
+                )
+
+    def endpoint_history(self, endpoint_id: str) -> list[dict[str, Any]]:
+        rows = self._all("SELECT * FROM endpoint_history WHERE endpoint_id = ? ORDER BY at, rowid", endpoint_id)
+        return [dict(r) for r in rows]
+
+    # --- snapshots ----------------------------------------------------------------------------------
+    def create_snapshot(
+        self,
+        snapshot_id: str,
+        *,
+        project_id: str,
+        name: str,
+        description: str,
+        created_by: str,
+        created_at: float,
+        limit: int,
+        task_id: str | None = None,
+    ) -> dict[str, Any]:
+        """Freeze every flow of the project: per locale the serving model version (versions are immutable) and
+        the intents. Raises SnapshotLimitError when the project already has `limit` snapshots."""
+        with self.transaction() as conn:
+            count = conn.execute("SELECT COUNT(*) FROM snapshots WHERE project_id = ?", (project_id,)).fetchone()[0]
+            if count >= limit:
+                raise SnapshotLimitError(snapshot_limit_detail(project_id, count, limit))
+            contents = []
+            for flow in self.list_flows(project_id):
+                models = conn.execute(
+                    "SELECT * FROM models WHERE flow_id = ? ORDER BY locale_id", (flow["id"],)
+                ).fetchall()
+                locales = [
+                    {
+                        "locale_id": model["locale_id"],
+                        "model_id": model["id"],
+                        "version_id": model["active_version_id"],
+                        "intents": self.intents(flow["id"], model["locale_id"]),
+                    }
+                    for model in models
+                ]
+                contents.append({"flow": flow, "locales": locales})
+            conn.execute(
+                "INSERT INTO snapshots VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (snapshot_id, project_id, name, description, contents_hash(contents), created_at, created_by, task_id),
+            )
+            for entry in contents:
+                flow = entry["flow"]
+                conn.execute(
+                    "INSERT INTO snapshot_flows VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        snapshot_id,
+                        flow["id"],
+                        flow["reference_id"],
+                        flow["name"],
+                        project_id,
+                        flow["primary_locale_id"],
+                    ),
+                )
+                conn.executemany(
+                    "INSERT INTO snapshot_models VALUES (?, ?, ?, ?, ?, ?)",
+                    [
+                        (
+                            snapshot_id,
+                            flow["id"],
+                            locale["locale_id"],
+                            locale["model_id"],
+                            locale["version_id"],
+                            json.dumps(locale["intents"]),
+                        )
+                        for locale in entry["locales"]
+                    ],
+                )
+        snapshot = self.get_snapshot(snapshot_id)
+        assert snapshot is not None
+        return snapshot
+
+    def get_snapshot(self, snapshot_id: str) -> dict[str, Any] | None:
+        row = self._one("SELECT * FROM snapshots WHERE id = ?", snapshot_id)
+        return None if row is None else dict(row)
+
+    def count_snapshots(self, project_id: str) -> int:
+        return self._one("SELECT COUNT(*) AS n FROM snapshots WHERE project_id = ?", project_id)["n"]
+
+    def list_snapshots(self, project_id: str, limit: int, skip: int) -> tuple[list[dict[str, Any]], int]:
+        """Oldest first."""
+        rows = self._all(
+            "SELECT * FROM snapshots WHERE project_id = ? ORDER BY created_at, rowid LIMIT ? OFFSET ?",
+            project_id,
+            limit,
+            skip,
+        )
+        return [dict(r) for r in rows], self.count_snapshots(project_id)
+
+    def delete_snapshot(self, snapshot_id: str) -> None:
+        with self.transaction() as conn:
+            for table, column in (("snapshot_models", "snapshot_id"), ("snapshot_flows", "snapshot_id")):
+                conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (snapshot_id,))
+            conn.execute("DELETE FROM snapshots WHERE id = ?", (snapshot_id,))
+
+    def snapshot_flow(self, snapshot_id: str, flow_id: str) -> dict[str, Any] | None:
+        """A flow frozen in the snapshot, found by its `_id` or its `referenceId`."""
+        row = self._one(
+            "SELECT id, reference_id, name, project_id, primary_locale_id FROM snapshot_flows "
+            "WHERE snapshot_id = ? AND (id = ? OR reference_id = ?)",
+            snapshot_id,
+            flow_id,
+            flow_id,
+        )
+        return None if row is None else dict(row)
+
+    def snapshot_model(self, snapshot_id: str, flow_id: str, locale_id: str) -> dict[str, Any] | None:
+        """{model_id, version_id (None: the flow was not trained in that locale), intents} frozen in a snapshot."""
+        row = self._one(
+            "SELECT model_id, version_id, intents FROM snapshot_models "
+            "WHERE snapshot_id = ? AND flow_id = ? AND locale_id = ?",
+            snapshot_id,
+            flow_id,
+            locale_id,
+        )
+        return None if row is None else {**dict(row), "intents": json.loads(row["intents"])}
 
     # --- models (one per flow + locale) -------------------------------------------------------------
     def add_model(self, model_id: str, flow_id: str, locale_id: str) -> None:
