@@ -15,12 +15,19 @@ Two pieces:
   above the bulk watermark until no poll waits). So a small reserve (5 %) is enough: scoring soaks up all the
   rest, and a finished training is still seen at once.
 - `TokenBucket`: a per-process token bucket, kept as the optional per-task cap (`requests_per_second`).
+
+When the budget store (Redis, the SQLite file) does not answer, nothing is sent (fail closed): `acquire` and
+`aacquire` ask again with backoff for up to `outage_seconds` (or their `timeout`), then raise
+`BudgetStoreUnavailable`, which names the store (never its password). A Redis that restarted has forgotten the
+Lua script of the log; it is loaded again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import logging
 import math
 import os
 import random
@@ -30,12 +37,48 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from include.cognigy.errors import TransientError
+from include.records.redaction import redact_text, register_secret
+
+log = logging.getLogger(__name__)
 
 POLL = "poll"
 BULK = "bulk"
 STORAGE_ENV = "COGNIGY_RATE_LIMIT_STORAGE"
 DEFAULT_REQUESTS = 1000
 DEFAULT_PER_SECONDS = 300.0
+STORE_OUTAGE_SECONDS = 60.0  # how long one acquire waits for an unreachable budget store before failing closed
+STORE_BACKOFF = (0.25, 5.0)  # first and longest pause between asks while the store does not answer
+
+
+class BudgetStoreUnavailable(TransientError):
+    """The shared budget's store (Redis, the SQLite file) did not answer: nothing was sent to Cognigy."""
+
+
+def store_errors() -> tuple[type[BaseException], ...]:
+    """What a budget store raises while it is briefly unreachable (down, restarting, loading, locked)."""
+    errors: list[type[BaseException]] = [sqlite3.OperationalError]
+    try:
+        import redis
+
+        errors += [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError]  # BusyLoadingError included
+    except ModuleNotFoundError:
+        pass
+    return tuple(errors)
+
+
+def display_storage(url: str) -> str:
+    """The storage URL without its password (redis://user:***@host:6379/0)."""
+    parts = urlsplit(url)
+    if not parts.password:
+        return url
+    register_secret(parts.password)
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class TokenBucket:
@@ -259,18 +302,31 @@ class _SQLiteBackend(_Backend):
 class _RedisBackend(_Backend):
     def __init__(self, url: str, key: str, limit: TenantLimit) -> None:
         import redis
-        from pyrate_limiter import Rate, RedisBucket
+        from pyrate_limiter import Rate
 
         window_ms = int(limit.window_seconds * 1000)
-        self.redis = redis.Redis.from_url(url)
+        # Bounded timeouts: a store that hangs must not hang a task or the triggerer's poll.
+        self.redis = redis.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=5)
         self._log_key = f"cognigy-budget:{key}"
         self._blocked_key = f"cognigy-budget-blocked:{key}"
-        self.poll = RedisBucket.init([Rate(limit.budget, window_ms)], self.redis, self._log_key)
-        self.bulk = RedisBucket.init([Rate(limit.bulk_budget, window_ms)], self.redis, self._log_key)
+        self._rates = ([Rate(limit.budget, window_ms)], [Rate(limit.bulk_budget, window_ms)])
+        self._load_script()
         self._ttl_ms = window_ms * 2
 
+    def _load_script(self) -> None:
+        from pyrate_limiter import RedisBucket
+
+        self.poll = RedisBucket.init(self._rates[0], self.redis, self._log_key)
+        self.bulk = RedisBucket.init(self._rates[1], self.redis, self._log_key)
+
     def put(self, kind: str, now_ms: int) -> int:
-        wait = super().put(kind, now_ms)
+        import redis
+
+        try:
+            wait = super().put(kind, now_ms)
+        except redis.exceptions.NoScriptError:  # a restarted Redis has forgotten the log's Lua script
+            self._load_script()
+            wait = super().put(kind, now_ms)
         if wait == 0:
             self.redis.pexpire(self._log_key, self._ttl_ms)  # an idle tenant's log goes away by itself
         return wait
@@ -284,15 +340,17 @@ class _RedisBackend(_Backend):
         self.redis.expireat(self._blocked_key, int(until) + 60)
 
 
-def _open_backend(url: str, key: str, limit: TenantLimit) -> _Backend:
+def _open_backend(url: str, key: str, limit: TenantLimit, connect: bool = True) -> _Backend | None:
+    """The backend for a storage URL (`connect=False`: only check the URL)."""
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     if url.startswith(("redis://", "rediss://", "unix://")):
-        return _RedisBackend(url, key, limit)
+        return _RedisBackend(url, key, limit) if connect else None
     if url.startswith("sqlite:///"):
-        return _SQLiteBackend(sqlite_path(url), f"budget_{digest}", limit)
+        return _SQLiteBackend(sqlite_path(url), f"budget_{digest}", limit) if connect else None
     if url in ("memory://", "memory"):
-        return _SQLiteBackend(":memory:", f"budget_{digest}", limit)
-    raise ValueError(f"rate limit storage {url!r}: use redis://host:port/db, sqlite:///path or memory://")
+        return _SQLiteBackend(":memory:", f"budget_{digest}", limit) if connect else None
+    shown = display_storage(url)
+    raise ValueError(f"rate limit storage {shown!r}: use redis://host:port/db, sqlite:///path or memory://")
 
 
 # --- the shared budget --------------------------------------------------------------------------------------
@@ -300,42 +358,103 @@ class TenantBudget:
     """One tenant's request budget, shared through the backend by every process using the same key and URL."""
 
     def __init__(
-        self, key: str, limit: TenantLimit, storage: str = "memory://", *, clock=time.time, sleep=time.sleep
+        self,
+        key: str,
+        limit: TenantLimit,
+        storage: str = "memory://",
+        *,
+        clock=time.time,
+        sleep=time.sleep,
+        outage_seconds: float = STORE_OUTAGE_SECONDS,
     ) -> None:
         self.key = key
         self.limit = limit
         self.storage = storage
-        self._backend = _open_backend(storage, key, limit)
+        self.outage_seconds = outage_seconds
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()  # pyrate-limiter buckets keep the last verdict on the instance
         self._puts = 0
         self.acquired = {POLL: 0, BULK: 0}
         self.waited_seconds = {POLL: 0.0, BULK: 0.0}
+        self.store_failures = 0  # asks the store did not answer (each one paused and asked again, or failed closed)
+        self._backend: _Backend | None = None
+        _open_backend(storage, key, limit, connect=False)  # a wrong URL is a configuration error: raise now
+        with contextlib.suppress(BudgetStoreUnavailable):  # a store that is down now is opened on the next ask
+            self._store(lambda backend: None)
+
+    def _store(self, op):
+        """Run `op(backend)`; an unreachable store (opening it included) raises `BudgetStoreUnavailable`."""
+        try:
+            if self._backend is None:
+                self._backend = _open_backend(self.storage, self.key, self.limit)
+            return op(self._backend)
+        except store_errors() as exc:
+            self.store_failures += 1
+            cause = redact_text(f"{type(exc).__name__}: {exc}")[:300]
+            raise BudgetStoreUnavailable(
+                f"the tenant's rate-limit budget store {display_storage(self.storage)} is unreachable ({cause}); "
+                "nothing was sent to Cognigy"
+            ) from None
 
     def try_acquire(self, kind: str = BULK) -> float:
-        """Take one request now (returns 0.0), or return how many seconds to wait before asking again."""
+        """Take one request now (returns 0.0), or return how many seconds to wait before asking again.
+        `BudgetStoreUnavailable` when the store does not answer."""
         now = self._clock()
+        kind = POLL if kind == POLL else BULK
         with self._lock:
-            blocked = self._backend.blocked_until() - now
-            if blocked > 0:
-                return blocked
-            wait_ms = self._backend.put(POLL if kind == POLL else BULK, int(now * 1000))
-            if wait_ms == 0:
-                self.acquired[POLL if kind == POLL else BULK] += 1
+
+            def put(backend: _Backend) -> float:
+                blocked = backend.blocked_until() - now
+                return blocked if blocked > 0 else -backend.put(kind, int(now * 1000)) / 1000
+
+            wait = self._store(put)
+            if wait > 0:
+                return wait  # a 429's pause
+            if wait == 0:
+                self.acquired[kind] += 1
                 self._puts += 1
                 if self._puts % 200 == 0:
-                    self._backend.leak(int(now * 1000))
+                    self._store(lambda backend: backend.leak(int(now * 1000)))
                 return 0.0
         # Spread the waiters a little, so they do not all come back in the same millisecond.
-        return wait_ms / 1000 * random.uniform(1.0, 1.15) + 0.005
+        return -wait * random.uniform(1.0, 1.15) + 0.005
+
+    def _outage_pause(self, exc: BudgetStoreUnavailable, failures: int, down_since: float, limit: float) -> float:
+        """The pause before asking an unreachable store again (backoff with jitter), or raise past `limit`."""
+        down_for = self._clock() - down_since
+        pause = min(STORE_BACKOFF[1], STORE_BACKOFF[0] * 2 ** (failures - 1)) * random.uniform(0.75, 1.0)
+        if down_for + pause > limit:
+            raise BudgetStoreUnavailable(f"{exc}; gave up after {down_for:.1f} s (fail closed)") from None
+        if failures == 1:
+            log.warning("%s; asking again with backoff for up to %.0f s", exc, limit)
+        return pause
+
+    def _next_wait(self, kind: str, started: float, timeout: float | None, outage: list) -> float:
+        """One ask: 0 (admitted), a wait (room or a store outage), or raise (timeout, outage too long)."""
+        try:
+            wait = self.try_acquire(kind)
+        except BudgetStoreUnavailable as exc:
+            if not outage:
+                outage[:] = [self._clock(), 0]
+            outage[1] += 1
+            limit = self.outage_seconds  # from the outage's start; a `timeout` counts from the ask's
+            if timeout is not None:
+                limit = min(limit, timeout - (outage[0] - started))
+            return self._outage_pause(exc, outage[1], outage[0], limit)
+        if outage:
+            log.warning("the budget store answers again after %.1f s", self._clock() - outage[0])
+            outage.clear()
+        if wait > 0 and timeout is not None and self._clock() + wait - started > timeout:
+            raise TimeoutError(f"no room in the tenant budget within {timeout:g} s ({self.limit.describe()})")
+        return wait
 
     def acquire(self, kind: str = BULK, timeout: float | None = None) -> float:
-        """Block until one request may be sent; returns the seconds waited. TimeoutError past `timeout`."""
+        """Block until one request may be sent; returns the seconds waited. TimeoutError past `timeout`;
+        `BudgetStoreUnavailable` when the store stays unreachable past `outage_seconds` (or `timeout`)."""
         started = self._clock()
-        while (wait := self.try_acquire(kind)) > 0:
-            if timeout is not None and self._clock() + wait - started > timeout:
-                raise TimeoutError(f"no room in the tenant budget within {timeout:g} s ({self.limit.describe()})")
+        outage: list = []
+        while (wait := self._next_wait(kind, started, timeout, outage)) > 0:
             self._sleep(wait)
         waited = self._clock() - started
         self.waited_seconds[POLL if kind == POLL else BULK] += waited
@@ -344,9 +463,8 @@ class TenantBudget:
     async def aacquire(self, kind: str = POLL, timeout: float | None = None) -> float:
         """`acquire` for the triggerer's event loop: the backend call runs in a thread, the wait is async."""
         started = self._clock()
-        while (wait := await asyncio.to_thread(self.try_acquire, kind)) > 0:
-            if timeout is not None and self._clock() + wait - started > timeout:
-                raise TimeoutError(f"no room in the tenant budget within {timeout:g} s ({self.limit.describe()})")
+        outage: list = []
+        while (wait := await asyncio.to_thread(self._next_wait, kind, started, timeout, outage)) > 0:
             await asyncio.sleep(wait)
         waited = self._clock() - started
         self.waited_seconds[POLL if kind == POLL else BULK] += waited
@@ -354,16 +472,24 @@ class TenantBudget:
 
     def block_for(self, seconds: float | None) -> None:
         """A 429: nobody sharing this budget sends before `seconds` from now (default 1 s)."""
-        self._backend.block_until(self._clock() + (seconds if seconds and seconds > 0 else 1.0))
+        until = self._clock() + (seconds if seconds and seconds > 0 else 1.0)
+        try:
+            self._store(lambda backend: backend.block_until(until))
+        except BudgetStoreUnavailable as exc:  # the caller still honours the 429 itself (its own retry wait)
+            log.warning("%s: the 429 pause is not shared", exc)
 
     def blocked_for(self) -> float:
-        return max(0.0, self._backend.blocked_until() - self._clock())
+        return max(0.0, self._store(lambda backend: backend.blocked_until()) - self._clock())
 
     def in_window(self) -> int:
         """Entries in the shared log (including some older than the window until they are leaked)."""
         with self._lock:
-            self._backend.leak(int(self._clock() * 1000))
-            return self._backend.count()
+
+            def count(backend: _Backend) -> int:
+                backend.leak(int(self._clock() * 1000))
+                return backend.count()
+
+            return self._store(count)
 
     # The pacer interface `Transport` calls.
     def acquire_request(self, kind: str = BULK) -> None:

@@ -16,7 +16,9 @@ X-API-Key) and a request id. Nothing else of a connection (its login, password o
 
 Pacing: before each request the transport waits for its pacer (`include.cognigy.rate_limit`: the tenant's shared
 budget, plus an optional per-task cap); a status GET asks as a poll (priority), everything else as bulk. A 429
-tells the pacer, which pauses every process sharing the budget for the `Retry-After`.
+tells the pacer, which pauses every process sharing the budget for the `Retry-After`. When the budget's store does
+not answer, the budget itself waits with backoff (`rate_limit.STORE_OUTAGE_SECONDS`) and then raises
+`BudgetStoreUnavailable`: nothing was sent, and the transport does not wait a second time for it.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ from include.cognigy.errors import (
     TransientError,
 )
 from include.cognigy.problems import decode_json, raise_for_problem
-from include.cognigy.rate_limit import BULK, POLL, TenantBudget, TokenBucket
+from include.cognigy.rate_limit import BULK, POLL, BudgetStoreUnavailable, TenantBudget, TokenBucket
 from include.records.redaction import register_secret
 
 log = logging.getLogger(__name__)
@@ -304,7 +306,7 @@ class Transport:
         """Send with the retry rules above. `path` must already be built from quoted ids."""
 
         def retryable(exc: BaseException) -> bool:
-            if isinstance(exc, AmbiguousSubmission):
+            if isinstance(exc, AmbiguousSubmission | BudgetStoreUnavailable):  # the budget already waited for it
                 return False
             return isinstance(exc, RateLimited | TransientError)
 
@@ -458,9 +460,10 @@ class AsyncTransport:
         session._retry_connection = False  # what aiohttp's own test client does; one attempt, counted once
         self._session = session
 
-    async def _get_once(self, path: str, what: str, token: str | None) -> Any:
-        if self.budget is not None:
-            await self.budget.aacquire(request_kind("GET", path))
+    async def _get_once(self, path: str, what: str, token: str | None, deadline: float | None = None) -> Any:
+        if self.budget is not None:  # waits for room (and for an unreachable store) until `deadline` at most
+            timeout = None if deadline is None else max(0.0, deadline - time.time())
+            await self.budget.aacquire(request_kind("GET", path), timeout=timeout)
         request_id = new_request_id()
         what = f"{what} [X-Request-Id {request_id}]"
         url = f"{self.config.base_url}{path}"
@@ -479,14 +482,15 @@ class AsyncTransport:
             raise
         return decode_json(body, what)
 
-    async def get_json(self, path: str, what: str) -> Any:
-        """One GET (plus one token refresh and resend after a 401); errors as in `Transport`."""
+    async def get_json(self, path: str, what: str, deadline: float | None = None) -> Any:
+        """One GET (plus one token refresh and resend after a 401); errors as in `Transport`. `deadline` (epoch
+        seconds) bounds the wait for the budget: `TimeoutError` (no room) or `BudgetStoreUnavailable` past it."""
         tokens, session = self._tokens, self._session
         token = await tokens.aget(session) if tokens is not None else None
         try:
-            return await self._get_once(path, what, token)
+            return await self._get_once(path, what, token, deadline)
         except AuthenticationError:
             if tokens is None:
                 raise
             log.info("%s: 401, refreshing the OAuth2 token once", what)
-            return await self._get_once(path, what, await tokens.aget(session, rejected=token))
+            return await self._get_once(path, what, await tokens.aget(session, rejected=token), deadline)

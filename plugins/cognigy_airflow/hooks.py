@@ -228,13 +228,17 @@ class CognigyHook(HttpHook):
                 self._atransport = AsyncTransport(config, self._asession, budget=budget)
         return self._atransport
 
-    async def a_get_job_status(self, job_id: str, dialect: str | None = None) -> JobStatus:
+    async def a_get_job_status(
+        self, job_id: str, dialect: str | None = None, deadline: float | None = None
+    ) -> JobStatus:
         """One status GET (one token refresh and resend after a 401), no retry: the caller polls again later.
-        Raises `RateLimited`/`TransientError` (429, 5xx, timeout: poll again) or another `CognigyError`.
+        Raises `RateLimited`/`TransientError` (429, 5xx, timeout: poll again; `BudgetStoreUnavailable`: the budget's
+        store stayed unreachable while the budget asked again with backoff) or another `CognigyError`; `deadline`
+        (epoch seconds) bounds the wait for the budget (`TimeoutError` when there is no room before it).
         The connection is read and the session opened on the first call; `aclose()` closes it."""
         transport = await self._transport()
         dialect = dialect or transport.config.dialect
-        data = await transport.get_json(status_path(dialect, job_id), status_what(dialect, job_id))
+        data = await transport.get_json(status_path(dialect, job_id), status_what(dialect, job_id), deadline)
         return parse_status(dialect, data)
 
     async def aclose(self) -> None:
