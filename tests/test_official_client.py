@@ -2,9 +2,9 @@
 the emulator through every call the product makes; a call the client cannot complete, or whose answer lacks what
 its consumer needs, fails here under the call's own name.
 
-The script is tests/official_client/drive.mjs (one JSON line per call). Node and npm are required: without them
-these tests FAIL (a test whose tool is missing fails). `npm ci` runs once per session, from the committed
-package-lock.json.
+The script is tests/official_client/drive.mjs: one JSON line per call, kept in test-artifacts/official-client-run.jsonl.
+Node and npm are required: without them these tests FAIL (a test whose tool is missing fails). `npm ci` runs once
+per session, from the committed package-lock.json.
 """
 
 from __future__ import annotations
@@ -23,6 +23,9 @@ from devtools.servers import Emulator
 from emulator.seed import FLOW_ID, FLOW_REFERENCE_ID, LOCALE_IDS, PROJECT_ID, STAGING_FLOW_ID
 
 CLIENT_DIR = Path(__file__).resolve().parent / "official_client"
+# The run's JSON lines, kept for reading (git-ignored): each line's `notes` lists the fields the client's types declare
+# that the emulator's answer lacks or types differently (tolerated by the client at run time).
+RUN_LOG = CLIENT_DIR.parents[1] / "test-artifacts" / "official-client-run.jsonl"
 # Every call drive.mjs makes, in its order (readTask.notFound: an error answer decodes into the client's class).
 CALLS = [
     "readFlow",
@@ -50,8 +53,8 @@ def _tool(name: str) -> str:
     path = shutil.which(name)
     if path is None:
         pytest.fail(
-            f"`{name}` is not on PATH: tests/test_official_client.py needs Node.js (>= 18) and npm to run Cognigy's "
-            "official client against the emulator (Debian: apt-get install nodejs npm)",
+            f"`{name}` is not on PATH: tests/test_official_client.py needs Node.js (>= 18.17.1) and npm to run "
+            "Cognigy's official client against the emulator (Debian: apt-get install nodejs npm)",
             pytrace=False,
         )
     return path
@@ -104,6 +107,8 @@ def drive(official_client: Path, emulator: Emulator) -> Iterator[Drive]:
         run = subprocess.run(argv, cwd=official_client, capture_output=True, text=True, timeout=900)
     finally:
         emulator.reset()  # the run trained and imported into the staging flow: leave the seed state behind
+    RUN_LOG.parent.mkdir(exist_ok=True)
+    RUN_LOG.write_text(run.stdout, encoding="utf-8")
     lines: dict[str, dict[str, Any]] = {}
     for raw in run.stdout.splitlines():
         if raw.startswith("{"):

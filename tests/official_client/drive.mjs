@@ -9,8 +9,8 @@
 // Prints one JSON line per call on stdout: {call, ok, status?, statuses, error?, summary, notes?}
 //   ok      the client completed the call AND the answer has what a consumer of that call needs
 //           (the fields named in `need` below, from the client's types/index.d.ts)
-//   status  HTTP status of the call's own request (of the failing request when it failed); statuses lists
-//           every request the step made (the verifying reads and task polls included)
+//   status  HTTP status of the named method's own request (of the failing request when it failed); statuses
+//           lists every request the step made (set-up calls, verifying reads and task polls included)
 //   notes   fields the client's types declare that the answer lacks or types differently: the client
 //           tolerates these at run time (it returns the parsed JSON as it is), so they do not fail a call
 // Exits 1 when any call failed. Mutating calls use the staging flow (import, train, cancel) and put back what
@@ -133,6 +133,8 @@ const DECLARED = {
 
 // --- recording -----------------------------------------------------------------------------------------
 let statuses = [];
+let currentMethod = null; // the client method the running step is named after
+let ownIndex = null; // index in `statuses` of that method's own request
 axios.interceptors.response.use(
   (response) => {
     statuses.push(response.status);
@@ -173,6 +175,8 @@ const results = {};
 // One step = one client call (plus the reads that verify it). fn returns {summary, notes?, value?}.
 async function step(call, fn, { needs = [] } = {}) {
   statuses = [];
+  currentMethod = call.split(".")[0];
+  ownIndex = null;
   const line = { call };
   const missing = needs.filter((dep) => !results[dep]?.ok);
   if (missing.length) {
@@ -192,8 +196,8 @@ async function step(call, fn, { needs = [] } = {}) {
       line.summary = "failed";
     }
   }
-  // the call's own request when it succeeded, the request that failed otherwise
-  if (statuses.length) line.status = line.ok ? statuses[0] : statuses[statuses.length - 1];
+  // the named method's own request when the step succeeded, the request that failed otherwise
+  if (statuses.length) line.status = line.ok ? statuses[ownIndex ?? 0] : statuses[statuses.length - 1];
   line.statuses = statuses;
   results[call] = line;
   if (!line.ok) failures += 1;
@@ -207,7 +211,10 @@ async function main() {
   const a = args();
   const client = new RestAPIClient({ baseUrl: a.baseUrl });
   client.setCredentials({ type: "ApiKey", apiKey: a.apiKey });
-  const c = (method, data, what) => withTimeout(client[method](data), what || method);
+  const c = (method, data, what) => {
+    if (method === currentMethod && ownIndex === null) ownIndex = statuses.length;
+    return withTimeout(client[method](data), what || method);
+  };
 
   async function waitTask(taskId, wanted, what) {
     const deadline = Date.now() + TASK_WAIT_MS;
