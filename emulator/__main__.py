@@ -40,6 +40,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rate-window", type=float, default=defaults.rate_limit_window_seconds)
     parser.add_argument("--token-ttl", type=float, default=defaults.token_ttl_seconds)
     parser.add_argument("--latency-ms", type=int, default=defaults.latency_ms)
+    parser.add_argument(
+        "--max-snapshots", type=int, default=defaults.max_snapshots, help="snapshots per project (dedicated: more)"
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     for name in ("api_key", "client_id", "client_secret"):
@@ -57,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         rate_limit_window_seconds=args.rate_window,
         token_ttl_seconds=args.token_ttl,
         latency_ms=args.latency_ms,
+        max_snapshots=args.max_snapshots,
     )
     threadpool_limits(limits=1)  # tiny sparse models: BLAS threads only contend (see classifier.py)
     config = EmulatorConfig(args.state_dir, args.api_key, args.client_id, args.client_secret, knobs)

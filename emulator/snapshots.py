@@ -240,7 +240,8 @@ def read_endpoint(rt: Rt, endpointId: str) -> dict[str, Any]:
     return endpoint_view(rt, get_endpoint(rt, endpointId))
 
 
-def _checked_patch(changes: dict[str, Any]) -> dict[str, Any]:
+def _check_patch(changes: dict[str, Any]) -> None:
+    """400 naming the first field a PATCH may not set or gives a value of the wrong type."""
     allowed = ", ".join(PATCHABLE_ENDPOINT_FIELDS)
     for field, value in changes.items():
         if field not in PATCHABLE_ENDPOINT_FIELDS:
@@ -249,13 +250,12 @@ def _checked_patch(changes: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(value, types) or (isinstance(value, str) and not value.strip()):
             expected = " or ".join("null" if t is type(None) else f"a non-empty {t.__name__}" for t in types)
             raise Problem(400, f"Invalid request: {field}: must be {expected}, got {value!r}")
-    return changes
 
 
 @router.patch("/endpoints/{endpointId}")
 def patch_endpoint(rt: Rt, endpointId: str, changes: Annotated[dict[str, Any], Body()]) -> dict[str, Any]:
     """Change an endpoint at once (partial body); a change of what it serves goes into its history."""
-    _checked_patch(changes)
+    _check_patch(changes)
     with rt.store.transaction():
         endpoint = get_endpoint(rt, endpointId)
         before = serving(rt.store, endpoint)
