@@ -63,13 +63,36 @@ from include.cognigy.errors import (
 )
 from include.cognigy.problems import decode_json, raise_for_problem
 from include.cognigy.rate_limit import BULK, POLL, BudgetStoreUnavailable, TenantBudget, TokenBucket
-from include.records.redaction import register_secret
+from include.records.redaction import redact_text, register_secret
 
 log = logging.getLogger(__name__)
 
 REFRESH_MARGIN_SECONDS = 120.0
 # GET of one training's status (rest-v2 task, training-jobs job): polls, which the budget serves first.
 _STATUS_PATH = re.compile(r"/(tasks|training/jobs)/[^/?]+$")
+
+
+# Answers about trainings (one task or job, the task list) carry the platform's own free text (a failed training's
+# reason, which may quote a credential) and no customer data: their strings are redacted before any caller keeps,
+# returns or logs them.
+_SERVER_TEXT_PATH = re.compile(r"/(?:tasks|training/jobs)(?:/[^/?]*)?(?:\?|$)")
+
+
+def server_text_clean(path: str, data: Any) -> Any:
+    """``data`` with every string redacted (`redact_text`) when ``path`` is a task/training-job answer."""
+    if not _SERVER_TEXT_PATH.search(path):
+        return data
+    return _redact_strings(data)
+
+
+def _redact_strings(data: Any) -> Any:
+    if isinstance(data, str):
+        return redact_text(data)
+    if isinstance(data, dict):
+        return {key: _redact_strings(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [_redact_strings(item) for item in data]
+    return data
 
 
 def request_kind(method: str, path: str) -> str:
@@ -326,7 +349,8 @@ class Transport:
         return retrying(self._send_authenticated, method, path, what, safe=safe, **kwargs)
 
     def json(self, method: str, path: str, what: str, *, safe: bool, **kwargs: Any) -> Any:
-        return decode_json(self.request(method, path, what, safe=safe, **kwargs).content, what)
+        data = decode_json(self.request(method, path, what, safe=safe, **kwargs).content, what)
+        return server_text_clean(path, data)
 
 
 TLS_HINT = (
@@ -480,7 +504,7 @@ class AsyncTransport:
             if self.budget is not None:
                 await asyncio.to_thread(self.budget.block_for, exc.retry_after)
             raise
-        return decode_json(body, what)
+        return server_text_clean(path, decode_json(body, what))
 
     async def get_json(self, path: str, what: str, deadline: float | None = None) -> Any:
         """One GET (plus one token refresh and resend after a 401); errors as in `Transport`. `deadline` (epoch

@@ -46,11 +46,34 @@ from include.cognigy.rate_limit import (
     storage_url,
 )
 from include.cognigy.transport import NO_AUTH, AsyncTransport, register_config_secrets, ssl_context
+from include.records.redaction import on_register, register_secret, secret_forms, url_credentials
 
 try:
     from cognigy_provider import CONN_TYPE, HOOK_NAME
 except ModuleNotFoundError:  # provider package not installed: no form, AIRFLOW_CONN_* JSON connections still work
     CONN_TYPE, HOOK_NAME = "cognigy", "Cognigy.AI"
+
+
+def mask_in_task_logs(secret: str) -> None:
+    """Airflow's secrets masker (task logs, rendered fields) hides exact strings: give it every form of the secret
+    (`secret_forms`: case, URL-encoded, JSON-escaped, base64) and tell the supervisor too (`mask_secret`)."""
+    from airflow.sdk.log import mask_secret
+
+    for form in secret_forms(secret):
+        mask_secret(form)
+
+
+# Every secret this process registers (the connection's, a fresh OAuth2 token) reaches Airflow's masker as well.
+on_register(mask_in_task_logs)
+
+
+def register_connection_secrets(config: ConnectionConfig) -> None:
+    """The connection's API key and client secret, and credentials inside its URLs (user-info, `token=`/`key=`/
+    `sig=` parameters of the base, token or console URL): masked in every text this process writes."""
+    register_config_secrets(config)
+    for url in (config.base_url, config.token_url, config.console_url):
+        for secret in url_credentials(url):
+            register_secret(secret)
 
 
 def config_from_connection(host: str | None, login: str | None, password: str | None, extra: dict[str, Any]):
@@ -139,7 +162,7 @@ class CognigyHook(HttpHook):
                 f"connection of type {self.conn_type!r} (a {conn.conn_type} connection's fields mean something else)"
             )
         config = config_from_airflow_connection(conn, extra or {})
-        register_config_secrets(config)  # masked in every log, XCom, audit and MLflow text of this process
+        register_connection_secrets(config)  # masked in every log, XCom, audit and MLflow text of this process
         self.base_url, self._base_url_initialized = config.base_url, True
         return config, extra or {}
 

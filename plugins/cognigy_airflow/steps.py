@@ -306,7 +306,7 @@ def _request_plan(
         "conn_id": params["cognigy_conn_id"],
         "mlflow_conn_id": params["mlflow_conn_id"],
         "dialect": config.dialect,
-        "console_url": config.console_url or config.base_url,
+        "console_url": redact_text(config.console_url or config.base_url),  # no credentials in XCom or links
         "dry_run": bool(params.get("dry_run")),
         "requests_per_second": params.get("requests_per_second"),
         "poll_min_seconds": params.get("poll_min_seconds", poll_policy.MIN_SECONDS),
