@@ -220,9 +220,6 @@ def delete_snapshot(rt: Rt, snapshotId: str) -> dict[str, Any]:
 
 
 # --- endpoints ----------------------------------------------------------------------------------------
-INDEX_ITEM_OMITS = frozenset({"entrypoint", "active"})
-
-
 @router.get("/endpoints")
 def list_endpoints(
     rt: Rt,
@@ -233,10 +230,7 @@ def list_endpoints(
     previous: str | None = None,
 ) -> dict[str, Any]:
     _project(rt, projectId)
-    # The official client's IEndpointIndexItem_2_0 carries neither `entrypoint` nor `active`: what an endpoint
-    # serves is read with GET /endpoints/{id}.
-    views = [endpoint_view(rt, endpoint) for endpoint in rt.store.list_endpoints(project_id=projectId)]
-    items = [{k: v for k, v in view.items() if k not in INDEX_ITEM_OMITS} for view in views]
+    items = [endpoint_view(rt, endpoint) for endpoint in rt.store.list_endpoints(project_id=projectId)]
     limit_, skip_ = page_window(limit, skip, next, previous)
     return page(items[skip_ : skip_ + limit_], len(items), limit_, skip_)
 

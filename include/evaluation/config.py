@@ -1,4 +1,5 @@
-"""Thresholds of the promotion gates: ``GateConfig`` and its named profiles (``GATE_PROFILES``).
+"""Thresholds of the promotion gates: ``GateConfig`` and its named profiles (``GATE_PROFILES``), and the
+deployment's ``GatePolicy``, which the trigger form may only tighten (``resolve_gates``).
 
 Loads pydantic only (no numpy, scipy or scikit-learn)."""
 
@@ -6,6 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -121,6 +125,15 @@ class GateConfig(BaseModel):
         ),
     )
 
+    gate_policy: dict[str, Any] | None = Field(
+        None,
+        description=(
+            "Provenance, not a threshold (left out of the fingerprint): the deployment's gate policy these "
+            "thresholds come from (source, sha256 of its canonical JSON) and what the run tightened, or "
+            "'form (no deployment policy)'."
+        ),
+    )
+
     @field_validator("bias_slices")
     @classmethod
     def _distinct_slices(cls, value: list[str] | None) -> list[str] | None:
@@ -160,8 +173,17 @@ class GateConfig(BaseModel):
 
     def fingerprint(self) -> str:
         """SHA-256 of the canonical JSON of every threshold (sorted keys), for audits: same hash, same gates."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+        return canonical_sha256(self.thresholds())
+
+    def thresholds(self) -> dict[str, Any]:
+        """Every threshold, as JSON values (the provenance `gate_policy` left out)."""
+        return self.model_dump(mode="json", exclude={"gate_policy"})
+
+
+def canonical_sha256(value: Any) -> str:
+    """SHA-256 of the canonical JSON (sorted keys, no spaces, UTF-8) of a JSON value."""
+    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 _SPEC_TOLERANCE = 0.05
@@ -174,3 +196,168 @@ _PROFILE_VALUES: dict[str, dict[str, Any]] = {
         "bias_ceiling": 0.15,
     },
 }
+
+
+# --- the deployment's gate policy ---------------------------------------------------------------------------
+GATE_POLICY_VARIABLE = "cognigy_gate_policy"  # Airflow Variable holding the policy's JSON
+GATE_POLICY_FILE_ENV = "COGNIGY_GATE_POLICY_FILE"  # a setting naming a reviewed JSON file instead
+NO_POLICY = "form (no deployment policy)"
+# Which way is stricter. A field in neither tuple (and not allow_unevaluated) is fixed by the policy.
+TIGHTER_WHEN_HIGHER = (
+    "precision_floor", "recall_floor", "per_intent_recall_floor", "per_intent_f1_floor", "bias_ratio_floor",
+    "min_class_count", "weak_intent_f1", "significance_alpha", "block_on_feedback_findings",
+    "require_non_inferiority",
+)  # fmt: skip
+TIGHTER_WHEN_LOWER = (
+    "pr_balance_tolerance", "bias_ceiling", "max_accuracy_drop", "max_leakage_share", "max_unscored_share",
+    "imbalance_ratio_max", "max_intent_f1_drop", "per_intent_min_support", "bias_min_group_size",
+    "per_intent_pr_gap_warning", "weak_intent_max_share", "bias_require_ci_above_ceiling",
+)  # fmt: skip
+# What the trigger form calls a GateConfig field, where the names differ.
+FORM_NAMES = {"allow_unevaluated": "allow_unevaluated_gates"}
+
+
+class GatePolicyViolation(ValueError):
+    """The policy cannot be read, or the run asks to loosen it. `errors()` as pydantic's, one per field."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{field}: {message}" for field, message in problems))
+        self.problems = problems
+
+    def errors(self) -> list[dict[str, Any]]:
+        return [{"loc": (field,), "msg": message} for field, message in self.problems]
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """The gate thresholds a deployment fixes: a JSON object of `GateConfig` fields, optionally "profile"
+    (default/strict, applied first) and "note"; the fields it leaves out keep their defaults."""
+
+    source: str
+    document: dict[str, Any]
+
+    @property
+    def sha256(self) -> str:
+        return canonical_sha256(self.document)
+
+    @property
+    def config(self) -> GateConfig:
+        values = {k: v for k, v in self.document.items() if k not in ("profile", "note")}
+        return GateConfig.profile(self.document.get("profile") or "default", **values)
+
+    @classmethod
+    def parse(cls, text: str, source: str) -> GatePolicy:
+        """Parse and check a policy; `GatePolicyViolation` (field `gate_policy`) when it is not usable."""
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise _unusable(source, f"not JSON ({exc})") from None
+        if not isinstance(document, dict):
+            raise _unusable(source, "expected a JSON object of gate thresholds")
+        keys = set(GateConfig.model_fields) - {"gate_policy"} | {"profile", "note"}
+        unknown = sorted(set(document) - keys)
+        if unknown:
+            raise _unusable(source, f"unknown keys {unknown}")
+        policy = cls(source, document)
+        try:
+            policy.config  # noqa: B018 - validates the thresholds
+        except ValueError as exc:
+            raise _unusable(source, str(exc).replace("\n", " ")[:500]) from None
+        return policy
+
+    @classmethod
+    def load(cls, variable: str | None, file_setting: str | None) -> GatePolicy | None:
+        """The deployment's policy: the Variable's JSON or the file the setting names (not both); None: none."""
+        variable = (variable or "").strip() or None
+        file_setting = (file_setting or "").strip() or None
+        if variable and file_setting:
+            raise _unusable(
+                f"Variable {GATE_POLICY_VARIABLE} and {GATE_POLICY_FILE_ENV}={file_setting}",
+                "two gate policies are set; keep one (the reviewed file, or the Variable)",
+            )
+        if variable:
+            return cls.parse(variable, f"Variable {GATE_POLICY_VARIABLE}")
+        if file_setting:
+            source = f"file {file_setting}"
+            try:
+                text = Path(file_setting).read_text(encoding="utf-8")
+            except OSError as exc:
+                raise _unusable(source, f"cannot be read ({type(exc).__name__}: {exc.strerror or exc})") from None
+            return cls.parse(text, source)
+        return None
+
+    @classmethod
+    def deployment(cls, variable: str | None) -> GatePolicy | None:
+        """`load` with the Variable's value and the file named by $COGNIGY_GATE_POLICY_FILE."""
+        return cls.load(variable, os.environ.get(GATE_POLICY_FILE_ENV))
+
+    def describe(self) -> str:
+        return f"{self.source}, sha256 {self.sha256[:12]}…"
+
+
+def _unusable(source: str, why: str) -> GatePolicyViolation:
+    return GatePolicyViolation([("gate_policy", f"the deployment's gate policy ({source}) is unusable: {why}")])
+
+
+def _looser(field: str, asked: Any, policy: Any) -> bool | None:
+    """Is `asked` looser than `policy` for this field (None: the field has no direction, it is fixed)?"""
+    if field in TIGHTER_WHEN_HIGHER:
+        return asked < policy
+    if field in TIGHTER_WHEN_LOWER:
+        return asked > policy
+    return None
+
+
+def resolve_gates(profile: str, overrides: dict[str, Any], policy: GatePolicy | None) -> GateConfig:
+    """The run's gates. No policy: the named profile with the overrides on top (the form decides). With a
+    policy: its thresholds, tightened by the run's overrides and by the profile's values where those are stricter;
+    an override looser than the policy (or naming a gate the policy does not allow unevaluated, or changing a field
+    without a direction) raises `GatePolicyViolation` naming the field and the policy's value."""
+    if policy is None:
+        config = GateConfig.profile(profile, **overrides)
+        config.gate_policy = {
+            "source": NO_POLICY,
+            "sha256": None,
+            "tightened": {},
+            "summary": f"gate policy: {NO_POLICY}",
+        }
+        return config
+    base = policy.config
+    values = base.thresholds()
+    tightened: dict[str, dict[str, Any]] = {}
+    problems: list[tuple[str, str]] = []
+    if profile not in GATE_PROFILES:
+        raise ValueError(f"unknown gate profile {profile!r}; profiles are {list(GATE_PROFILES)}")
+    for field, value in _PROFILE_VALUES[profile].items():  # a named profile only ever tightens the policy
+        if not _looser(field, value, values[field]) and value != values[field]:
+            tightened[field] = {"policy": values[field], "run": value, "by": f"profile {profile}"}
+            values[field] = value
+    for field, value in overrides.items():
+        name = FORM_NAMES.get(field, field)
+        allowed = getattr(base, field)
+        if field == "allow_unevaluated":
+            extra = [g for g in value if g not in allowed]
+            if extra:
+                problems.append((name, f"{extra} may not be unevaluated: the deployment's gate policy allows only "
+                                       f"{allowed} ({policy.describe()}); the form may only tighten it"))  # fmt: skip
+            elif set(value) != set(allowed):
+                tightened[field] = {"policy": list(allowed), "run": list(value), "by": "form"}
+                values[field] = list(value)
+            continue
+        looser = _looser(field, value, allowed)
+        if looser is None and value != allowed:
+            problems.append((name, f"{value!r} differs from the deployment's gate policy ({allowed!r}, "
+                                   f"{policy.describe()}), which fixes it"))  # fmt: skip
+        elif looser:
+            way = "at least" if field in TIGHTER_WHEN_HIGHER else "at most"
+            problems.append((name, f"{value!r} is looser than the deployment's gate policy, which requires {way} "
+                                   f"{allowed!r} ({policy.describe()}); the form may only tighten it"))  # fmt: skip
+        elif value != values[field]:
+            tightened[field] = {"policy": allowed, "run": value, "by": "form"}
+            values[field] = value
+    if problems:
+        raise GatePolicyViolation(problems)
+    changes = ", ".join(f"{k} {v['policy']}→{v['run']} ({v['by']})" for k, v in sorted(tightened.items()))
+    summary = f"gate policy: {policy.describe()}" + (f"; tightened: {changes}" if changes else "; not tightened")
+    provenance = {"source": policy.source, "sha256": policy.sha256, "tightened": tightened, "summary": summary}
+    return GateConfig(**values, gate_policy=provenance)

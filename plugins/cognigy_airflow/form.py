@@ -122,12 +122,15 @@ PARAMS = {
     "gate_profile": _p("default", "Gate profile", GATES_SECTION, type="string", enum=["default", "strict"],
                        values_display={"default": "default (floors 0.80, bias 0.15)",
                                        "strict": "strict: the specification (precision/recall ≥ 0.95, bias ≤ 0.15)"},
-                       description="Named thresholds; a threshold below that you change from its default wins."),
+                       description="Named thresholds; a threshold below that you change from its default wins. "
+                                   "A deployment gate policy (docs/operations.md), when set, is the floor: this "
+                                   "form may then only tighten it, and a looser value is refused."),
     "allow_unevaluated_gates": _p(None, "Gates allowed to be unevaluated", GATES_SECTION, type=["null", "array"],
                                   items={"type": "string", "enum": list(GATE_ORDER)},
                                   uniqueItems=True,
                                   description="A gate that could not measure (e.g. bias without slice columns) "
-                                              "blocks promotion unless named here; the report says 'not evaluated'."),
+                                              "blocks promotion unless named here; the report says 'not evaluated'. "
+                                              "With a deployment gate policy: only gates it allows."),
     "score_threshold": _p(0.3, "'No intent' score threshold", GATES_SECTION, type="number", minimum=0, maximum=1,
                           description="A top intent score below this counts as 'no intent'."),
     "precision_floor": _p(0.80, "Precision floor", GATES_SECTION, type="number", minimum=0, maximum=1,

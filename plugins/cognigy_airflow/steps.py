@@ -119,14 +119,17 @@ def request_from_params(params: dict[str, Any]) -> dict[str, Any]:
 
 def gate_config(params: dict[str, Any]) -> Any:
     """The run's gates: the named profile, with every form/fleet threshold that differs from the default profile
-    on top (so 'strict' is not undone by the form's default values), and the gates allowed to be unevaluated."""
-    from include.evaluation.config import GateConfig  # the gates load in the task, not at DAG parse
+    on top (so 'strict' is not undone by the form's default values), and the gates allowed to be unevaluated.
+    With a deployment gate policy (Variable `cognigy_gate_policy` or the file $COGNIGY_GATE_POLICY_FILE) the form
+    may only tighten it: `GatePolicyViolation` names each field that would loosen it."""
+    from include.evaluation.config import GATE_POLICY_VARIABLE, GateConfig, GatePolicy, resolve_gates  # task time
 
     defaults = GateConfig()
     overrides = {k: params[k] for k in GATE_PARAMS if params.get(k) is not None and params[k] != getattr(defaults, k)}
-    if params.get("allow_unevaluated_gates"):
+    if params.get("allow_unevaluated_gates"):  # empty: the profile's (or the policy's) list
         overrides["allow_unevaluated"] = list(params["allow_unevaluated_gates"])
-    return GateConfig.profile(params.get("gate_profile") or "default", **overrides)
+    policy = GatePolicy.deployment(Variable.get(GATE_POLICY_VARIABLE, default=None))
+    return resolve_gates(params.get("gate_profile") or "default", overrides, policy)
 
 
 def validate(**context: Any) -> dict[str, Any]:
@@ -196,6 +199,7 @@ def validate(**context: Any) -> dict[str, Any]:
             promotion=plan["promotion"],
             gates=plan["gates"],
             gates_hash=plan["gates_hash"],
+            gate_policy=plan["gates"].get("gate_policy"),  # its source, sha256 and what this run tightened
             data=plan["data"],
             fleet=use_fleet,
             fleet_source=source,
@@ -306,7 +310,7 @@ def _request_plan(
         "conn_id": params["cognigy_conn_id"],
         "mlflow_conn_id": params["mlflow_conn_id"],
         "dialect": config.dialect,
-        "console_url": redact_text(config.console_url or config.base_url),  # no credentials in XCom or links
+        "console_url": config.console_url or config.base_url,
         "dry_run": bool(params.get("dry_run")),
         "requests_per_second": params.get("requests_per_second"),
         "poll_min_seconds": params.get("poll_min_seconds", poll_policy.MIN_SECONDS),
@@ -726,6 +730,7 @@ def build_payload(context: Any, record: RetrainRecord) -> SyncPayload:
     job_id = record.job_id
     version_id = (waited and waited.version_id) or ""
     gate_result = "passed" if promoted else (evaluated.reason if evaluated else "not evaluated")
+    policy = plan.get("gates", {}).get("gate_policy") or {}  # the deployment's gate policy and any tightening
     tags = {
         "model_id": t.model_id, "flow_id": t.flow_id, "project_id": t.project_id, "locale": t.locale,
         "cognigy_job_id": job_id or "", "cognigy_version_id": version_id,
@@ -736,6 +741,8 @@ def build_payload(context: Any, record: RetrainRecord) -> SyncPayload:
         "rollback_verified": str(bool(record.rolled_back and record.rolled_back.verified)).lower(),
         "gate_result": gate_result[:MAX_TAG_VALUE_LENGTH],
         "gates_hash": plan.get("gates_hash") or "", "gate_profile": plan.get("gate_profile") or "default",
+        "gate_policy": str(policy.get("summary") or "")[:MAX_TAG_VALUE_LENGTH],
+        "gate_policy_sha256": policy.get("sha256") or "",
         "promotion": plan.get("promotion") or "", "trained_flow_id": (submitted and submitted.trained_flow) or "",
         "held_out_sha256": ((captured and captured.held_out) or {}).get("sha256") or "",
     }  # fmt: skip
