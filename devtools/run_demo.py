@@ -22,7 +22,26 @@ SCENARIOS = {
     "promote": {**DEMO_CONF, "samples_per_intent": 40},
     # The challenger learns from 3 sentences per intent: worse than the champion; staging keeps it away.
     "worse": {**DEMO_CONF, "samples_per_intent": 3},
+    # Production endpoints on snapshot "Release 1" (as Cognigy recommends): the better challenger is released as a
+    # new snapshot and every endpoint is switched to it.
+    "snapshot": {**DEMO_CONF, "samples_per_intent": 40},
 }
+
+
+def serve_from_a_snapshot(emulator) -> str:
+    """The demo tenant as Cognigy recommends running it: every endpoint on snapshot "Release 1" (its id)."""
+    import requests
+
+    from emulator import seed
+
+    release = emulator.add_snapshot(seed.PROJECT_ID, "Release 1", "what customers meet before the run")
+    headers = {"X-API-Key": emulator.api_key, "Accept": "application/json"}
+    listed = requests.get(f"{emulator.url}/new/v2.0/endpoints", params={"projectId": seed.PROJECT_ID},
+                          headers=headers, timeout=30).json()["items"]  # fmt: skip
+    for endpoint in listed:
+        requests.patch(f"{emulator.url}/new/v2.0/endpoints/{endpoint['_id']}", json={"entrypoint": release["_id"]},
+                       headers=headers, timeout=30).raise_for_status()  # fmt: skip
+    return release["_id"]
 
 
 def main() -> int:
@@ -34,7 +53,8 @@ def main() -> int:
         choices=sorted(SCENARIOS),
         default="promote",
         help="promote: new data (40 sentences per intent) beats the seeded champion (10); "
-        "worse: the new data is worse than what serves, and the pipeline refuses it",
+        "worse: the new data is worse than what serves, and the pipeline refuses it; "
+        "snapshot: the endpoints serve a snapshot, and the better model is released as a new one",
     )
     parser.add_argument("--training-seconds", default="8", help="emulated training duration")
     args = parser.parse_args()
@@ -45,6 +65,8 @@ def main() -> int:
     mlflow = None
     try:
         emulator.knobs(training_seconds=float(args.training_seconds))
+        if args.scenario == "snapshot":
+            print(f"endpoints on snapshot Release 1 ({serve_from_a_snapshot(emulator)})", flush=True)
         print(f"Cognigy emulator  {emulator.url}", flush=True)
         mlflow = start_mlflow(state / "mlflow")
         print(f"MLflow server     {mlflow.url}", flush=True)
@@ -105,6 +127,11 @@ def _verdict(pipeline_state: Path, run_id: str | None, mlflow_url: str, ok: bool
         print(f"held-out set       {held.get('name')}  ({held.get('rows')} rows, sha256 {sha}…)")
         print(f"outcome            {o['outcome']}   (promotion: {o.get('promotion')})")
         print(f"ungated exposure   {o.get('ungated_exposure_seconds')} s  (customers served by a model not yet gated)")
+        release = o.get("release") or {}
+        if release.get("path") == "snapshot":
+            now, before = release.get("snapshot") or {}, release.get("previous") or {}
+            print(f"serving snapshot   {now.get('name')} ({now.get('id')}, hash {str(now.get('hash'))[:12]}…); "
+                  f"before: {before.get('name')} ({before.get('id')})")  # fmt: skip
         if o["outcome"] == "promoted" and SCENARIO_NOTE:
             print(f"note               {SCENARIO_NOTE}")
         print(f"MLflow run         {o.get('mlflow_run_id')}   {o.get('mlflow_run_url') or mlflow_url}")

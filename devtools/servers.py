@@ -164,6 +164,11 @@ class Emulator(Server):
             body["locale"] = locale
         return self._admin("POST", f"/endpoints/{endpoint_id}/score", json=body)
 
+    def add_endpoint(self, project_id: str, flow_id: str, name: str, channel: str = "webchat") -> dict:
+        """Another endpoint serving the flow (on the live project); returns it as `GET /endpoints/{id}` does."""
+        body = {"projectId": project_id, "flowId": flow_id, "name": name, "channel": channel}
+        return self._admin("POST", "/endpoints", json=body)
+
     def endpoint_history(self, endpoint_id: str) -> list[dict]:
         """Every change of what the endpoint serves, oldest first: [{at (epoch seconds), old_entrypoint,
         new_entrypoint, old_flow_id, new_flow_id, old_locale_id, new_locale_id}]."""

@@ -14,8 +14,17 @@ from emulator.problems import Problem, not_found
 from emulator.rest_api import scores_view
 from emulator.runtime import Runtime
 from emulator.seed import API_USER_ID
-from emulator.snapshots import Served, ServingError, check_snapshot_room, get_endpoint, resolve, serving, snapshot_view
-from emulator.tenant import HEX24, TenantError, build_flow
+from emulator.snapshots import (
+    Served,
+    ServingError,
+    check_snapshot_room,
+    endpoint_view,
+    get_endpoint,
+    resolve,
+    serving,
+    snapshot_view,
+)
+from emulator.tenant import HEX24, TenantError, build_flow, new_endpoint
 
 router = APIRouter(prefix="/_emulator")
 Rt = Annotated[Runtime, Depends(runtime)]
@@ -211,3 +220,25 @@ def endpoint_history(rt: Rt, endpointId: str) -> dict[str, Any]:
     get_endpoint(rt, endpointId)
     entries = [{k: v for k, v in row.items() if k != "endpoint_id"} for row in rt.store.endpoint_history(endpointId)]
     return {"endpoint": endpointId, "entries": entries}
+
+
+class AdminEndpointSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    projectId: str = Field(pattern=HEX24)
+    flowId: str = Field(pattern=HEX24)
+    name: str = Field(min_length=1)
+    channel: str = Field(default="webchat", min_length=1)
+
+
+@router.post("/endpoints", status_code=201)
+def add_endpoint(rt: Rt, spec: AdminEndpointSpec) -> dict[str, Any]:
+    """Another endpoint serving a flow of the project (on the live project, the flow's primary locale); answers it
+    as `GET /endpoints/{id}` does."""
+    flow = rt.store.get_flow(spec.flowId)
+    if flow is None or flow["project_id"] != spec.projectId:
+        raise not_found("Flow of project", f"{spec.projectId}/{spec.flowId}")
+    endpoint = new_endpoint(spec.name, spec.channel, rt.engine.clock())
+    rt.store.add_endpoint(endpoint.id, endpoint.reference_id, endpoint.name, endpoint.channel, flow["id"],
+                          spec.projectId, endpoint.url_token)  # fmt: skip
+    return endpoint_view(rt, get_endpoint(rt, endpoint.id))

@@ -60,6 +60,9 @@ class Knobs(BaseModel):
     fail_next_imports: int = Field(default=0, ge=0)
     max_snapshots: int = Field(default=10, ge=0)  # per project (agent); dedicated installations may raise it
     latency_ms: int = Field(default=0, ge=0)
+    # the most items one page of `GET /tasks` holds, whatever `limit` asks (the platform: 100); tests make it small
+    # so that a client reading one page only misses tasks
+    task_page_cap: int = Field(default=100, ge=1, le=100)
     rate_limit_requests: int | None = Field(default=1000, ge=1)
     rate_limit_window_seconds: float = Field(default=300.0, gt=0)
     token_ttl_seconds: float = Field(default=3600.0, gt=0)
@@ -170,11 +173,18 @@ class RequestStats:
             self.responses_429 = 0
             self.by_route: Counter[str] = Counter()
             self.by_status: Counter[str] = Counter()
+            # nlu/scores answered while a training of that flow/locale was open (keyed "<flow id>/<locale name>"):
+            # a client that judges a model must wait for the training to end, so this should stay empty
+            self.scores_while_training: Counter[str] = Counter()
 
     def request(self, route: str) -> None:
         with self._lock:
             self.requests_total += 1
             self.by_route[route] += 1
+
+    def scored_while_training(self, flow_locale: str) -> None:
+        with self._lock:
+            self.scores_while_training[flow_locale] += 1
 
     def response(self, status: int) -> None:
         with self._lock:
@@ -189,4 +199,5 @@ class RequestStats:
                 "responses_429": self.responses_429,
                 "by_route": dict(sorted(self.by_route.items())),
                 "by_status": dict(sorted(self.by_status.items())),
+                "scores_while_training": dict(sorted(self.scores_while_training.items())),
             }

@@ -401,6 +401,7 @@ def list_tasks(
     # Every kind of task (trainIntents, importIntents, createSnapshot, ...), paged; like the platform, no `type`
     # filter (it is not documented, so an unknown query parameter such as `type=` is ignored).
     limit_, skip_ = page_window(limit, skip, next, previous)
+    limit_ = min(limit_, rt.knobs.get().task_page_cap)
     tasks, total = rt.store.list_tasks(
         "cognigy", project_id=projectId, newest_first=direction != "asc", limit=limit_, skip=skip_
     )
@@ -435,4 +436,6 @@ def nlu_scores(rt: Rt, projectId: str, body: ScoresBody) -> dict[str, Any]:
     if locale is None or locale["project_id"] != projectId:
         raise not_found("Locale with referenceId", body.localeReferenceId)
     model = _model(rt, flow, locale)
+    if any(t["type"] == "trainIntents" and t["model_id"] == model["id"] for t in rt.store.open_tasks()):
+        rt.stats.scored_while_training(f"{flow['id']}/{locale['name']}")
     return scores_view(rt, flow, locale, model["id"], model["active_version_id"], body.sentence)

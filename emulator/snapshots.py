@@ -220,6 +220,9 @@ def delete_snapshot(rt: Rt, snapshotId: str) -> dict[str, Any]:
 
 
 # --- endpoints ----------------------------------------------------------------------------------------
+INDEX_ITEM_OMITS = frozenset({"entrypoint", "active"})
+
+
 @router.get("/endpoints")
 def list_endpoints(
     rt: Rt,
@@ -230,7 +233,10 @@ def list_endpoints(
     previous: str | None = None,
 ) -> dict[str, Any]:
     _project(rt, projectId)
-    items = [endpoint_view(rt, endpoint) for endpoint in rt.store.list_endpoints(project_id=projectId)]
+    # The official client's IEndpointIndexItem_2_0 carries neither `entrypoint` nor `active`: what an endpoint
+    # serves is read with GET /endpoints/{id}.
+    views = [endpoint_view(rt, endpoint) for endpoint in rt.store.list_endpoints(project_id=projectId)]
+    items = [{k: v for k, v in view.items() if k not in INDEX_ITEM_OMITS} for view in views]
     limit_, skip_ = page_window(limit, skip, next, previous)
     return page(items[skip_ : skip_ + limit_], len(items), limit_, skip_)
 

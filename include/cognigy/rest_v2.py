@@ -33,6 +33,7 @@ _STATE: dict[str, JobState] = {
 }
 
 
+MILLISECONDS_FROM = 1e11  # a larger epoch number is milliseconds (1e11 s is the year 5138)
 TRAINING_TASK_TYPE = "trainIntents"
 TASK_PAGE = 100  # the largest page the platform serves
 MAX_TASK_PAGES = 50  # a window with more tasks than this cannot be read in a reasonable time: fail closed
@@ -78,9 +79,12 @@ def parse_task(data: dict[str, Any]) -> JobStatus:
 
 
 def _iso(value: Any) -> str | None:
+    """A task or snapshot time as ISO text. The official client types numbers as Unix seconds (`TTimestamp`); some
+    answers carry milliseconds: a number beyond the year 5138 in seconds is read as milliseconds."""
     if value is None or isinstance(value, str):
         return value
-    return datetime.fromtimestamp(float(value) / 1000).isoformat()  # epoch milliseconds
+    number = float(value)
+    return datetime.fromtimestamp(number / 1000 if number > MILLISECONDS_FROM else number).isoformat()
 
 
 def _items(page: dict[str, Any]) -> list[dict[str, Any]]:
@@ -279,28 +283,29 @@ class RestV2Api:
 
     # --- what serves customers: endpoints ------------------------------------------------------------
     def serving_endpoints(self, target: Target) -> list[Endpoint]:
-        """The project's endpoints whose flow is the target's flow (its `_id` or its `referenceId`), with what each
-        serves (`entrypoint`: the project or a snapshot). An endpoint without a readable `entrypoint` or `flowId`
-        field raises: nobody may conclude from a missing field that an endpoint serves nothing."""
+        """The project's endpoints whose flow is the target's flow (its `_id` or its `referenceId`), each read on its
+        own for what it serves (`entrypoint`: the project or a snapshot; the list does not carry it). An endpoint
+        without a readable `flowId` or `entrypoint` raises: nobody may conclude from a missing field that an endpoint
+        serves nothing."""
         flow = self.flow(target)
         ids = {target.flow_id, str(flow.get("referenceId"))}
-        return [e for e in self.endpoints(target.project_id) if e.flow_id in ids]
+        listed = self._endpoint_items(target.project_id)
+        return [self.endpoint(str(item["_id"])) for item in listed if str(item["flowId"]) in ids]
 
     def endpoints(self, project_id: str) -> list[Endpoint]:
-        """Every endpoint of the project with what it serves; one without `_id`, `flowId` or `entrypoint` raises."""
-        found = []
-        for item in self._all_pages(
-            f"{PREFIX}/endpoints?projectId={seg(project_id)}", f"GET endpoints of {project_id}"
-        ):
-            missing = [key for key in ("_id", "flowId", "entrypoint") if key not in item]
-            if missing:
+        """Every endpoint of the project with what it serves (one read each)."""
+        return [self.endpoint(str(item["_id"])) for item in self._endpoint_items(project_id)]
+
+    def _endpoint_items(self, project_id: str) -> list[dict[str, Any]]:
+        items = self._all_pages(f"{PREFIX}/endpoints?projectId={seg(project_id)}", f"GET endpoints of {project_id}")
+        for item in items:
+            if missing := [key for key in ("_id", "flowId") if key not in item]:
                 name = item.get("name") or item.get("_id") or "?"
                 raise CognigyError(
-                    f"endpoint {name!r} of project {project_id} answered without {', '.join(missing)}: "
-                    "cannot tell what it serves"
+                    f"endpoint {name!r} of project {project_id} is listed without {', '.join(missing)}: cannot tell "
+                    "which flow it serves"
                 )
-            found.append(endpoint_of(item))
-        return found
+        return items
 
     def endpoints_serving(self, target: Target) -> list[str]:
         """Names of the project's endpoints that serve the target's flow."""
@@ -308,8 +313,10 @@ class RestV2Api:
 
     def endpoint(self, endpoint_id: str) -> Endpoint:
         data = self.t.json("GET", f"{PREFIX}/endpoints/{seg(endpoint_id)}", f"GET endpoint {endpoint_id}", safe=True)
-        if "entrypoint" not in data:
-            raise CognigyError(f"endpoint {endpoint_id} answered without entrypoint: cannot tell what it serves")
+        if missing := [key for key in ("_id", "flowId", "entrypoint") if key not in data]:
+            raise CognigyError(
+                f"endpoint {endpoint_id} answered without {', '.join(missing)}: cannot tell what it serves"
+            )
         return endpoint_of(data)
 
     def point_endpoint(self, endpoint_id: str, entrypoint: str) -> None:
