@@ -27,6 +27,21 @@ def state_uri() -> str:
     return uri.rstrip("/") if uri else state_dir().absolute().as_uri()
 
 
+# Object storage a data file may come from when COGNIGY_RETRAIN_DATA_ROOTS is not set (any bucket).
+DEFAULT_DATA_OBJECT_STORAGE = ("s3://", "gs://", "gcs://", "az://", "abfs://", "abfss://")
+
+
+def data_roots() -> list[str]:
+    """Where the run's own data files (held-out and training) may be read from: ``COGNIGY_RETRAIN_DATA_ROOTS``,
+    comma-separated local directories (``/srv/nlu-data``, ``file:///srv/nlu-data``) and object-storage prefixes
+    (``s3://bucket/nlu/``, ``gs://bucket``, ``s3://`` for every bucket); by default the project's data folder
+    (``include/data``) and the object stores of DEFAULT_DATA_OBJECT_STORAGE. Read by `include.data.data_uris`."""
+    raw = os.environ.get("COGNIGY_RETRAIN_DATA_ROOTS", "").strip()
+    if raw:
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    return [str(PROJECT_ROOT / "include" / "data"), *DEFAULT_DATA_OBJECT_STORAGE]
+
+
 def state_conn_id() -> str | None:
     return os.environ.get("COGNIGY_RETRAIN_STATE_CONN_ID", "").strip() or None
 

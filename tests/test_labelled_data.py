@@ -150,14 +150,15 @@ def test_twenty_thousand_rows_parse_fast():
 
 def test_missing_column():
     errors = _errors(b"text,label\nhello,greet\n", "heldout.csv")
-    assert errors == ["heldout.csv:1: header: missing column 'intent' (found: 'text', 'label')"]
+    assert errors == ["heldout.csv:1: header: missing column 'intent' (expected: text, intent, then any slice columns)"]
 
 
 def test_semicolon_separated_file_gets_a_hint():
     errors = _errors(b"text;intent\nhello;greet\n", "de.csv")
+    expected = "(expected: text, intent, then any slice columns); the file must be comma-separated"
     assert errors == [
-        "de.csv:1: header: missing column 'text' (found: 'text;intent'); the file must be comma-separated",
-        "de.csv:1: header: missing column 'intent' (found: 'text;intent'); the file must be comma-separated",
+        f"de.csv:1: header: missing column 'text' {expected}",
+        f"de.csv:1: header: missing column 'intent' {expected}",
     ]
 
 
@@ -184,7 +185,7 @@ def test_utf16_file_is_named_as_such():
 def test_duplicate_and_empty_header():
     errors = _errors(b"text,intent,channel, channel ,\nhi,greet,a,b,c\n", "h.csv")
     assert errors == [
-        "h.csv:1: header: duplicate column 'channel' (columns 3 and 4)",
+        "h.csv:1: header: duplicate column name (columns 3 and 4)",
         "h.csv:1: header: column 5 has no name",
     ]
 
@@ -244,19 +245,17 @@ def test_malformed_json_lines():
 
 def test_conflicting_labels_name_both_lines():
     data = b"text,intent\nBook a flight,book_flight\nok,yes\n  book A flight,cancel\n"
-    assert _errors(data, "c.csv") == [
-        "c.csv:4: intent: conflicting labels: 'book A flight' is 'cancel' here but 'book_flight' on line 2"
-    ]
+    assert _errors(data, "c.csv") == ["c.csv:4: intent: conflicting labels: the same text has another intent on line 2"]
 
 
 @pytest.mark.parametrize(
     ("intent", "expected"),
     [
-        ("a/b", "'a/b' must not contain '/' or '\\'"),
-        ("a\\\\b", "'a\\\\b' must not contain '/' or '\\'"),
-        ("a\\u202eb", "'a\\u202eb' contains the control character U+202E"),
-        ("a\\u0000b", "'a\\x00b' contains the control character U+0000"),
-        ("x" * 201, "'" + "x" * 60 + "…' is 201 characters long (at most 200)"),
+        ("a/b", "must not contain '/' or '\\'"),
+        ("a\\\\b", "must not contain '/' or '\\'"),
+        ("a\\u202eb", "contains the control character U+202E"),
+        ("a\\u0000b", "contains the control character U+0000"),
+        ("x" * 201, "is 201 characters long (at most 200)"),
     ],
 )
 def test_bad_intent_names(intent, expected):
@@ -273,12 +272,12 @@ def test_empty_file():
     assert _errors(b"\n  \n", "empty.jsonl") == ["empty.jsonl: file: no data rows"]
 
 
-def test_long_user_values_are_truncated():
+def test_user_values_are_not_quoted():
+    """Issue 26, item 2: a file that failed to parse is not quoted (it may not be labelled data at all)."""
     long_text = "y" * 500
     data = f"text,intent\n{long_text},a\n{long_text},b\n".encode()
     (error,) = _errors(data, "long.csv")
-    assert "y" * 61 not in error
-    assert "'" + "y" * 60 + "…'" in error
+    assert error == "long.csv:3: intent: conflicting labels: the same text has another intent on line 2"
 
 
 def test_error_list_is_capped_at_fifty():
@@ -346,3 +345,26 @@ def test_csv_text_with_a_bidi_control_is_refused_too():
     assert _errors(data, "bidi.csv") == [
         "bidi.csv:3: text: contains the control character U+202E (NUL and bidirectional controls are not allowed)"
     ]
+
+
+# --- issue 26, item 2: a file that is not labelled data is not quoted ----------------------------------------
+
+
+def test_a_secrets_file_is_refused_without_quoting_its_content():
+    """A CSV of the deployment's secrets named as held-out set: the errors give line numbers and the expected
+    columns, never a column name or value of the file."""
+    secrets = b"AWS_SECRET_ACCESS_KEY,DB_PASSWORD,DB_PASSWORD\nwJalrXUtnFEMI,hunter2,hunter2\n"
+    errors = _errors(secrets, "secrets.csv")
+    assert errors == [
+        "secrets.csv:1: header: duplicate column name (columns 2 and 3)",
+        "secrets.csv:1: header: missing column 'text' (expected: text, intent, then any slice columns)",
+        "secrets.csv:1: header: missing column 'intent' (expected: text, intent, then any slice columns)",
+    ]
+    lines = (
+        b'{"text": "hunter2", "intent": "AWS/KEY"}\n{"text": "wJalrXUtnFEMI", "intent": "x", "slices": {"DB": [1]}}\n'
+    )
+    lines += b'{"text": "hunter2 again", "intent": "a"}\n{"text": "HUNTER2  again", "intent": "b"}\n'
+    errors = _errors(lines, "secrets.jsonl")
+    for secret in ("hunter2", "AWS", "KEY", "wJalrXUtnFEMI", "DB"):
+        assert not any(secret in e for e in errors), errors
+    assert [e.split(": ")[0] for e in errors] == ["secrets.jsonl:1", "secrets.jsonl:2", "secrets.jsonl:4"]

@@ -12,7 +12,9 @@ emulator's request counters and the MLflow run.
 2. fr-FR end to end with the user's own fr-FR held-out file, given as a `{locale}` URI;
 3. a rollback point of more than 1 MB is restored exactly after a failed training (in place);
 4. an unchanged flow costs a handful of reads; a later run reuses the champion's scores of the serving state;
-5. bad files stop the run at `validate` with messages naming file, line and field, and nothing reaches Cognigy.
+5. bad files stop the run at `validate` with messages naming file, line and field, and nothing reaches Cognigy;
+   files outside the allowed data roots (a symlink out, /dev/zero) and a secrets CSV leave no trace of their
+   content in the audit trail or the log (issue 26, item 2).
 """
 
 from __future__ import annotations
@@ -104,11 +106,16 @@ def connection(emulator: Emulator) -> str:
     return json.dumps(conn)
 
 
-def run_dag(airflow_home, emulator: Emulator, tmp_path: Path, conf: dict, name: str = "run") -> DagRun:
+def run_dag(
+    airflow_home, emulator: Emulator, tmp_path: Path, conf: dict, name: str = "run", data_roots: str | None = None
+) -> DagRun:
+    """One `airflow dags test`; the tenant's files may be read from the session's temporary folders (the
+    deployment setting COGNIGY_RETRAIN_DATA_ROOTS), or from `data_roots` when given."""
     log_path = tmp_path / f"{name}.log"
     started = time.monotonic()
     env = airflow_home(
         AIRFLOW_CONN_COGNIGY_DEFAULT=connection(emulator),
+        COGNIGY_RETRAIN_DATA_ROOTS=data_roots or str(tmp_path.parent),  # tmp_path / mktemp folders share a parent
         # A loaded machine (2 shared cores) can take longer than Airflow's 30 s to import the DAG file.
         AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="300",
     )
@@ -422,7 +429,7 @@ BAD_LOCALES = {  # locale -> (which file is bad, the line, the field, words of t
     "en-US": ("heldOut", 1, "header", "missing column 'intent'"),
     "de-DE": ("heldOut", 3, "text", "empty"),
     "fr-FR": ("heldOut", 4, "encoding", "not valid UTF-8"),
-    "es-ES": ("heldOut", 1, "header", "duplicate column 'text'"),
+    "es-ES": ("heldOut", 1, "header", "duplicate column name (columns 1 and 3)"),
     "it-IT": ("trainingData", 5, "text", "empty"),
 }
 OVERSIZED_LOCALE = "nl-NL"  # a valid training file with more sentences than max_dataset_size allows
@@ -523,6 +530,42 @@ def test_file_over_fifty_megabytes_is_refused_by_name(airflow_home, emulator: Em
     assert emulator.stats()["requests_total"] == before
     errors = run.event("request_rejected")["errors"]
     assert any(str(big) in e and "file:" in e and "larger than" in e for e in errors), errors
+
+
+def test_files_of_the_worker_and_secrets_never_reach_the_audit(
+    airflow_home, emulator: Emulator, tmp_path: Path
+) -> None:
+    """Issue 26, item 2, end to end: a deployment's secrets CSV inside the data root (not labelled data), a symlink
+    in the root to a secrets file outside it, and /dev/zero as training file. The run stops at validate, nothing
+    is sent, each file is named with its field, and neither the audit trail nor the task log holds a column name
+    or value of the secrets files."""
+    root = tmp_path / "data"
+    root.mkdir()
+    write_csv(root / "held_en-US.csv", "COGNIGY_API_KEY_TESTONLY,MLFLOW_DB_PASSWORD_TESTONLY", ["k3y-v4lue,pw-v4lue"])
+    outside = write_csv(
+        tmp_path / "deploy-secrets.csv", "AWS_SECRET_TESTONLY,REDIS_PASSWORD_TESTONLY", ["s3cr3t,r3d1s"]
+    )
+    (root / "held_de-DE.csv").symlink_to(outside)
+    conf = {
+        "project_id": oid(5, 6), "flow_id": oid(5, 7), "locales": ["en-US", "de-DE"], "promotion": "in_place",
+        "held_out_uri": f"{root}/held_{{locale}}.csv", "training_data_source": "uri",
+        "training_data_uri": "file:///dev/zero",
+    }  # fmt: skip
+    before = emulator.stats()["requests_total"]
+    started = time.monotonic()
+    run = run_dag(airflow_home, emulator, tmp_path, conf, "secrets", data_roots=str(root))
+    assert run.state == "failed" and emulator.stats()["requests_total"] == before
+    errors = run.event("request_rejected")["errors"]
+    assert f"heldOut (en-US): {root}/held_en-US.csv:1: header: missing column 'text' (expected: text, intent" in (
+        "\n".join(errors)
+    ), errors
+    refused = f"file: is not under an allowed data root (COGNIGY_RETRAIN_DATA_ROOTS: {root})"
+    assert f"heldOut (de-DE): {root}/held_de-DE.csv: {refused}" in errors, errors
+    assert f"trainingData (en-US): file:///dev/zero: {refused}" in errors, errors
+    audit_text = (airflow_home.state_dir / "audit" / "retrain_audit.jsonl").read_text()
+    for secret in ("TESTONLY", "k3y-v4lue", "pw-v4lue", "s3cr3t", "r3d1s"):
+        assert secret not in audit_text and secret not in run.log, secret
+    print(f"\n[secrets] refused at validate in {time.monotonic() - started:.0f} s: {errors}")
 
 
 def test_held_out_intent_the_flow_lacks_stops_capture_and_changes_nothing(

@@ -667,6 +667,44 @@ def test_data_uris_refuse_credentials_and_unknown_placeholders() -> None:
     assert any("{locale}" in e for e in errors_of(raw))
 
 
+@pytest.mark.parametrize(
+    ("uri", "what"),
+    [
+        ("https://user@host.example/held_out.csv", "user-info"),
+        ("s3://AKIA%3Asecret@bucket/held_out.csv", "user-info"),
+        ("https://acct.blob.core.windows.net/c/held.csv?sv=2024-05-04&se=2030&sp=r&sig=c2lnbmF0dXJl", "'sig'"),
+        ("https://bucket.s3.amazonaws.com/held.csv?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AKIA%2F2026"
+         "&X-Amz-Signature=abcdef&X-Amz-Security-Token=FQoG", "'X-Amz-Credential'"),
+        ("https://storage.googleapis.com/b/held.csv?X-Goog-Signature=abc", "'X-Goog-Signature'"),
+        ("https://host.example/held.csv?token=t0k3n", "'token'"),
+        ("https://host.example/held.csv?KEY=k3y", "'KEY'"),
+        ("https://host.example/held.csv?access_token=t0k3n", "'access_token'"),
+        ("s3://bucket/held.csv?X-Amz-Security-Token=FQoG", "'X-Amz-Security-Token'"),
+        ("s3://bucket/held.csv#sig=abc", "'sig'"),
+    ],
+)  # fmt: skip
+def test_data_uris_carrying_credentials_are_refused_naming_the_field(uri: str, what: str) -> None:
+    """Issue 26, item 2: user-info or a credential query parameter (presigned S3/GCS URLs, Azure SAS, tokens)."""
+    for field in ("heldOut", "trainingData"):
+        raw = valid_raw()
+        raw[field] = {**raw[field], "source": "uri", "uri": uri}
+        if field == "trainingData":
+            raw["trainingDataSliceMatrix"] = {}
+        errors = errors_of(raw)
+        assert len(errors) == 1, errors
+        assert errors[0].startswith(f"{field}.uri: must not carry credentials ({what}"), errors
+        for secret in ("secret", "c2lnbmF0dXJl", "abcdef", "FQoG", "t0k3n", "k3y", "AKIA"):
+            assert secret not in errors[0]
+
+
+def test_data_uris_with_harmless_query_parameters_are_accepted() -> None:
+    raw = valid_raw()
+    raw["heldOut"]["uri"] = "s3://bot-data/held_out_{locale}.csv?versionId=3HL4kqtJlcpXroDTDmJ"
+    assert parse_request(raw).heldOut.uri.endswith("versionId=3HL4kqtJlcpXroDTDmJ")
+    raw["heldOut"]["uri"] = "/srv/nlu data/held out {locale}.csv"
+    assert parse_request(raw).data_uri("heldOut", "en-US") == "/srv/nlu data/held out en-US.csv"
+
+
 def test_the_locale_placeholder_is_filled_per_locale() -> None:
     request = parse_request(valid_raw())
     assert request.data_uri("heldOut", "de-DE") == "s3://bot-data/held_out_de-DE.csv"

@@ -2,7 +2,9 @@
 
 One parser for both uses, plain Python (no Airflow), deterministic and strict: a file either parses completely
 into a :class:`LabelledSet` or raises :class:`DataFileInvalid` listing every problem found, each as
-``NAME:LINE: field: what is wrong`` (file-level problems read ``NAME: file: ...``).
+``NAME:LINE: field: what is wrong`` (file-level problems read ``NAME: file: ...``). The problems quote nothing
+of the file but line numbers and the expected columns: a file named by mistake (a CSV of secrets) leaks neither
+its column names nor its values into logs and the audit trail.
 
 CSV: a header row with ``text`` and ``intent``; every other column is a slice dimension (e.g. ``channel``).
 JSONL: one object per line, ``{"text": ..., "intent": ..., "slices": {"channel": "voice"}}``.
@@ -29,6 +31,7 @@ MAX_LISTED_ERRORS = 50
 MAX_SHOWN_CHARS = 60
 
 FORMATS = ("csv", "jsonl")
+EXPECTED_COLUMNS = "expected: text, intent, then any slice columns"
 EXTENSIONS = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 _UTF8_BOM = b"\xef\xbb\xbf"
@@ -198,11 +201,11 @@ def _intent_problem(intent: str) -> str | None:
     if not intent:
         return "empty"
     if len(intent) > MAX_INTENT_CHARS:
-        return f"{_show(intent)} is {len(intent)} characters long (at most {MAX_INTENT_CHARS})"
+        return f"is {len(intent)} characters long (at most {MAX_INTENT_CHARS})"
     if (bad := _CONTROL.search(intent)) is not None:
-        return f"{_show(intent)} contains the control character U+{ord(bad.group()):04X}"
+        return f"contains the control character U+{ord(bad.group()):04X}"
     if "/" in intent or "\\" in intent:
-        return f"{_show(intent)} must not contain '/' or '\\'"
+        return "must not contain '/' or '\\'"
     return None
 
 
@@ -264,7 +267,7 @@ class _Collector:
             self.error(
                 line,
                 "intent",
-                f"conflicting labels: {_show(text)} is {_show(intent)} here but {_show(first[0])} on line {first[1]}",
+                f"conflicting labels: the same text has another intent on line {first[1]}",
             )
         if (key, intent) in self.seen:
             self.duplicates += 1
@@ -299,17 +302,14 @@ def _parse_csv(text: str, col: _Collector) -> None:
                     col.error(start, "header", f"column {i + 1} has no name")
                     problems += 1
                 elif header.index(h) != i:
-                    col.error(
-                        start, "header", f"duplicate column {_show(h)} (columns {header.index(h) + 1} and {i + 1})"
-                    )
+                    col.error(start, "header", f"duplicate column name (columns {header.index(h) + 1} and {i + 1})")
                     problems += 1
-            found = ", ".join(_show(h) for h in header[:20]) + (", …" if len(header) > 20 else "")
             hint = ""
             if len(header) == 1 and (";" in header[0] or "\t" in header[0]):
                 hint = "; the file must be comma-separated"
             for required in ("text", "intent"):
                 if required not in header:
-                    col.error(start, "header", f"missing column '{required}' (found: {found}){hint}")
+                    col.error(start, "header", f"missing column '{required}' ({EXPECTED_COLUMNS}){hint}")
                     problems += 1
             if problems:
                 return
@@ -390,7 +390,8 @@ def _parse_jsonl(text: str, col: _Collector) -> None:
                 col.error(number, "slices", "a dimension has an empty name")
                 ok = False
             elif isinstance(value, dict | list):
-                col.error(number, f"slices.{dim_name}", f"must be a string, number or boolean, got {_json_type(value)}")
+                what = f"a dimension's value must be a string, number or boolean, got {_json_type(value)}"
+                col.error(number, "slices", what)
                 ok = False
             else:
                 col.slice_names.setdefault(dim_name, None)

@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from include.cognigy.model import Target
+from include.data.data_uris import credential_problem
 
 COGNIGY_MAX_SENTENCES_PER_INTENT = 200
 COGNIGY_MAX_INTENTS_PER_FLOW = 2500
@@ -75,9 +76,11 @@ def _check_data_uri(uri: str | None) -> str | None:
         return None
     if len(uri) > DATA_URI_MAX or any(ord(c) < 32 for c in uri):
         raise ValueError("must be a path or URI of at most 2048 printable characters")
-    _scheme, sep, rest = uri.partition("://")
-    if sep and "@" in rest.split("/", 1)[0]:
-        raise ValueError("must not carry credentials (user:password@); put them in an Airflow connection")
+    if (found := credential_problem(uri)) is not None:
+        raise ValueError(
+            f"must not carry credentials ({found}); give the storage's credentials to an Airflow connection "
+            "(a signed URL or token in a request ends up in the audit trail, logs and MLflow)"
+        )
     if uri.replace(LOCALE_PLACEHOLDER, "").count("{") or uri.replace(LOCALE_PLACEHOLDER, "").count("}"):
         raise ValueError("the only placeholder allowed is {locale}")
     return uri

@@ -1,8 +1,9 @@
 """The run's labelled data: read the user's files through Airflow object storage, check them, freeze a copy.
 
 `validate` calls `freeze_request_data` before anything is sent to Cognigy: every held-out and training file of
-every locale is read (a local path, file://, s3://, gs://, … — whatever `ObjectStoragePath` reads with the
-installed providers), parsed and checked; a malformed file stops the run with errors naming file, line and
+every locale is read (a local path or file:// URI under an allowed data root, or s3://, gs://, … under an allowed
+object-storage prefix, read by `ObjectStoragePath` with the installed providers; `include.data.data_uris`),
+parsed and checked; a malformed file stops the run with errors naming file, line and
 field. The exact bytes are copied into the run's folder, so every later task (and every retry) judges with the
 same data, whatever happens to the source afterwards. The demo set is used only when a source says `demo`.
 """
@@ -14,8 +15,9 @@ from typing import Any
 
 from airflow.sdk import ObjectStoragePath
 
-from include.data import dataset
-from include.data.labelled_data import MAX_FILE_BYTES, DataFileInvalid, LabelledSet, parse_labelled
+from include import settings
+from include.data import data_uris, dataset
+from include.data.labelled_data import MAX_FILE_BYTES, DataFileInvalid, LabelledSet, display_name, parse_labelled
 from include.request.retrain_request import RetrainRequest
 from include.state import state_store
 
@@ -23,21 +25,30 @@ HELD_OUT, TRAINING = "held_out", "training"
 
 
 def read_data_file(uri: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """The file's bytes; a missing file, an unknown scheme or an oversized file is a DataFileInvalid."""
-    location = uri if "://" in uri else Path(uri).expanduser().resolve().as_uri()
+    """The file's bytes, when ``uri`` falls under an allowed data root (`include.settings.data_roots`, symlinks
+    resolved first) and names a regular file; read in chunks that stop at ``max_bytes`` whatever the file system
+    says its size is. Anything else is a DataFileInvalid naming the file (never its content)."""
+    shown = display_name(uri)
+
+    def refused(why: str) -> DataFileInvalid:
+        return DataFileInvalid(shown, [f"{shown}: file: {why}"])
+
     try:
-        path = ObjectStoragePath(location)
-        size = int((path.stat() or {}).get("size") or 0)
-        if size > max_bytes:
-            raise DataFileInvalid(uri, [f"{uri}: file: {size:,} bytes is larger than the {max_bytes:,} bytes allowed"])
-        return path.read_bytes()
-    except DataFileInvalid:
-        raise
+        where = data_uris.locate(uri, data_uris.DataRoots.parse(settings.data_roots()))
+        if isinstance(where, Path):
+            return data_uris.read_local(where, max_bytes)
+        path = ObjectStoragePath(where)
+        if (path.stat() or {}).get("type") == "directory":
+            raise data_uris.DataUriRefused("is a directory, not a file")
+        with path.open("rb") as handle:
+            return data_uris.read_bounded(handle, max_bytes)
+    except data_uris.DataUriRefused as exc:
+        raise refused(str(exc)) from None
     except FileNotFoundError:
-        raise DataFileInvalid(uri, [f"{uri}: file: not found"]) from None
+        raise refused("not found") from None
     except Exception as exc:  # unknown scheme / provider not installed / access denied: say which
         detail = str(exc).splitlines()[0][:200] if str(exc) else ""
-        raise DataFileInvalid(uri, [f"{uri}: file: cannot be read ({type(exc).__name__}: {detail})"]) from None
+        raise refused(f"cannot be read ({type(exc).__name__}: {detail})") from None
 
 
 def _source_bytes(request: RetrainRequest, kind: str, locale: str) -> tuple[str, bytes, str | None] | None:
