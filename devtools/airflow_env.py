@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,20 @@ def airflow_env(home: Path, state_dir: Path, emulator: Emulator, mlflow_url: str
     }
     env.update(extra)
     return env
+
+
+def demo_audit_key(secrets_dir: Path) -> tuple[Path, dict[str, str]]:
+    """`make run`'s demo deployment keys its audit chain (HMAC-SHA256): a key generated once into
+    ``<secrets_dir>/cognigy_audit_key`` (mode 0600, not in the audit log's folder) and handed to Airflow as the
+    connection ``cognigy_audit_key`` (its password). Returns the file and the environment to add. A production
+    deployment creates that connection in its secrets backend instead (docs/audit-database.md)."""
+    path = secrets_dir / "cognigy_audit_key"
+    if not path.exists():
+        secrets_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as out:
+            out.write(secrets.token_urlsafe(32) + "\n")
+    conn = {"conn_type": "generic", "description": "HMAC key of the audit chain", "password": path.read_text().strip()}
+    return path, {"AIRFLOW_CONN_COGNIGY_AUDIT_KEY": json.dumps(conn)}
 
 
 def airflow_bin() -> str:

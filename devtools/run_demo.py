@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from devtools.airflow_env import DEMO_CONF, airflow_env, dags_test, migrate
+from devtools.airflow_env import DEMO_CONF, airflow_env, dags_test, demo_audit_key, migrate
 from devtools.servers import ROOT, start_emulator, start_mlflow
 
 SCENARIOS = {
@@ -70,7 +70,8 @@ def main() -> int:
         print(f"Cognigy emulator  {emulator.url}", flush=True)
         mlflow = start_mlflow(state / "mlflow")
         print(f"MLflow server     {mlflow.url}", flush=True)
-        env = airflow_env(state / "airflow-home", state / "pipeline", emulator, mlflow.url)
+        key_file, key_env = demo_audit_key(state / "secrets")  # the demo deployment's audit key (its own connection)
+        env = airflow_env(state / "airflow-home", state / "pipeline", emulator, mlflow.url, **key_env)
         migrate(env)
         log_path = state / "last_run.log"
         print(f"running: airflow dags test cognigy_nlu_retrain  (log: {log_path})", flush=True)
@@ -79,6 +80,7 @@ def main() -> int:
         run_id = _run_id(log_text)
         ok = proc.returncode == 0 and _run_ok(log_text)
         _verdict(state / "pipeline", run_id, mlflow.url, ok, time.monotonic() - started)
+        print(f"audit chain        keyed; check it: COGNIGY_RETRAIN_AUDIT_KEY_FILE={key_file} make verify-audit")
         return 0 if ok else 1
     finally:
         if mlflow:

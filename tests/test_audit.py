@@ -229,7 +229,7 @@ def test_secret_keys_are_redacted_at_any_depth(tmp_path: Path) -> None:
         max_tokens=512,
     )
     text = log.path.read_text(encoding="utf-8")
-    for secret in ("sk-live-0123456789", "abc", "eyJhbGciOi", '"cs"', '"at"', '"rt"'):
+    for secret in ("sk-live-0123456789", '"abc"', "eyJhbGciOi", '"cs"', '"at"', '"rt"'):  # quoted: hashes are hex
         assert secret not in text
     assert record["api_key"] == "***"
     assert record["connection"] == {"X-API-Key": "***", "Authorization": "***", "host": "cognigy.example"}
@@ -443,3 +443,199 @@ def test_concurrent_writers_repair_a_torn_line_once(tmp_path: Path) -> None:
     assert len(repairs) == 1 and result.repairs == 1 and result.sidecar_problems == ()
     assert path.with_name(repairs[0]["sidecar"]).read_bytes() == b'{"seq": 2, "event": "half'
     assert result.records == 1 + 1 + 3 * 10  # worker 0's record, the repair, the others' records
+
+
+# --- a keyed chain and anchors (issue 26, item 5) -----------------------------------------------------------
+KEY = "audit-key-for-tests-0123456789abcdef"
+
+
+def _recompute(lines: list[str], edit: dict, at: int = 2) -> list[str]:
+    """What someone who can write the file does: edit record `at` and recompute every plain SHA-256 after it."""
+    records = [json.loads(line) for line in lines]
+    records[at].update(edit)
+    prev = audit.GENESIS_HASH
+    for record in records:
+        record.pop("chain", None), record.pop("key_id", None)
+        record["prev_hash"] = prev
+        record["hash"] = prev = record_hash(record)
+    return [audit.canonical_json(r) + "\n" for r in records]
+
+
+@pytest.fixture
+def keyed_five(tmp_path: Path) -> Path:
+    log = AuditLog(tmp_path / "keyed.jsonl", key=KEY)
+    for i in range(5):
+        log.append(audit.RETRAIN_INITIATED, run_id=f"r{i}", outcome="accepted")
+    return log.path
+
+
+def test_an_edit_with_recomputed_hashes_passes_an_unkeyed_chain_but_not_a_keyed_one(log_with_five, keyed_five):
+    unkeyed = _recompute(_lines(log_with_five), {"requested_by": "mallory"})
+    _write(log_with_five, unkeyed)
+    forged = verify(log_with_five)
+    assert forged.ok and not forged.tamper_evident  # what issue 26 item 5 is about: unkeyed, anyone can rewrite
+    assert forged.key_status().startswith("UNKEYED: not tamper-evident")
+
+    lines = _lines(keyed_five)
+    assert all('"chain":"hmac-sha256"' in line and KEY not in line for line in lines)
+    assert verify(keyed_five, keys=[KEY]).tamper_evident
+    _write(keyed_five, _recompute(lines, {"outcome": "rejected"}))  # rewritten as an unkeyed chain
+    result = verify(keyed_five, keys=[KEY])
+    assert not result.tamper_evident and result.keyed == 0, result
+    assert main_exit(keyed_five, "--key-file", _key_file(keyed_five)) == 3  # a key given, nothing keyed
+
+    record = json.loads(lines[2])  # edited, hash recomputed with a guessed key
+    record["outcome"] = "rejected"
+    record["hash"] = audit.AuditKey("a-guessed-key-0123456789").mac(
+        audit.canonical_json({k: v for k, v in record.items() if k != "hash"}).encode()
+    )
+    _write(keyed_five, [*lines[:2], audit.canonical_json(record) + "\n", *lines[3:]])
+    broken = verify(keyed_five, keys=[KEY])
+    assert (broken.ok, broken.first_bad_line, broken.first_bad_seq) == (False, 3, 3)
+    assert broken.reason.startswith("HMAC mismatch: the record was edited")
+
+
+def _key_file(near: Path) -> str:
+    path = near.parent.parent / f"key-{near.stem}"  # not beside the log
+    path.write_text(KEY + "\n")
+    return str(path)
+
+
+def main_exit(path: Path, *args: str) -> int:
+    return audit.main(["verify", str(path), *args])
+
+
+def test_a_writer_without_the_key_cannot_continue_a_keyed_chain(keyed_five: Path) -> None:
+    with pytest.raises(audit.AuditKeyMissing, match="cognigy_audit_key"):
+        AuditLog(keyed_five).append(audit.RETRAIN_INITIATED, run_id="late")
+    last = json.loads(_lines(keyed_five)[-1])  # a forged unkeyed record after keyed ones
+    forged = audit.next_record({**last, "chain": None}, audit.RETRAIN_INITIATED, {"run_id": "forged"})
+    _write(keyed_five, [*_lines(keyed_five), audit.canonical_json(forged) + "\n"])
+    result = verify(keyed_five, keys=[KEY])
+    assert (result.ok, result.first_bad_line) == (False, 6)
+    assert "unkeyed record after keyed ones" in result.reason
+
+
+def test_old_unkeyed_records_verify_as_unkeyed_and_a_key_seals_them(log_with_five: Path, capsys) -> None:
+    assert main_exit(log_with_five) == 0
+    out = capsys.readouterr()
+    assert out.out.strip() == "OK: 5 records, chain intact"  # unchanged for scripts
+    assert out.err.startswith("UNKEYED: not tamper-evident")
+    assert main_exit(log_with_five, "--require-keyed") == 3
+
+    AuditLog(log_with_five, key=KEY).append(audit.RETRAIN_INITIATED, run_id="keyed-now")
+    result = verify(log_with_five, keys=[KEY])
+    assert (result.ok, result.unkeyed, result.keyed, result.tamper_evident) == (True, 5, 1, True)
+    assert "the first 5 record(s) predate the key" in result.key_status()
+    lines = _lines(log_with_five)
+    prefix = _recompute(lines[:5], {"requested_by": "mallory"}, at=1)  # the old part rewritten
+    _write(log_with_five, [*prefix, lines[5]])
+    broken = verify(log_with_five, keys=[KEY])
+    assert (broken.ok, broken.first_bad_line) == (False, 6) and "prev_hash" in broken.reason
+
+
+def test_verify_cli_with_and_without_the_key(keyed_five: Path, capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(audit.KEY_ENV_FILE, raising=False)
+    monkeypatch.delenv(audit.KEY_ENV_CONN, raising=False)
+    assert main_exit(keyed_five) == 3
+    assert "KEYED (HMAC-SHA256, key id" in capsys.readouterr().out
+    assert main_exit(keyed_five, "--key-file", _key_file(keyed_five)) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("OK: 5 records, chain intact; keyed: HMAC-SHA256 (key id ") and "tamper-evident" in out
+    monkeypatch.setenv(audit.KEY_ENV_CONN, json.dumps({"conn_type": "generic", "password": KEY}))
+    assert main_exit(keyed_five) == 0
+    monkeypatch.setenv(audit.KEY_ENV_CONN, f"generic://:{KEY}@")
+    assert main_exit(keyed_five) == 0
+    assert KEY not in capsys.readouterr().out
+
+
+def test_a_rotated_key_needs_both_keys(tmp_path: Path) -> None:
+    other = "the-next-audit-key-fedcba9876543210"
+    path = tmp_path / "rotated.jsonl"
+    AuditLog(path, key=KEY).append(audit.RETRAIN_INITIATED, run_id="a")
+    AuditLog(path, key=other).append(audit.RETRAIN_INITIATED, run_id="b")  # rotation: chains on
+    assert verify(path, keys=[KEY, other]).tamper_evident
+    only_new = verify(path, keys=[other])
+    assert only_new.ok and only_new.unchecked == 1 and not only_new.tamper_evident
+    assert len(only_new.key_ids) == 2
+
+
+def test_anchors_catch_a_removed_tail_and_a_rewrite(keyed_five: Path, tmp_path: Path, capsys) -> None:
+    records = [json.loads(line) for line in _lines(keyed_five)]
+    anchors = [{"seq": r["seq"], "hash": r["hash"], "source": f"XCom of task {r['run_id']}"} for r in records[3:]]
+    assert verify(keyed_five, keys=[KEY], anchors=anchors).anchors == 2
+    _write(keyed_five, _lines(keyed_five)[:4])  # the last record removed: a shorter chain, valid on its own
+    result = verify(keyed_five, keys=[KEY], anchors=anchors)
+    assert result.ok and not result.tamper_evident
+    assert result.anchor_problems == (
+        "seq 5 (XCom of task r4) is past the end of the log (4 records): records removed",
+    )
+    anchor_file = tmp_path / "anchors.json"
+    anchor_file.write_text(json.dumps(anchors))
+    assert main_exit(keyed_five, "--key-file", _key_file(keyed_five), "--anchors", str(anchor_file)) == 1
+    assert "ANCHOR MISMATCH: seq 5" in capsys.readouterr().out
+    wrong = [{**anchors[0], "hash": "f" * 64}]
+    assert verify(keyed_five, keys=[KEY], anchors=wrong).anchor_problems[0].startswith("seq 4: the log's hash differs")
+
+
+def test_the_pipeline_keys_with_the_airflow_connection_and_anchors_in_xcom(tmp_path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from cognigy_airflow import auditing
+
+    monkeypatch.setenv("COGNIGY_RETRAIN_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.delenv("COGNIGY_RETRAIN_AUDIT_URL", raising=False)
+    monkeypatch.delenv("COGNIGY_RETRAIN_AUDIT_CONN_ID", raising=False)
+    monkeypatch.delenv("COGNIGY_RETRAIN_AUDIT_PATH", raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_COGNIGY_AUDIT_KEY", json.dumps({"conn_type": "generic", "password": KEY}))
+    monkeypatch.setattr(auditing, "_KEYS", {})
+    pushed: dict = {}
+    ti = SimpleNamespace(dag_id="d", run_id="r", task_id="t", map_index=-1, try_number=1,
+                         xcom_push=lambda key, value: pushed.update({key: value}))  # fmt: skip
+    context = {"ti": ti, "dag_run": SimpleNamespace(run_type="manual", triggering_user_name="alice")}
+    record = auditing.audit(context, "retrain_initiated", None, None, carry=False)
+    assert record["chain"] == "hmac-sha256" and record["key_id"] == audit.AuditKey(KEY).id
+    assert pushed["audit_anchor"] == {"seq": 1, "hash": record["hash"], "event": "retrain_initiated",
+                                      "key_id": record["key_id"]}  # fmt: skip
+    log_file = tmp_path / "state" / "audit" / "retrain_audit.jsonl"
+    assert KEY not in log_file.read_text() and not list(log_file.parent.glob("*key*"))
+    assert verify(log_file, keys=[KEY], anchors=[pushed["audit_anchor"]]).tamper_evident
+
+    monkeypatch.setattr(auditing, "_KEYS", {})  # a deployment without the connection: unkeyed, and says so
+    monkeypatch.delenv("AIRFLOW_CONN_COGNIGY_AUDIT_KEY")
+    monkeypatch.setenv("COGNIGY_RETRAIN_AUDIT_PATH", str(tmp_path / "unkeyed.jsonl"))
+    assert "chain" not in auditing.audit(context, "retrain_initiated", None, None, carry=False)
+    assert verify(tmp_path / "unkeyed.jsonl").key_status().startswith("UNKEYED")
+
+
+def test_remote_state_without_a_shared_audit_or_budget_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    sys.path.insert(0, str(ROOT / "plugins"))
+    from airflow.sdk.exceptions import AirflowFailException
+
+    from cognigy_airflow.auditing import refuse_per_host_stores
+
+    for name in ("COGNIGY_RETRAIN_AUDIT_URL", "COGNIGY_RETRAIN_AUDIT_CONN_ID", "COGNIGY_RETRAIN_SINGLE_HOST",
+                 "COGNIGY_RATE_LIMIT_STORAGE"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AIRFLOW_CONN_COGNIGY_T", json.dumps({"conn_type": "cognigy", "host": "https://c.example"}))
+    monkeypatch.delenv("COGNIGY_RETRAIN_STATE_URI", raising=False)
+    refuse_per_host_stores("cognigy_t")  # local state: files are fine
+
+    monkeypatch.setenv("COGNIGY_RETRAIN_STATE_URI", "s3://state_conn@bucket/prefix")
+    with pytest.raises(AirflowFailException) as refused:
+        refuse_per_host_stores("cognigy_t")
+    message = str(refused.value)
+    for setting in ("COGNIGY_RETRAIN_STATE_URI", "COGNIGY_RETRAIN_AUDIT_URL", "COGNIGY_RETRAIN_AUDIT_CONN_ID",
+                    "COGNIGY_RATE_LIMIT_STORAGE", "rate_limit_storage", "COGNIGY_RETRAIN_SINGLE_HOST"):  # fmt: skip
+        assert setting in message, (setting, message)
+
+    monkeypatch.setenv("COGNIGY_RETRAIN_AUDIT_URL", "postgresql+psycopg2://w@db/audit")
+    with pytest.raises(AirflowFailException, match="rate budget") as refused:
+        refuse_per_host_stores("cognigy_t")
+    assert "audit trail" not in str(refused.value)
+    monkeypatch.setenv("COGNIGY_RATE_LIMIT_STORAGE", "redis://redis:6379/0")
+    refuse_per_host_stores("cognigy_t")
+    monkeypatch.delenv("COGNIGY_RETRAIN_AUDIT_URL")
+    monkeypatch.setenv("COGNIGY_RETRAIN_SINGLE_HOST", "true")  # one machine: the files are shared
+    refuse_per_host_stores("cognigy_t")

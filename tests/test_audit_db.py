@@ -506,3 +506,31 @@ def test_the_audit_location_people_read_names_the_database_without_its_password(
     where = settings.audit_location()
     assert where == "the audit table at postgresql+psycopg2://db.example:5432/audit"
     assert "s3cret-pw" not in where and "writer" not in where
+
+
+# --- a keyed chain (issue 26, item 5) ------------------------------------------------------------------------
+def test_a_keyed_chain_in_the_database_survives_no_rewrite(db_url: str, tmp_path: Path) -> None:
+    """The same HMAC chain as the file: a row edited by someone past the guards, with its hash recomputed as plain
+    SHA-256 (or the whole table rewritten so), is named; the key is not in the database."""
+    key = "database-audit-key-0123456789abcdef"
+    log = DatabaseAuditLog(db_url, key=key)
+    written = _fill(log)
+    assert all(r["chain"] == "hmac-sha256" for r in written)
+    assert log.verify().tamper_evident and log.verify(keys=[]).unchecked == 5
+    with pytest.raises(audit.AuditKeyMissing):
+        DatabaseAuditLog(db_url).append(audit.RETRAIN_FAILED, run_id="r2")
+    key_file = tmp_path / "key"
+    key_file.write_text(key)
+    assert _cli("verify", "--url", db_url).returncode == 3  # keyed, no key given: not passed as keyed
+    ok = _cli("verify", "--url", db_url, "--key-file", str(key_file))
+    assert ok.returncode == 0 and "keyed: HMAC-SHA256" in ok.stdout.decode(), ok.stdout
+    assert key not in (_cli("export", "--url", db_url).stdout.decode() + ok.stdout.decode())
+
+    forged = dict(written[1], export_id="exp-forged")
+    forged.pop("chain"), forged.pop("key_id")
+    forged["hash"] = audit.record_hash(forged)
+    _tamper(db_url, f"UPDATE {TABLE} SET record = '{audit.canonical_json(forged)}', hash = '{forged['hash']}' "
+                    "WHERE seq = 2")  # fmt: skip
+    result = log.verify()
+    assert (result.ok, result.first_bad_line) == (False, 2)
+    assert result.reason == "an unkeyed record after keyed ones: the chain was rewritten without the key"

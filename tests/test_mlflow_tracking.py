@@ -296,3 +296,31 @@ def test_demoting_the_only_version_removes_champion(mlflow_server: Server, names
     demoted = sync(_payload(names, tmp_path, run_id="r1", version_key="t1", promote=False), mlflow_server.url)
     assert demoted.champion_version is None and demoted.previous_champion_version is None
     assert client.get_registered_model(names["model"]).aliases == {"challenger": "1"}
+
+
+def test_the_audit_head_is_anchored_on_the_mlflow_run(mlflow_server: Server, names: dict, tmp_path: Path) -> None:
+    """Issue 26, item 5: the run carries the seq and hash of its audit record; `verify --mlflow-uri` reads them."""
+    from include.records.audit import AuditLog, main, verify
+    from include.records.mlflow_tracking import AUDIT_HEAD_HASH_TAG, anchor_audit_head, audit_anchors
+
+    key = "mlflow-anchor-test-key-0123456789"
+    log = AuditLog(tmp_path / "audit.jsonl", key=key)
+    log.append("retrain_initiated", run_id="a")
+    result = sync(_payload(names, tmp_path, run_id="a", version_key="v-a", promote=False), mlflow_server.url)
+    synced = log.append("mlflow_synced", run_id="a", mlflow_run_id=result.run_id)
+    anchor_audit_head(mlflow_server.url, result.run_id, synced)
+
+    tags = _client(mlflow_server).get_run(result.run_id).data.tags
+    assert (tags["audit_head_seq"], tags[AUDIT_HEAD_HASH_TAG], tags["audit_key_id"]) == (
+        "2", synced["hash"], synced["key_id"])  # fmt: skip
+    anchors = audit_anchors(mlflow_server.url, names["experiment"])
+    assert anchors == [{"seq": 2, "hash": synced["hash"], "source": f"MLflow run {result.run_id}"}]
+    assert verify(log.path, keys=[key], anchors=anchors).tamper_evident
+    key_file = tmp_path.parent / f"{tmp_path.name}-key"
+    key_file.write_text(key)
+    args = ["verify", str(log.path), "--key-file", str(key_file), "--mlflow-uri", mlflow_server.url]
+    assert main([*args, "--experiment", names["experiment"]]) == 0
+
+    lines = log.path.read_text().splitlines(keepends=True)
+    log.path.write_text(lines[0])  # the tail removed: the anchor says so
+    assert main([*args, "--experiment", names["experiment"]]) == 1

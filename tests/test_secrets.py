@@ -181,8 +181,12 @@ def test_registering_twice_calls_listeners_once(monkeypatch: pytest.MonkeyPatch)
 @pytest.mark.slow
 def test_no_form_of_a_secret_reaches_any_file_of_a_run(airflow_home, mlflow_server: Server, tmp_path: Path) -> None:
     """The canary run of test_mlflow_pipeline, with the secrets also in the emulator's error texts (a 503's
-    `detail` and a failed training's reason) and in the connection's URLs, in every form."""
-    from tests.test_mlflow_pipeline import PASS, audit_file, one, run_dag, runs_of, start_emulator_with_secrets
+    `detail` and a failed training's reason) and in the connection's URLs, in every form. The run's audit chain is
+    keyed (issue 26, item 5) with a key from the Airflow connection `cognigy_audit_key`, which leaks nowhere either,
+    and every anchor (XCom `audit_anchor`, the MLflow run's tags) matches the log."""
+    from devtools.airflow_env import demo_audit_key
+    from include.records.audit import verify
+    from tests.test_mlflow_pipeline import PASS, one, run_dag, runs_of, start_emulator_with_secrets
 
     canary = uuid.uuid4().hex[:10]
     api_key, client_secret = f"SECRET-canary-{canary}-api/key+1", f"SECRET-canary-{canary}-client/secret+2"
@@ -227,8 +231,14 @@ def test_no_form_of_a_secret_reaches_any_file_of_a_run(airflow_home, mlflow_serv
             f"?token={parsed['console token']}",
         )
         mlflow = {"conn_type": "http", "host": mlflow_server.url, "login": "svc-airflow", "password": mlflow_password}
+        key_file, key_env = demo_audit_key(tmp_path / "secrets")
+        audit_key = key_file.read_text().strip()
+        audit_path = tmp_path / "audit" / "retrain_audit.jsonl"  # a keyed chain of its own, not the session's log
         env = airflow_home(
-            AIRFLOW_CONN_COGNIGY_DEFAULT=json.dumps(cognigy), AIRFLOW_CONN_MLFLOW_DEFAULT=json.dumps(mlflow)
+            AIRFLOW_CONN_COGNIGY_DEFAULT=json.dumps(cognigy),
+            AIRFLOW_CONN_MLFLOW_DEFAULT=json.dumps(mlflow),
+            COGNIGY_RETRAIN_AUDIT_PATH=str(audit_path),
+            **key_env,
         )
         run = run_dag(env, tmp_path / "dags_test.log", PASS)
         knobs, stats = emulator.knobs(), emulator.stats()
@@ -240,12 +250,13 @@ def test_no_form_of_a_secret_reaches_any_file_of_a_run(airflow_home, mlflow_serv
 
     outputs: dict[str, bytes] = {"dags test output": run.log.encode()}
     home, state = Path(env["AIRFLOW_HOME"]), Path(env["COGNIGY_RETRAIN_STATE_DIR"])
-    for folder in (home / "logs", state):  # task logs; audit file, run folders, outbox
+    for folder in (home / "logs", state, audit_path.parent):  # task logs; run folders, outbox; audit file
         outputs.update({str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()})
-    assert str(audit_file(env)) in outputs
-    assert b"training crashed" in outputs[str(audit_file(env))]  # the server's text reached the audit, masked
+    assert b"training crashed" in outputs[str(audit_path)]  # the server's text reached the audit, masked
     with sqlite3.connect(home / "airflow.db") as db:
         xcoms = db.execute("SELECT task_id, value FROM xcom WHERE run_id = ?", (run.run_id,)).fetchall()
+        anchors = [json.loads(v) for (v,) in db.execute(
+            "SELECT value FROM xcom WHERE run_id = ? AND key = 'audit_anchor'", (run.run_id,))]  # fmt: skip
     outputs.update({f"xcom {task}": str(value).encode() for task, value in xcoms})
     outputs["airflow.db"] = (home / "airflow.db").read_bytes()
     client = MlflowClient(mlflow_server.url)
@@ -255,12 +266,19 @@ def test_no_form_of_a_secret_reaches_any_file_of_a_run(airflow_home, mlflow_serv
     downloaded = Path(client.download_artifacts(mlflow_run.info.run_id, "", str(tmp_path / "artifacts")))
     outputs.update({f"artifact {p.name}": p.read_bytes() for p in downloaded.rglob("*") if p.is_file()})
 
+    tags = mlflow_run.data.tags
+    anchors.append({"seq": int(tags["audit_head_seq"]), "hash": tags["audit_head_hash"], "source": "MLflow run"})
+    checked = verify(audit_path, keys=[audit_key], anchors=anchors)
+    assert checked.tamper_evident and checked.unkeyed == 0, checked
+    assert checked.anchors == len(anchors) >= 8, (checked, anchors)  # every task's last record, and the MLflow tag
+
     secrets = {"api key": api_key, "client secret": client_secret, "mlflow password": mlflow_password, **parsed}
+    secrets["audit key"] = audit_key
     leaks = []
     for where, data in outputs.items():
         text = data.decode("utf-8", "replace")
         for name, secret in secrets.items():
-            forms = _visible(secret, text) if name in ("api key", "client secret") else (
+            forms = _visible(secret, text) if name in ("api key", "client secret", "audit key") else (
                 [f for f in {secret, quote(secret), quote_plus(secret)} if f in text])  # fmt: skip
             if forms:
                 leaks.append((where, name, forms, _context(secret, text)))

@@ -3,14 +3,24 @@
 Each line is one record::
 
     {"seq": 7, "ts": "2026-01-02T03:04:05.678Z", "event": "retrain_completed", ...fields...,
-     "prev_hash": "<hash of record 6>", "hash": "<sha256 of this record without 'hash'>"}
+     "chain": "hmac-sha256", "key_id": "<16 hex>",
+     "prev_hash": "<hash of record 6>", "hash": "<HMAC-SHA256 of this record without 'hash'>"}
 
-``hash`` is SHA-256 over the canonical JSON of the record without ``hash`` (``sort_keys=True``,
-``separators=(",", ":")``, ``ensure_ascii=False``); the first record's ``prev_hash`` is ``"0" * 64``.
-Editing, deleting, reordering or truncating a record breaks the chain, and :func:`verify` names the
-first broken line. Removing records from the *end* of the file leaves a shorter valid chain: to catch
-that, keep the last hash somewhere else too (``VerifyResult.head_hash``; the pipeline can put it on the
-MLflow run) and compare.
+``hash`` is HMAC-SHA256, under the deployment's audit key, over the canonical JSON of the record without ``hash``
+(``sort_keys=True``, ``separators=(",", ":")``, ``ensure_ascii=False``); the first record's ``prev_hash`` is
+``"0" * 64``. ``key_id`` names the key (an HMAC of a fixed text under it: it reveals nothing of the key) so that a
+rotated key is told apart from an edit. Editing, deleting, reordering or truncating a record breaks the chain, and
+:func:`verify` names the first broken line; without the key, nobody can recompute the hashes after an edit.
+
+Records written without a key (older logs; a deployment with no key configured) have no ``chain``/``key_id`` and
+``hash`` is plain SHA-256: :func:`verify` still checks them but calls them *unkeyed: not tamper-evident* (anyone who
+can write the file can edit a record and recompute every hash). A keyed record seals the unkeyed ones before it
+(its HMAC covers their hash through ``prev_hash``); after one keyed record every later record must be keyed
+(:class:`AuditKeyMissing` when a writer has no key, a broken chain for ``verify``).
+
+Removing records from the *end* leaves a shorter valid chain: the pipeline anchors each task's last record
+outside the log (``{"seq", "hash"}`` in the task's XCom ``audit_anchor`` and, per retrain, the MLflow run's tags
+``audit_head_seq``/``audit_head_hash``), and ``verify --anchors``/``--mlflow-uri`` compares them.
 
 Several DAG runs and processes may append to one file: :meth:`AuditLog.append` holds an exclusive
 ``fcntl.flock`` on the file while it reads the last record, writes one line with a single ``write``,
@@ -33,7 +43,11 @@ which gives the same chain without a lock. ``verify`` then reads the objects in 
 
 CLI::
 
-    python -m include.records.audit verify PATH   # exit 0: intact; 1: broken chain or a repair's sidecar gone/changed
+    python -m include.records.audit verify PATH [--key-file F] [--anchors A.json] [--mlflow-uri URI]
+        # exit 0: intact (keyed and checked, or unkeyed with a warning); 1: broken chain, HMAC or anchor mismatch,
+        # a repair's sidecar gone/changed; 2: no file; 3: intact links but not verified as tamper-evident (keyed
+        # records and no key given, or a key given and nothing keyed). The key: --key-file, else the file named by
+        # $COGNIGY_RETRAIN_AUDIT_KEY_FILE, else the password of $AIRFLOW_CONN_COGNIGY_AUDIT_KEY (JSON or URI).
     python -m include.records.audit show PATH [--event E] [--run-id R] [--where KEY=VALUE ...]
 """
 
@@ -42,6 +56,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import hashlib
+import hmac
 import json
 import os
 import sys
@@ -50,12 +65,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from include.records.redaction import redact
 from include.state.durable import fsync_dir
 
 GENESIS_HASH = "0" * 64
-RESERVED_FIELDS = frozenset({"seq", "ts", "event", "prev_hash", "hash"})
+HMAC_CHAIN = "hmac-sha256"  # the `chain` field of a keyed record
+RESERVED_FIELDS = frozenset({"seq", "ts", "event", "prev_hash", "hash", "chain", "key_id"})
+KEY_ENV_FILE = "COGNIGY_RETRAIN_AUDIT_KEY_FILE"
+KEY_ENV_CONN = "AIRFLOW_CONN_COGNIGY_AUDIT_KEY"
 
 # The events the pipeline writes: name -> (default outcome, what it means). The trail itself accepts any name
 # (an operator's note, a later version's event); the pipeline's ``audit()`` writes only these.
@@ -76,6 +95,10 @@ EVENTS: dict[str, tuple[str, str]] = {
     "promotion_training_started": ("started", "the production flow trains on the gated intents"),
     "promotion_verified": ("verified", "production serves the gated intents"),
     "promotion_failed": ("failed", "promotion did not complete; production is restored or needs a human"),
+    "snapshots_pruned": ("deleted", "snapshots this product released were deleted to make room for a release"),
+    "snapshot_released": ("released", "a snapshot of the judged model serves every endpoint of the flow"),
+    "release_failed": ("failed", "the snapshot release failed; endpoints switched back (or a human is needed)"),
+    "snapshot_rollback": ("switched", "a person switched the flow's endpoints back to a named snapshot"),
     "rollback_triggered": ("started", "restoring the captured rollback point started"),
     "rollback_retrain_started": ("started", "the restored intents are training"),
     "rollback_retry": ("retrying", "restoring failed once and is tried again"),
@@ -115,14 +138,57 @@ class AuditLogCorrupt(RuntimeError):
     """The last line of the log is not a valid record, so a new record cannot be chained to it."""
 
 
+class AuditKeyMissing(RuntimeError):
+    """The trail is keyed but this writer has no key: an unkeyed record would downgrade the chain."""
+
+
+class AuditKey:
+    """The HMAC key of the chain (from the secrets backend: never stored beside the log, never logged)."""
+
+    def __init__(self, secret: str | bytes) -> None:
+        raw = secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+        if len(raw) < 16:
+            raise ValueError(
+                "the audit key must be at least 16 bytes: generate one with "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+            )
+        self._raw = raw
+        self.id = hmac.new(raw, b"cognigy-retrain audit key id", hashlib.sha256).hexdigest()[:16]
+
+    def __repr__(self) -> str:
+        return f"AuditKey(id={self.id})"
+
+    def mac(self, body: bytes) -> str:
+        return hmac.new(self._raw, body, hashlib.sha256).hexdigest()
+
+
+def as_key(key: AuditKey | str | bytes | None) -> AuditKey | None:
+    return key if isinstance(key, AuditKey) or key is None else AuditKey(key)
+
+
 def canonical_json(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def record_hash(record: dict[str, Any]) -> str:
-    """SHA-256 (hex) of the canonical JSON of ``record`` without its ``hash`` field."""
-    body = {k: v for k, v in record.items() if k != "hash"}
-    return hashlib.sha256(canonical_json(body).encode("utf-8")).hexdigest()
+def record_hash(record: dict[str, Any], key: AuditKey | None = None) -> str:
+    """SHA-256 (hex) of the canonical JSON of ``record`` without its ``hash`` field; HMAC-SHA256 under ``key``
+    for a keyed record (``chain: hmac-sha256``)."""
+    body = canonical_json({k: v for k, v in record.items() if k != "hash"}).encode("utf-8")
+    if record.get("chain") == HMAC_CHAIN:
+        if key is None:
+            raise AuditKeyMissing(f"record {record.get('seq')} is keyed (key id {record.get('key_id')}): give the key")
+        return key.mac(body)
+    return hashlib.sha256(body).hexdigest()
+
+
+def sealed(record: dict[str, Any], key: AuditKey | None) -> bool:
+    """Is ``record``'s hash right, as far as a writer holding ``key`` can tell? A record keyed under another key
+    (before a rotation) cannot be checked by the writer; `verify` with every key checks it."""
+    if record.get("chain") == HMAC_CHAIN:
+        if key is None or record.get("key_id") != key.id:
+            return isinstance(record.get("hash"), str)
+        return hmac.compare_digest(record_hash(record, key), str(record["hash"]))
+    return record_hash(record) == record["hash"]
 
 
 def utc_timestamp() -> str:
@@ -132,9 +198,12 @@ def utc_timestamp() -> str:
 class AuditLog:
     """Append-only, hash-chained JSON-lines log at a local ``path`` (created with its parents)."""
 
-    def __init__(self, path: str | Path, *, known_secrets: Iterable[str | None] = ()) -> None:
+    def __init__(
+        self, path: str | Path, *, known_secrets: Iterable[str | None] = (), key: AuditKey | str | bytes | None = None
+    ) -> None:
         self.path = Path(path)
         self._known_secrets = [s for s in known_secrets if s]
+        self._key = as_key(key)
 
     def append(self, event: str, **fields: Any) -> dict[str, Any]:
         """Write one record and return it (as written: redacted, with seq, ts and hashes).
@@ -149,13 +218,13 @@ class AuditLog:
         with open(self.path, "a+b") as fh:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
             try:
-                repair = _repair_torn_tail(fh, self.path)
-                last = _last_record(fh)
+                repair = _repair_torn_tail(fh, self.path, self._key)
+                last = _last_record(fh, key=self._key)
                 lines = []
                 if repair is not None:
-                    last = next_record(last, LOG_REPAIRED, repair)
+                    last = next_record(last, LOG_REPAIRED, repair, self._key)
                     lines.append(canonical_json(last) + "\n")
-                record = next_record(last, event, clean)
+                record = next_record(last, event, clean, self._key)
                 lines.append(canonical_json(record) + "\n")
                 fh.write("".join(lines).encode("utf-8"))
                 fh.flush()
@@ -166,19 +235,29 @@ class AuditLog:
             fsync_dir(self.path.parent)
         return record
 
-    def verify(self) -> VerifyResult:
-        return verify(self.path)
+    def verify(self, anchors: Iterable[Mapping[str, Any]] = ()) -> VerifyResult:
+        return verify(self.path, keys=[self._key] if self._key else (), anchors=anchors)
 
     def read(self, **filters: Any) -> list[dict[str, Any]]:
         return read(self.path, **filters)
 
 
-def next_record(last: Mapping[str, Any] | None, event: str, fields: dict[str, Any]) -> dict[str, Any]:
-    """The record that follows ``last`` (None: the first record); the file and the database trail both chain so."""
+def next_record(
+    last: Mapping[str, Any] | None, event: str, fields: dict[str, Any], key: AuditKey | None = None
+) -> dict[str, Any]:
+    """The record that follows ``last`` (None: the first record), keyed when ``key`` is given; the file and the
+    database trail both chain so. Refuses an unkeyed record after a keyed one (:class:`AuditKeyMissing`)."""
+    if key is None and last is not None and last.get("chain") == HMAC_CHAIN:
+        raise AuditKeyMissing(
+            f"the audit trail is keyed (HMAC-SHA256, key id {last.get('key_id')}) but no audit key is configured: an "
+            "unkeyed record would break it. Restore the key (Airflow connection cognigy_audit_key, its password)."
+        )
     record: dict[str, Any] = {"seq": (last["seq"] + 1) if last else 1, "ts": utc_timestamp(), "event": event}
     record.update(fields)
+    if key is not None:
+        record.update(chain=HMAC_CHAIN, key_id=key.id)
     record["prev_hash"] = last["hash"] if last else GENESIS_HASH
-    record["hash"] = record_hash(record)
+    record["hash"] = record_hash(record, key)
     return record
 
 
@@ -199,17 +278,17 @@ def _read_at(fh: Any, pos: int, size: int) -> bytes:
     return fh.read(size)
 
 
-def _valid_record(line: bytes) -> dict[str, Any] | None:
+def _valid_record(line: bytes, key: AuditKey | None) -> dict[str, Any] | None:
     try:
         record = json.loads(line)
-        if isinstance(record, dict) and isinstance(record.get("seq"), int) and record_hash(record) == record["hash"]:
+        if isinstance(record, dict) and isinstance(record.get("seq"), int) and sealed(record, key):
             return record
     except (ValueError, KeyError, TypeError):
         pass
     return None
 
 
-def _repair_torn_tail(fh: Any, path: Path) -> dict[str, Any] | None:
+def _repair_torn_tail(fh: Any, path: Path, key: AuditKey | None = None) -> dict[str, Any] | None:
     """Make a torn last line (no trailing newline) harmless; return the ``log_repaired`` fields, or None.
 
     Called with the log's lock held. A complete, valid record that continues the chain gets its newline; any
@@ -221,9 +300,9 @@ def _repair_torn_tail(fh: Any, path: Path) -> dict[str, Any] | None:
         return None
     start = _last_line_start(fh, end)
     torn = _read_at(fh, start, end - start)
-    record = _valid_record(torn)
+    record = _valid_record(torn, key)
     if record is not None:
-        previous = _last_record(fh, until=start) if start else None
+        previous = _last_record(fh, until=start, key=key) if start else None
         expected_prev = previous["hash"] if previous else GENESIS_HASH
         expected_seq = previous["seq"] + 1 if previous else 1
         if record.get("prev_hash") == expected_prev and record["seq"] == expected_seq:
@@ -257,7 +336,7 @@ def _repair_torn_tail(fh: Any, path: Path) -> dict[str, Any] | None:
     }
 
 
-def _last_record(fh: Any, until: int | None = None) -> dict[str, Any] | None:
+def _last_record(fh: Any, until: int | None = None, key: AuditKey | None = None) -> dict[str, Any] | None:
     """The last record of an open file (or of its first ``until`` bytes), None if that is empty."""
     end = fh.seek(0, os.SEEK_END) if until is None else until
     if end == 0:
@@ -268,7 +347,7 @@ def _last_record(fh: Any, until: int | None = None) -> dict[str, Any] | None:
     line = _read_at(fh, start, end - 1 - start)
     try:
         record = json.loads(line)
-        if record_hash(record) != record["hash"] or not isinstance(record["seq"], int):
+        if not sealed(record, key) or not isinstance(record["seq"], int):
             raise ValueError("hash mismatch")
     except (ValueError, KeyError, TypeError) as exc:
         raise AuditLogCorrupt(f"the last record is not valid ({exc}); run `verify`") from exc
@@ -287,18 +366,113 @@ class VerifyResult:
     head_hash: str | None = None  # hash of the last good record; anchor it elsewhere to detect tail loss
     repairs: int = 0  # log_repaired records in the good part (torn last lines moved to sidecar files)
     sidecar_problems: tuple[str, ...] = ()  # a repair's sidecar file is missing or its SHA-256 differs
+    keyed: int = 0  # keyed records whose HMAC was checked with a given key
+    unkeyed: int = 0  # plain SHA-256 records (written without a key): not tamper-evident by themselves
+    unchecked: int = 0  # keyed records whose key was not given: their links were checked, their HMACs not
+    key_ids: tuple[str, ...] = ()  # the keys the keyed records name
+    anchors: int = 0  # anchors (seq, hash kept outside the log) that matched
+    anchor_problems: tuple[str, ...] = ()  # anchors that did not match, or point past the end of the log
+
+    @property
+    def tamper_evident(self) -> bool:
+        """Intact, keyed to the end (an unkeyed record after a keyed one is a break), every HMAC checked, every
+        anchor matching: nobody without the key could have rewritten it."""
+        return self.ok and self.keyed > 0 and not self.unchecked and not self.anchor_problems
+
+    def key_status(self) -> str:
+        """One line on how far the chain can be trusted (printed by both `verify` commands)."""
+        ids = ", ".join(self.key_ids)
+        if self.unchecked:
+            return (f"KEYED (HMAC-SHA256, key id {ids}) but no key given for {self.unchecked} record(s): HMACs not "
+                    "checked, not verified as tamper-evident (give --key-file or $" + KEY_ENV_FILE + ")")  # fmt: skip
+        if self.keyed:
+            before = (f"; the first {self.unkeyed} record(s) predate the key and are sealed by the first keyed one"
+                      if self.unkeyed else "")  # fmt: skip
+            return f"keyed: HMAC-SHA256 (key id {ids}), chain valid, tamper-evident{before}"
+        return (
+            "UNKEYED: not tamper-evident: plain SHA-256, which anyone who can write the log can recompute after an "
+            "edit; configure the audit key (docs/audit-database.md)"
+        )
 
 
-def verify(path: str | Path) -> VerifyResult:
-    """Check the whole chain and name the first broken line (1-based) and the seq it claims."""
+class ChainCheck:
+    """What :func:`verify` and the database's ``verify_rows`` check on each record beyond seq and prev_hash: its
+    hash or HMAC, no unkeyed record after a keyed one; and, at the end, the anchors kept outside the log."""
+
+    def __init__(self, keys: Iterable[AuditKey | str | bytes | None] = (), anchors: Iterable[Mapping] = ()) -> None:
+        self.keys = {k.id: k for k in (as_key(key) for key in keys) if k is not None}
+        self.anchors = [a for a in anchors if isinstance(a, Mapping) and isinstance(a.get("seq"), int)]
+        self._wanted = {a["seq"] for a in self.anchors}
+        self.hashes: dict[int, str] = {}
+        self.keyed = self.unkeyed = self.unchecked = 0
+        self.key_ids: list[str] = []
+
+    def problem(self, record: dict[str, Any]) -> str | None:
+        """Why the record's own hash is wrong, or None."""
+        if record.get("chain") == HMAC_CHAIN:
+            key = self.keys.get(record.get("key_id"))  # type: ignore[arg-type]
+            if key is not None and not hmac.compare_digest(record_hash(record, key), str(record["hash"])):
+                return "HMAC mismatch: the record was edited (or written without the key)"
+            return None
+        if "chain" in record or "key_id" in record:
+            return f"unknown chain {record.get('chain')!r}: the record was edited"
+        if self.keyed or self.unchecked:
+            return "an unkeyed record after keyed ones: the chain was rewritten without the key"
+        if record_hash(record) != record["hash"]:
+            return "hash mismatch: the record was edited"
+        return None
+
+    def accept(self, record: dict[str, Any]) -> None:
+        if record.get("chain") == HMAC_CHAIN:
+            key_id = str(record.get("key_id"))
+            if key_id not in self.key_ids:
+                self.key_ids.append(key_id)
+            if key_id in self.keys:
+                self.keyed += 1
+            else:
+                self.unchecked += 1
+        else:
+            self.unkeyed += 1
+        if record["seq"] in self._wanted:
+            self.hashes[record["seq"]] = record["hash"]
+
+    def fields(self, good: int, complete: bool) -> dict[str, Any]:
+        """The VerifyResult fields on keys and anchors. ``complete``: the whole log was read (an anchor past its end
+        then means records were removed from the end)."""
+        problems, matched = [], 0
+        for anchor in self.anchors:
+            seq, where = anchor["seq"], anchor.get("source") or "anchor"
+            if seq in self.hashes:
+                if hmac.compare_digest(str(anchor.get("hash")), self.hashes[seq]):
+                    matched += 1
+                else:
+                    problems.append(f"seq {seq}: the log's hash differs from the {where}'s: the log was rewritten")
+            elif complete and seq > good:
+                problems.append(f"seq {seq} ({where}) is past the end of the log ({good} records): records removed")
+        return {
+            "keyed": self.keyed,
+            "unkeyed": self.unkeyed,
+            "unchecked": self.unchecked,
+            "key_ids": tuple(self.key_ids),
+            "anchors": matched,
+            "anchor_problems": tuple(problems),
+        }
+
+
+def verify(
+    path: str | Path, keys: Iterable[AuditKey | str | bytes | None] = (), anchors: Iterable[Mapping[str, Any]] = ()
+) -> VerifyResult:
+    """Check the whole chain (HMACs with the given ``keys``) and name the first broken line (1-based) and the seq it
+    claims; compare the ``anchors`` (``{"seq", "hash", "source"}`` kept outside the log)."""
     path = Path(path)
     if not path.exists():
         return VerifyResult(False, 0, None, None, f"{path} does not exist")
+    check = ChainCheck(keys, anchors)
     good, prev_hash = 0, GENESIS_HASH
     repairs: list[dict[str, Any]] = []
     data = path.read_bytes()
     if not data:
-        return VerifyResult(True, 0)  # created, nothing written yet
+        return VerifyResult(True, 0, **check.fields(0, True))  # created, nothing written yet
     lines = data.split(b"\n")
     terminated = data.endswith(b"\n")
     if terminated:
@@ -307,7 +481,7 @@ def verify(path: str | Path) -> VerifyResult:
     def broken(lineno: int, seq: Any, reason: str) -> VerifyResult:
         seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
         head = prev_hash if good else None
-        return VerifyResult(False, good, seq, lineno, reason, head)
+        return VerifyResult(False, good, seq, lineno, reason, head, **check.fields(good, False))
 
     for lineno, raw in enumerate(lines, start=1):
         try:
@@ -321,8 +495,8 @@ def verify(path: str | Path) -> VerifyResult:
         seq = record["seq"]
         if lineno == len(lines) and not terminated:
             return broken(lineno, seq, "truncated line (no trailing newline)")
-        if record_hash(record) != record["hash"]:
-            return broken(lineno, seq, "hash mismatch: the record was edited")
+        if problem := check.problem(record):
+            return broken(lineno, seq, problem)
         expected = good + 1
         if seq != expected:
             if isinstance(seq, int) and seq > expected and not _seq_later(lines[lineno:], expected):
@@ -332,6 +506,7 @@ def verify(path: str | Path) -> VerifyResult:
             return broken(lineno, seq, why)
         if record["prev_hash"] != prev_hash:
             return broken(lineno, seq, "prev_hash does not match the previous record: chain broken")
+        check.accept(record)
         good, prev_hash = good + 1, record["hash"]
         if record["event"] == LOG_REPAIRED:
             repairs.append(record)
@@ -341,6 +516,7 @@ def verify(path: str | Path) -> VerifyResult:
         head_hash=prev_hash if good else None,
         repairs=len(repairs),
         sidecar_problems=tuple(_sidecar_problems(path, repairs)),
+        **check.fields(good, True),
     )
 
 
@@ -424,11 +600,74 @@ def show_filters(args: argparse.Namespace, parser: argparse.ArgumentParser) -> d
     return filters
 
 
+def load_keys(key_files: Iterable[str] = ()) -> list[str]:
+    """The audit keys for `verify`: each ``--key-file``; else the file named by ``$COGNIGY_RETRAIN_AUDIT_KEY_FILE``;
+    else the password of the Airflow connection in ``$AIRFLOW_CONN_COGNIGY_AUDIT_KEY`` (JSON or URI form)."""
+    files = list(key_files) or ([os.environ[KEY_ENV_FILE]] if os.environ.get(KEY_ENV_FILE) else [])
+    keys = [Path(f).read_text(encoding="utf-8").strip() for f in files]
+    conn = os.environ.get(KEY_ENV_CONN, "").strip()
+    if not keys and conn:
+        if conn.startswith("{"):
+            keys.append(str(json.loads(conn).get("password") or ""))
+        else:
+            keys.append(unquote(urlsplit(conn).password or ""))
+    return [k for k in keys if k]
+
+
+def load_anchors(path: str) -> list[dict[str, Any]]:
+    """Anchors from a JSON file: a list (or JSON lines) of ``{"seq": int, "hash": str, "source": str}``."""
+    text = Path(path).read_text(encoding="utf-8").strip()
+    items = json.loads(text) if text.startswith("[") else [json.loads(line) for line in text.splitlines() if line]
+    return [{**item, "source": item.get("source") or path} for item in items]
+
+
+def add_key_arguments(parser: argparse.ArgumentParser) -> None:
+    """--key-file, --anchors, --mlflow-uri, --experiment, --require-keyed (the file's and the database's verify)."""
+    parser.add_argument("--key-file", action="append", default=[], help="file holding an audit key (repeatable)")
+    parser.add_argument("--anchors", help="JSON file of {seq, hash} anchors kept outside the log (XCom audit_anchor)")
+    parser.add_argument("--mlflow-uri", help="compare with the audit_head_* tags of the MLflow runs")
+    parser.add_argument("--experiment", default="cognigy-nlu-retrain")
+    parser.add_argument("--require-keyed", action="store_true", help="exit 3 unless the chain is keyed and checked")
+
+
+def verify_inputs(args: argparse.Namespace) -> tuple[list[str], list[dict[str, Any]]]:
+    anchors = load_anchors(args.anchors) if args.anchors else []
+    if args.mlflow_uri:
+        from include.records.mlflow_tracking import audit_anchors
+
+        anchors += audit_anchors(args.mlflow_uri, args.experiment)
+    return load_keys(args.key_file), anchors
+
+
+def report(result: VerifyResult, ok_line: str, keys_given: bool, require_keyed: bool) -> int:
+    """Print an intact chain's verdict (the first line unchanged for scripts: ``OK: N records, chain intact``),
+    its key status and anchors; return the exit code (see the module docstring)."""
+    keyed = f"; {result.key_status()}" if result.keyed and not result.unchecked else ""
+    print(ok_line + keyed)
+    if not keyed:
+        print(result.key_status(), file=sys.stderr if not result.unchecked else sys.stdout)
+    for problem in result.sidecar_problems:
+        print(f"EVIDENCE: {problem}")
+    if result.anchors or result.anchor_problems:
+        print(
+            f"ANCHORS: {result.anchors} match"
+            + (f", {len(result.anchor_problems)} do not" if result.anchor_problems else "")
+        )
+    for problem in result.anchor_problems:
+        print(f"ANCHOR MISMATCH: {problem}")
+    if result.sidecar_problems or result.anchor_problems:
+        return 1
+    if result.unchecked or ((keys_given or require_keyed) and not result.keyed):
+        return 3
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m include.records.audit", description="Audit trail tools")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_verify = sub.add_parser("verify", help="check the hash chain")
+    p_verify = sub.add_parser("verify", help="check the hash chain (HMAC with the audit key) and the anchors")
     p_verify.add_argument("path")
+    add_key_arguments(p_verify)
     p_show = sub.add_parser("show", help="print matching records as JSON lines")
     p_show.add_argument("path")
     p_show.add_argument("--event")
@@ -441,15 +680,15 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(args.path).exists():
             print(f"MISSING: {args.path} does not exist", file=sys.stderr)
             return 2
-        result = verify(args.path)
+        keys, anchors = verify_inputs(args)
+        result = verify(args.path, keys=keys, anchors=anchors)
         if result.ok:
             repaired = (
                 f" ({result.repairs} torn last line(s) repaired: see log_repaired records)" if result.repairs else ""
             )
-            print(f"OK: {result.records} records, chain intact{repaired}")
-            for problem in result.sidecar_problems:
-                print(f"EVIDENCE: {problem}")
-            return 1 if result.sidecar_problems else 0
+            return report(
+                result, f"OK: {result.records} records, chain intact{repaired}", bool(keys), args.require_keyed
+            )
         seq = result.first_bad_seq if result.first_bad_seq is not None else "?"
         line = result.first_bad_line if result.first_bad_line is not None else "?"
         print(f"BROKEN at line {line} (seq {seq}): {result.reason}")

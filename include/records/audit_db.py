@@ -57,14 +57,20 @@ from sqlalchemy.pool import NullPool
 
 from include.records.audit import (
     GENESIS_HASH,
+    AuditKey,
     AuditLogCorrupt,
+    ChainCheck,
     VerifyResult,
+    add_key_arguments,
+    as_key,
     canonical_json,
     clean_fields,
     filter_records,
     next_record,
-    record_hash,
+    report,
+    sealed,
     show_filters,
+    verify_inputs,
 )
 from include.records.redaction import redact_text
 
@@ -328,8 +334,15 @@ class DatabaseAuditLog:
     ``read(**filters)``; plus ``export(binary_file)``.
     """
 
-    def __init__(self, url: str | URL, *, known_secrets: Iterable[str | None] = ()) -> None:
+    def __init__(
+        self,
+        url: str | URL,
+        *,
+        known_secrets: Iterable[str | None] = (),
+        key: AuditKey | str | bytes | None = None,
+    ) -> None:
         self.url = normalize_url(url)
+        self._key = as_key(key)  # HMAC key of the chain (include.records.audit): never stored in the database
         self._known_secrets = [s for s in known_secrets if s]
         if self.url.password:
             self._known_secrets.append(self.url.password)
@@ -375,7 +388,7 @@ class DatabaseAuditLog:
                 with self.engine.begin() as conn:
                     if conn.dialect.name == "postgresql":
                         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": LOCK_KEY})
-                    record = next_record(self._head(conn), event, clean)
+                    record = next_record(self._head(conn, self._key), event, clean, self._key)
                     conn.execute(records.insert().values(**_columns(record), record=canonical_json(record)))
                 return record
             except IntegrityError as exc:  # only a writer that bypasses the lock gets here
@@ -384,7 +397,7 @@ class DatabaseAuditLog:
         raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
-    def _head(conn: Connection) -> dict[str, Any] | None:
+    def _head(conn: Connection, key: AuditKey | None = None) -> dict[str, Any] | None:
         """The last record, checked like the file's last line: a new record is never chained to a bad one."""
         row = conn.execute(
             sa.select(records.c.seq, records.c.hash, records.c.record).order_by(records.c.seq.desc()).limit(1)
@@ -393,7 +406,7 @@ class DatabaseAuditLog:
             return None
         try:
             record = json.loads(row.record)
-            if record_hash(record) != record["hash"] or record["seq"] != row.seq or record["hash"] != row.hash:
+            if not sealed(record, key) or record["seq"] != row.seq or record["hash"] != row.hash:
                 raise ValueError("hash or seq mismatch")
         except (ValueError, KeyError, TypeError) as exc:
             raise AuditLogCorrupt(f"the last audit row (seq {row.seq}) is not valid ({exc}); run `verify`") from exc
@@ -436,12 +449,16 @@ class DatabaseAuditLog:
             return False
         return has_table(self.engine)
 
-    def verify(self) -> VerifyResult:
-        """Check the whole chain in ``seq`` order; ``first_bad_line`` is the row's position (its export line)."""
+    def verify(
+        self, keys: Iterable[AuditKey | str | bytes | None] | None = None, anchors: Iterable[Mapping[str, Any]] = ()
+    ) -> VerifyResult:
+        """Check the whole chain in ``seq`` order (HMACs with ``keys``, default this log's key; the ``anchors``);
+        ``first_bad_line`` is the row's position (its export line)."""
         if not self.exists():
             return VerifyResult(False, 0, None, None, f"the table {TABLE} does not exist in {self!r}")
+        keys = [self._key] if keys is None else keys
         with _reading(self.engine) as conn, conn.begin():
-            return verify_rows(_select_all(conn))
+            return verify_rows(_select_all(conn), ChainCheck(keys, anchors))
 
 
 def _select_all(conn: Connection) -> Iterator[Any]:
@@ -450,14 +467,17 @@ def _select_all(conn: Connection) -> Iterator[Any]:
     )
 
 
-def verify_rows(rows: Iterable[Any]) -> VerifyResult:
+def verify_rows(rows: Iterable[Any], check: ChainCheck | None = None) -> VerifyResult:
     """:func:`include.records.audit.verify`'s checks over rows (attributes ``record`` and the copied columns)."""
+    check = check or ChainCheck()
     good, prev_hash = 0, GENESIS_HASH
     remaining = iter(rows)
 
     def broken(position: int, seq: Any, reason: str) -> VerifyResult:
         seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
-        return VerifyResult(False, good, seq, position, reason, prev_hash if good else None)
+        return VerifyResult(
+            False, good, seq, position, reason, prev_hash if good else None, **check.fields(good, False)
+        )
 
     for position, row in enumerate(remaining, start=1):
         try:
@@ -467,8 +487,8 @@ def verify_rows(rows: Iterable[Any]) -> VerifyResult:
         if not isinstance(record, dict) or not {"seq", "hash", "prev_hash", "event"} <= record.keys():
             return broken(position, row.seq, "not an audit record (fields missing)")
         seq = record["seq"]
-        if record_hash(record) != record["hash"]:
-            return broken(position, seq, "hash mismatch: the record was edited")
+        if problem := check.problem(record):
+            return broken(position, seq, problem)
         expected = good + 1
         if seq != expected:
             if isinstance(seq, int) and seq > expected and not _seq_later(remaining, expected):
@@ -481,8 +501,9 @@ def verify_rows(rows: Iterable[Any]) -> VerifyResult:
         wrong = [name for name, value in _columns(record).items() if getattr(row, name) != value]
         if wrong:
             return broken(position, seq, f"column(s) {', '.join(wrong)} disagree with the record: the row was edited")
+        check.accept(record)
         good, prev_hash = good + 1, record["hash"]
-    return VerifyResult(True, good, head_hash=prev_hash if good else None)
+    return VerifyResult(True, good, head_hash=prev_hash if good else None, **check.fields(good, True))
 
 
 def _seq_later(rows: Iterator[Any], seq: int) -> bool:
@@ -502,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     commands = {
         "init": "create the table and its append-only triggers (run as the table's owner)",
-        "verify": "check the hash chain",
+        "verify": "check the hash chain (HMAC with the audit key) and the anchors",
         "export": "write the records as JSON lines (what include.records.audit verify reads)",
         "show": "print matching records as JSON lines",
     }
@@ -510,6 +531,7 @@ def main(argv: list[str] | None = None) -> int:
     for p in subs.values():
         p.add_argument("--url", default=os.environ.get("COGNIGY_RETRAIN_AUDIT_URL") or None,
                        help="SQLAlchemy URL (default: $COGNIGY_RETRAIN_AUDIT_URL)")  # fmt: skip
+    add_key_arguments(subs["verify"])
     subs["export"].add_argument("--output", "-o", help="file to write (default: standard output)")
     subs["show"].add_argument("--event")
     subs["show"].add_argument("--run-id", dest="run_id")
@@ -537,10 +559,11 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, log: Databas
         print(f"MISSING: the table {TABLE} does not exist in {log!r}", file=sys.stderr)
         return 2
     if args.command == "verify":
-        result = log.verify()
+        keys, anchors = verify_inputs(args)
+        result = log.verify(keys, anchors)
         if result.ok:
-            print(f"OK: {result.records} records, chain intact (head {result.head_hash})")
-            return 0
+            ok_line = f"OK: {result.records} records, chain intact (head {result.head_hash})"
+            return report(result, ok_line, bool(keys), args.require_keyed)
         seq = result.first_bad_seq if result.first_bad_seq is not None else "?"
         print(f"BROKEN at row {result.first_bad_line} (seq {seq}): {result.reason}")
         return 1

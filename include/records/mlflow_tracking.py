@@ -43,6 +43,10 @@ VERSION_KEY_TAG = "cognigy_version_key"
 DECIDED_AT_TAG = "decided_at"
 PREVIOUS_CHAMPION_TAG = "previous_champion_version"
 PARAM_CONFLICTS_TAG = "mlflow_sync.param_conflicts"
+# The audit chain's anchor outside the log: seq and hash of the run's `mlflow_synced` record (include.records.audit).
+AUDIT_HEAD_SEQ_TAG = "audit_head_seq"
+AUDIT_HEAD_HASH_TAG = "audit_head_hash"
+AUDIT_KEY_ID_TAG = "audit_key_id"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 
@@ -585,6 +589,43 @@ def _register(
         if run.data.tags.get(key) != value:
             client.set_tag(run_id, key, value)
     return version, champion, previous
+
+
+def anchor_audit_head(
+    tracking_uri: str, run_id: str, record: Mapping[str, Any], *, auth: MlflowAuth | None = None
+) -> None:
+    """Tag the MLflow run with an audit record's seq and hash (and key id): an anchor of the audit chain kept
+    outside the log, which `python -m include.records.audit verify --mlflow-uri` compares."""
+    tags = {
+        AUDIT_HEAD_SEQ_TAG: str(record["seq"]),
+        AUDIT_HEAD_HASH_TAG: str(record["hash"]),
+        AUDIT_KEY_ID_TAG: str(record.get("key_id") or "unkeyed"),
+    }
+    with mlflow_session(tracking_uri, auth) as client:
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+
+
+def audit_anchors(tracking_uri: str, experiment: str, *, auth: MlflowAuth | None = None) -> list[dict[str, Any]]:
+    """Every audit anchor on the experiment's runs: ``{"seq", "hash", "source"}`` for `verify`."""
+    anchors: list[dict[str, Any]] = []
+    with mlflow_session(tracking_uri, auth) as client:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return anchors
+        token = None
+        while True:
+            page = client.search_runs(
+                [found.experiment_id], f"tags.{AUDIT_HEAD_HASH_TAG} LIKE '%'", max_results=1000, page_token=token
+            )
+            for run in page:
+                tags = run.data.tags
+                with contextlib.suppress(KeyError, ValueError):
+                    anchors.append({"seq": int(tags[AUDIT_HEAD_SEQ_TAG]), "hash": tags[AUDIT_HEAD_HASH_TAG],
+                                    "source": f"MLflow run {run.info.run_id}"})  # fmt: skip
+            token = page.token
+            if not token:
+                return anchors
 
 
 def audit_fields(payload: SyncPayload, result: SyncResult) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from airflow.sdk import BaseHook, Variable
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from cognigy_airflow.auditing import audit, retrain_trigger, triggered_by
+from cognigy_airflow.auditing import audit, refuse_per_host_stores, retrain_trigger, triggered_by
 from cognigy_airflow.data_files import HELD_OUT, TRAINING, freeze_request_data, load_frozen, training_intents
 from cognigy_airflow.hooks import CognigyHook
 from cognigy_airflow.record import retrain_record
@@ -36,6 +36,7 @@ from include.records.mlflow_tracking import (
     MlflowAuth,
     RegistryAction,
     SyncPayload,
+    anchor_audit_head,
     audit_fields,
     configure_client,
     sync,
@@ -141,6 +142,7 @@ def validate(**context: Any) -> dict[str, Any]:
     unless its `fleet` box is ticked. One invalid fleet entry rejects the whole run: nothing is sent.
     """
     params = dict(context["params"])
+    refuse_per_host_stores(params["cognigy_conn_id"])  # remote state needs a shared audit trail and rate budget
     config = CognigyHook(params["cognigy_conn_id"]).get_config()
     attempt = run_attempt(context)
     use_fleet = retrain_trigger(context) == "automated" or bool(params.get("fleet"))
@@ -846,7 +848,7 @@ def record_in_mlflow(record: RetrainRecord, **context: Any) -> Synced:
         context["task"].log.error("MLflow unreachable after %s tries; the record waits in %s", ti.try_number, entry)
         return Synced(synced=False, deferred=True, run_key=payload.run_key, outbox_entry=str(entry))
     outbox.done(payload.run_key)
-    audit(
+    written = audit(
         context,
         "mlflow_synced",
         plan,
@@ -854,6 +856,10 @@ def record_in_mlflow(record: RetrainRecord, **context: Any) -> Synced:
         **common,
         **audit_fields(payload, result),
     )
+    try:  # the audit chain's head, anchored outside the log (the task's XCom audit_anchor holds it too)
+        anchor_audit_head(uri, result.run_id, written, auth=auth)
+    except Exception as exc:
+        context["task"].log.warning("MLflow run not tagged with the audit anchor: %s", redact_text(str(exc), secrets))
     return Synced(
         synced=True,
         run_id=result.run_id,
