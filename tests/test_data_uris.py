@@ -170,3 +170,12 @@ def test_object_storage_prefixes_are_matched_by_path_segment() -> None:
     for uri in refused:
         with pytest.raises(DataUriRefused):
             locate(uri, allowed)
+
+
+def test_unresolvable_paths_are_refused_by_name(roots, tmp_path: Path) -> None:
+    roots(tmp_path)
+    (tmp_path / "loop.csv").symlink_to(tmp_path / "loop.csv")
+    assert refusal("~no-such-user-here/held.csv").endswith(
+        "file: cannot be resolved (unknown ~user or a symbolic link loop)"
+    )
+    assert refusal(str(tmp_path / "loop.csv")).endswith("cannot be resolved (unknown ~user or a symbolic link loop)")

@@ -116,11 +116,11 @@ def locate(uri: str, roots: DataRoots) -> Path | str:
             raise DataUriRefused("a file:// URI names a file of this machine (no host)")
         path = Path(url2pathname(parts.path))
     else:
-        path = Path(uri).expanduser()
+        path = Path(uri)
     try:
-        resolved = path.resolve()
-    except (OSError, RuntimeError):  # a symlink loop
-        raise DataUriRefused("cannot be resolved (symbolic link loop?)") from None
+        resolved = path.expanduser().resolve()
+    except (OSError, RuntimeError):  # a symlink loop, an unknown ~user
+        raise DataUriRefused("cannot be resolved (unknown ~user or a symbolic link loop)") from None
     if any(resolved.is_relative_to(root) for root in roots.local):
         return resolved
     raise DataUriRefused(outside)
