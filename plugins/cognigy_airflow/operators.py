@@ -540,8 +540,9 @@ class CognigyRollbackOperator(_CognigyOperator):
     def _stop_run_training(self, context: Any, client: CognigyClient, target: Target) -> None:
         """A training of this run that still runs would overwrite the restore when it ends: cancel it first.
 
-        The job id comes from the wait's result, else the submit's state file (the wait may have failed),
-        else the tenant's task list since the submit's intent (the submit may have died after its POST).
+        The job id comes from the wait's result, else the submit's state file (the wait may have failed). Without
+        either (the submit may have died after its POST), the trainings the tenant's task list shows since the
+        submit's intent cannot be proven ours: they are not cancelled, the restore waits until they have ended.
         """
         staging = self.plan.get("promotion") == "staging"
         prefix = "promote" if staging else "submit"  # the run's training of the PRODUCTION flow
@@ -551,7 +552,9 @@ class CognigyRollbackOperator(_CognigyOperator):
         job_ids = {j for j in (known and known.job_id, started.get(f"{prefix}.job_id")) if j}
         since = started.get(f"{prefix}.since_server_at") or started.get(f"{prefix}.intent_at")  # server clock first
         if not job_ids and since:
-            job_ids = {j.job_id for j in client.recent_trainings(target, float(since))}
+            # Trainings since the intent may be this run's or anybody's: nothing proves which, so none is cancelled;
+            # the restore waits until they have ended (at most the platform's training limit).
+            self._wait_until_ended(context, client, [j for j in client.recent_trainings(target, float(since))])
         for job_id in sorted(job_ids):
             try:
                 if client.job_status(job_id).terminal:
@@ -562,6 +565,18 @@ class CognigyRollbackOperator(_CognigyOperator):
             if not status.terminal:
                 raise CognigyError(f"training {job_id} of this run is still {status.raw_status} after cancelling")
             audit(context, "training_cancelled", self.plan, self.target, cognigy_job_id=job_id, by="rollback")
+
+    def _wait_until_ended(self, context: Any, client: CognigyClient, trainings: list[JobStatus]) -> None:
+        open_jobs = [j for j in trainings if not j.terminal]
+        if not open_jobs:
+            return
+        submission.report_others("rollback", "-", open_jobs)
+        deadline = time.monotonic() + rest_v2.MAX_TRAINING_SECONDS + CANCEL_SETTLE_SECONDS
+        while open_jobs and time.monotonic() < deadline:
+            time.sleep(2.0)
+            open_jobs = [s for s in (client.job_status(j.job_id) for j in open_jobs) if not s.terminal]
+        if open_jobs:
+            raise CognigyError(f"training(s) {', '.join(j.job_id for j in open_jobs)} of the flow still run")
 
     def _import_point(self, client: CognigyClient, target: Target, point: dict[str, Any]) -> None:
         """Import the rollback point with mode=overwrite (repeatable), a few times if Cognigy's import fails."""
