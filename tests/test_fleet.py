@@ -268,6 +268,7 @@ def test_validate_refuses_a_fleet_sharing_a_staging_flow_before_anything_is_sent
     from types import SimpleNamespace
 
     from airflow.sdk.exceptions import AirflowFailException
+
     from cognigy_airflow import steps
     from cognigy_airflow.form import PARAMS
 
@@ -277,7 +278,8 @@ def test_validate_refuses_a_fleet_sharing_a_staging_flow_before_anything_is_sent
     monkeypatch.setenv("COGNIGY_RETRAIN_STATE_DIR", str(tmp_path))
     monkeypatch.delenv("COGNIGY_RETRAIN_STATE_URI", raising=False)
     monkeypatch.setattr(steps, "CognigyHook", lambda *a, **k: SimpleNamespace(get_config=lambda: config))
-    monkeypatch.setattr(steps, "Variable", SimpleNamespace(get=lambda *a, **k: json.dumps(fleet)))
+    variables = {"cognigy_fleet": json.dumps(fleet)}  # no other Variable is set
+    monkeypatch.setattr(steps, "Variable", SimpleNamespace(get=lambda key, default=None: variables.get(key, default)))
     monkeypatch.setattr(steps, "audit", lambda context, event, *a, **fields: audited.append((event, fields)))
     params = {**{name: param.value for name, param in PARAMS.items()}, **CONF}
     context = {
