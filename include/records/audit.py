@@ -86,6 +86,7 @@ EVENTS: dict[str, tuple[str, str]] = {
     "training_submitted": ("submitted", "a Cognigy training task was started"),
     "training_reattached": ("reattached", "a retry found the task already running and followed it"),
     "duplicate_training_cancelled": ("cancelled", "a second training of the same try was found and cancelled"),
+    "concurrent_training_seen": ("seen", "another training of the flow/locale ran beside this run's; not cancelled"),
     "challenger_staged": ("staged", "the new intents were trained in the staging flow, not production"),
     "retrain_failed": ("failed", "training failed or timed out"),
     "training_cancelled": ("cancelled", "a running training was cancelled"),
