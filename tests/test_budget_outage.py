@@ -14,6 +14,7 @@ import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -215,3 +216,50 @@ async def test_the_trigger_ends_at_its_deadline_with_the_store_named_when_it_sta
     assert "still unreachable at the deadline" in event["message"] and "s3cret" not in event["message"]
     assert event["polls"] == 0 and emu.stats()["by_route"].get(STATUS_ROUTE, 0) == 0  # fail closed
     assert time.monotonic() - began < 10  # ended at its deadline, not after the budget's 60 s allowance
+
+
+def test_a_dag_run_rides_out_a_redis_restart_without_a_task_retry(
+    airflow_home, emulator: Emulator, mlflow_server, redis_server: Service, tmp_path: Path
+) -> None:
+    """The whole DAG under `airflow dags test` (the trigger running), every process's budget in our Redis: Redis is
+    stopped for 5 s while the challenger trains and the wait polls, then started again on the same port. The run
+    succeeds and no task instance needed a second try."""
+    from devtools.airflow_env import DEMO_CONF, dags_test
+
+    emulator.reset()
+    emulator.knobs(training_seconds=25)
+    started = emulator.stats()["trainings_total"]
+    env = airflow_home(COGNIGY_RATE_LIMIT_STORAGE=f"{redis_server.url}/4")
+    times: dict[str, float] = {}
+
+    def outage_once_training_runs() -> None:
+        deadline = time.monotonic() + 600
+        while emulator.stats()["trainings_total"] == started and time.monotonic() < deadline:
+            time.sleep(0.5)
+        time.sleep(3.0)  # the wait has deferred; the trigger polls
+        stop(redis_server)
+        times["stopped"] = time.time()
+        time.sleep(5.0)
+        start_again(redis_server)
+        times["restarted"] = time.time()
+
+    thread = threading.Thread(target=outage_once_training_runs, daemon=True)
+    thread.start()
+    log = tmp_path / "dags_test.log"
+    conf = {**DEMO_CONF, "requests_per_second": 100, "held_out_per_intent": 8, "samples_per_intent": 40}
+    dags_test(env, conf, log_path=log, timeout=900)
+    thread.join(60)
+    text = log.read_text(errors="replace")
+    final = [ln for ln in text.splitlines() if "DagRun Finished" in ln]
+    assert final and "state=success" in final[-1], text[-3000:]
+    assert times.get("restarted"), "Redis was not stopped and started during the run"
+    run_id = final[-1].split("run_id=")[1].split(",")[0]
+    with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as db:
+        tries = dict(db.execute("SELECT task_id, try_number FROM task_instance WHERE run_id = ?", (run_id,)))
+    assert tries and max(tries.values()) == 1, tries  # no task retry was spent
+    logs = text + "".join(p.read_text(errors="replace") for p in Path(env["AIRFLOW_HOME"], "logs").rglob("*.log"))
+    assert "rate-limit budget store" in logs and "is unreachable" in logs  # the outage was met, and ridden out
+    lines = text.splitlines()
+    met = next(i for i, ln in enumerate(lines) if "budget store" in ln and "is unreachable" in ln)
+    assert any("running trigger in line" in ln for ln in lines[:met])  # ... by the deferred wait's trigger
+    assert any("the budget store answers again" in ln for ln in lines[met:])
