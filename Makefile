@@ -54,8 +54,11 @@ lint: $(STAMP)
 bench: $(STAMP)  ## the five benchmarks (~20 min, emulator + real Airflow); figures in bench/results/*.json
 	PYTHONPATH=. $(PY) -m bench.run_all
 
-verify-audit: $(STAMP)  ## check the audit log's hash chain: make verify-audit AUDIT=path
-	PYTHONPATH=. $(PY) -m include.records.audit verify $(or $(AUDIT),.state/pipeline/audit/retrain_audit.jsonl)
+# The demo's audit key (make run writes it) unless KEY names another key file.
+AUDIT_KEY := $(or $(KEY),$(wildcard .state/secrets/cognigy_audit_key))
+verify-audit: $(STAMP)  ## check the audit log's keyed hash chain: make verify-audit AUDIT=path KEY=key-file
+	PYTHONPATH=. $(PY) -m include.records.audit verify $(if $(AUDIT_KEY),--key-file $(AUDIT_KEY)) \
+	  $(or $(AUDIT),.state/pipeline/audit/retrain_audit.jsonl)
 
 clean:
 	rm -rf .state

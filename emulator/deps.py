@@ -5,9 +5,10 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any
 
-from fastapi import Request
+from fastapi import Depends, Request
 
 from emulator.auth import Principal
 from emulator.problems import Problem
@@ -65,3 +66,25 @@ def page(items: Sequence[Any], total: int, limit: int, skip: int) -> dict[str, A
         "nextCursor": encode_cursor(skip + limit) if skip + limit < total else None,
         "previousCursor": encode_cursor(max(0, skip - limit)) if skip > 0 else None,
     }
+
+
+@dataclass(frozen=True)
+class Window:
+    """One page's `limit` and `skip`, from Cognigy's paging query parameters."""
+
+    limit: int
+    skip: int
+
+    def of(self, items: Sequence[Any]) -> dict[str, Any]:
+        """The page of a whole list."""
+        return page(items[self.skip : self.skip + self.limit], len(items), self.limit, self.skip)
+
+
+def window(
+    limit: int | None = None, skip: int | None = None, next: str | None = None, previous: str | None = None
+) -> Window:
+    """The paging query parameters every list route takes (`limit`, `skip`, cursors `next` / `previous`)."""
+    return Window(*page_window(limit, skip, next, previous))
+
+
+Paging = Annotated[Window, Depends(window)]

@@ -18,7 +18,7 @@ from starlette.datastructures import UploadFile
 
 from emulator import classifier
 from emulator.auth import AUDIENCE_REST, REST_SCOPE, granted_scopes
-from emulator.deps import page, page_window, runtime
+from emulator.deps import Paging, page, runtime
 from emulator.engine import (
     IMPORT_MODES,
     IMPORT_SECONDS,
@@ -208,10 +208,7 @@ def get_flow(
 def list_flows(
     rt: Rt,
     projectId: str,
-    limit: int | None = None,
-    skip: int | None = None,
-    next: str | None = None,
-    previous: str | None = None,
+    paging: Paging,
 ) -> dict[str, Any]:
     if not rt.store.project_exists(projectId):
         raise not_found("Project", projectId)
@@ -219,24 +216,19 @@ def list_flows(
         {"_id": f["id"], "referenceId": f["reference_id"], "name": f["name"], "projectId": f["project_id"]}
         for f in rt.store.list_flows(projectId)
     ]
-    limit_, skip_ = page_window(limit, skip, next, previous)
-    return page(items[skip_ : skip_ + limit_], len(items), limit_, skip_)
+    return paging.of(items)
 
 
 @router.get("/locales")
 def list_locales(
     rt: Rt,
     projectId: str,
-    limit: int | None = None,
-    skip: int | None = None,
-    next: str | None = None,
-    previous: str | None = None,
+    paging: Paging,
 ) -> dict[str, Any]:
     if not rt.store.project_exists(projectId):
         raise not_found("Project", projectId)
     items = [locale_view(locale) for locale in rt.store.list_locales(projectId)]
-    limit_, skip_ = page_window(limit, skip, next, previous)
-    return page(items[skip_ : skip_ + limit_], len(items), limit_, skip_)
+    return paging.of(items)
 
 
 # --- intents ------------------------------------------------------------------------------------------
@@ -244,12 +236,9 @@ def list_locales(
 def list_intents(
     rt: Rt,
     flowId: str,
+    paging: Paging,
     includeFeedbackReport: bool = False,
     preferredLocaleId: str | None = None,
-    limit: int | None = None,
-    skip: int | None = None,
-    next: str | None = None,
-    previous: str | None = None,
 ) -> dict[str, Any]:
     flow = _flow(rt, flowId)
     locale = _locale(rt, flow, preferredLocaleId)
@@ -266,8 +255,7 @@ def list_intents(
         if includeFeedbackReport:
             item["feedbackReport"] = reports.get(name)
         items.append(item)
-    limit_, skip_ = page_window(limit, skip, next, previous)
-    return page(items[skip_ : skip_ + limit_], len(items), limit_, skip_)
+    return paging.of(items)
 
 
 class TrainBody(BaseModel):
@@ -388,20 +376,16 @@ def get_task(rt: Rt, taskId: str) -> dict[str, Any]:
 @router.get("/tasks")
 def list_tasks(
     rt: Rt,
+    paging: Paging,
     projectId: str | None = None,
-    limit: int | None = None,
-    skip: int | None = None,
     sort: str = "createdAt:desc",
-    next: str | None = None,
-    previous: str | None = None,
 ) -> dict[str, Any]:
     field_name, _, direction = sort.partition(":")
     if field_name != "createdAt" or direction not in ("asc", "desc", ""):
         raise Problem(400, f"Invalid request: sort: only createdAt:asc|desc is supported, got {sort!r}")
     # Every kind of task (trainIntents, importIntents, createSnapshot, ...), paged; like the platform, no `type`
     # filter (it is not documented, so an unknown query parameter such as `type=` is ignored).
-    limit_, skip_ = page_window(limit, skip, next, previous)
-    limit_ = min(limit_, rt.knobs.get().task_page_cap)
+    limit_, skip_ = min(paging.limit, rt.knobs.get().task_page_cap), paging.skip
     tasks, total = rt.store.list_tasks(
         "cognigy", project_id=projectId, newest_first=direction != "asc", limit=limit_, skip=skip_
     )

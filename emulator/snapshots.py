@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, Field
 
-from emulator.deps import page, page_window, runtime
+from emulator.deps import Paging, page, runtime
 from emulator.engine import SNAPSHOT_SECONDS
 from emulator.ids import iso
 from emulator.problems import Problem, not_found
@@ -176,16 +176,12 @@ def create_snapshot(rt: Rt, body: SnapshotBody) -> dict[str, Any]:
 def list_snapshots(
     rt: Rt,
     projectId: str,
-    limit: int | None = None,
-    skip: int | None = None,
-    next: str | None = None,
-    previous: str | None = None,
+    paging: Paging,
 ) -> dict[str, Any]:
     """Oldest first."""
     _project(rt, projectId)
-    limit_, skip_ = page_window(limit, skip, next, previous)
-    snapshots, total = rt.store.list_snapshots(projectId, limit_, skip_)
-    return page([snapshot_view(s) for s in snapshots], total, limit_, skip_)
+    snapshots, total = rt.store.list_snapshots(projectId, paging.limit, paging.skip)
+    return page([snapshot_view(s) for s in snapshots], total, paging.limit, paging.skip)
 
 
 def _snapshot(rt: Runtime, snapshot_id: str) -> dict[str, Any]:
@@ -227,18 +223,14 @@ INDEX_ITEM_OMITS = frozenset({"entrypoint", "active"})
 def list_endpoints(
     rt: Rt,
     projectId: str,
-    limit: int | None = None,
-    skip: int | None = None,
-    next: str | None = None,
-    previous: str | None = None,
+    paging: Paging,
 ) -> dict[str, Any]:
     _project(rt, projectId)
     # The official client's IEndpointIndexItem_2_0 carries neither `entrypoint` nor `active`: what an endpoint
     # serves is read with GET /endpoints/{id}.
     views = [endpoint_view(rt, endpoint) for endpoint in rt.store.list_endpoints(project_id=projectId)]
     items = [{k: v for k, v in view.items() if k not in INDEX_ITEM_OMITS} for view in views]
-    limit_, skip_ = page_window(limit, skip, next, previous)
-    return page(items[skip_ : skip_ + limit_], len(items), limit_, skip_)
+    return paging.of(items)
 
 
 @router.get("/endpoints/{endpointId}")

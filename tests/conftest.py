@@ -6,6 +6,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import requests
 
 from devtools.servers import Emulator, Server, start_emulator, start_mlflow
 
@@ -19,6 +20,25 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Emulator]:
     server = start_emulator(tmp_path_factory.mktemp("emulator"))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def emu(emulator: Emulator) -> Iterator[Emulator]:
+    """The session emulator at its seed state with default knobs, and no OAuth2 token cached in this process."""
+    from include.cognigy.transport import TokenProvider
+
+    emulator.reset()
+    TokenProvider._instances.clear()
+    yield emulator
+    emulator.reset()
+
+
+@pytest.fixture
+def api(emu: Emulator) -> requests.Session:
+    """An HTTP session on the emulator's REST API with its API key."""
+    session = requests.Session()
+    session.headers.update({"X-API-Key": emu.api_key, "Accept": "application/json"})
+    return session
 
 
 @pytest.fixture(scope="session")

@@ -70,15 +70,6 @@ STATUS_ROUTE = {"rest-v2": "GET /new/v2.0/tasks/{taskId}", "training-jobs": "GET
 TOKEN_ROUTES = ("POST /auth/oauth2/token", "POST /oauth/token")
 
 
-@pytest.fixture
-def emu(emulator: Emulator) -> Iterator[Emulator]:
-    """The session emulator at its seed state with default knobs, and no OAuth2 token cached in this process."""
-    emulator.reset()
-    TokenProvider._instances.clear()
-    yield emulator
-    emulator.reset()
-
-
 def make_client(
     emu: Emulator,
     dialect: str = "rest-v2",

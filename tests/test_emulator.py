@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,21 +31,6 @@ JOBS = "/api/v2/ai/nlp"
 EN = LOCALE_IDS["en-US"]
 FAST = 0.5  # training_seconds for tests that do not look at progress
 TERMINAL = {"done", "error", "cancelled"}
-
-
-@pytest.fixture
-def emu(emulator: Emulator) -> Iterator[Emulator]:
-    """The session emulator, back at the seed state with default knobs."""
-    emulator.reset()
-    yield emulator
-    emulator.reset()
-
-
-@pytest.fixture
-def api(emu: Emulator) -> requests.Session:
-    session = requests.Session()
-    session.headers.update({"X-API-Key": emu.api_key, "Accept": "application/json"})
-    return session
 
 
 def jobs_token(emu: Emulator, scope: str | None = None) -> str:

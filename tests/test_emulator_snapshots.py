@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -32,21 +31,6 @@ TINY_INTENTS = {
     "Greet": ["hello there", "hi", "good morning", "hey you"],
     "Bye": ["goodbye", "see you later", "bye bye", "farewell"],
 }
-
-
-@pytest.fixture
-def emu(emulator: Emulator) -> Iterator[Emulator]:
-    """The session emulator, back at the seed state (no snapshots, endpoints on the project) with default knobs."""
-    emulator.reset()
-    yield emulator
-    emulator.reset()
-
-
-@pytest.fixture
-def api(emu: Emulator) -> requests.Session:
-    session = requests.Session()
-    session.headers.update({"X-API-Key": emu.api_key, "Accept": "application/json"})
-    return session
 
 
 def post_snapshot(api: requests.Session, url: str, name: str, project_id: str = PROJECT_ID) -> dict[str, Any]:

@@ -354,6 +354,9 @@ def test_pipeline_keeps_its_run_state_in_s3_and_none_on_local_disk(
     uri = s3_uri()
     monkeypatch.setenv("COGNIGY_RETRAIN_STATE_DIR", str(local))
     monkeypatch.setenv("COGNIGY_RETRAIN_STATE_URI", uri)
+    # One machine: the per-host audit file and rate budget are shared by every process (validate refuses them
+    # with remote state unless a deployment says so).
+    monkeypatch.setenv("COGNIGY_RETRAIN_SINGLE_HOST", "true")
     out = pipeline(Run("manual__s3_state"))
 
     point_path = out.captured["rollback_point_path"]

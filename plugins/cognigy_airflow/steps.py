@@ -312,7 +312,7 @@ def _request_plan(
         "conn_id": params["cognigy_conn_id"],
         "mlflow_conn_id": params["mlflow_conn_id"],
         "dialect": config.dialect,
-        "console_url": config.console_url or config.base_url,
+        "console_url": redact_text(config.console_url or config.base_url),  # no credentials in XCom or links
         "dry_run": bool(params.get("dry_run")),
         "requests_per_second": params.get("requests_per_second"),
         "poll_min_seconds": params.get("poll_min_seconds", poll_policy.MIN_SECONDS),
@@ -459,6 +459,10 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
     threshold = request.heldOut.threshold
     cache_key = champion_key(point["fingerprint"], held.sha256, threshold)
     cached = None if out_of_date or point["kind"] != "intents-export" else cached_champion(t.key, cache_key)
+    serving_snapshot = (release or {}).get("serving_snapshot") or {}
+    snapshot_key = serving_snapshot.get("hash") and champion_key(f"snapshot:{serving_snapshot['hash']}", held.sha256,
+                                                                 threshold)  # fmt: skip
+    cached = (snapshot_key and cached_champion(t.key, snapshot_key)) or cached  # a scored snapshot, by its hash
     scored_on = None  # in words: what the champion's predictions came from (scored now)
     if state_store.exists(champion_file):  # scored before this retry: what serves now may already be the new model
         predictions, seconds, via = load_predictions(champion_file), 0.0, "earlier try"
@@ -473,6 +477,8 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
         live_flow = scored_on.startswith("the live flow")  # the cache is keyed by the live flow's intents
         if live_flow and not out_of_date and point["kind"] == "intents-export":
             store_champion(t.key, cache_key, champion_file)
+        elif not live_flow and snapshot_key:  # the snapshot itself was scored: keyed by its hash
+            store_champion(t.key, snapshot_key, champion_file)
     counts = point.get("intents") and {i["name"]: len(i.get("exampleSentences") or []) for i in point["intents"]}
     audit(
         context,
@@ -747,6 +753,7 @@ def build_payload(context: Any, record: RetrainRecord) -> SyncPayload:
         "gate_policy_sha256": policy.get("sha256") or "",
         "promotion": plan.get("promotion") or "", "trained_flow_id": (submitted and submitted.trained_flow) or "",
         "held_out_sha256": ((captured and captured.held_out) or {}).get("sha256") or "",
+        **snapshot_tags(record),
     }  # fmt: skip
     registry = None
     if record.training_state == "succeeded" and job_id:
@@ -760,6 +767,7 @@ def build_payload(context: Any, record: RetrainRecord) -> SyncPayload:
                 "request_hash": plan["request_hash"],
                 "gate_result": gate_result[:250],
                 "airflow_run_url": tags["airflow_run_url"],
+                **snapshot_tags(record),
             },
             promote=promoted,
             decided_at=submitted and submitted.submitted_at,
@@ -776,6 +784,20 @@ def build_payload(context: Any, record: RetrainRecord) -> SyncPayload:
         registry=registry,
         datasets=_datasets(captured),
     )
+
+
+def snapshot_tags(record: RetrainRecord) -> dict[str, str]:
+    """MLflow tags naming the version customers meet: on the snapshot path, the snapshot (id, name, hash) serving
+    after this run and the one that served before."""
+    verdict = release_verdict(record)
+    if not verdict:
+        return {}
+    now, before = verdict["snapshot"] or {}, verdict["previous"] or {}
+    tags = {"release_path": verdict["path"]}
+    if verdict["path"] == "snapshot":
+        tags["snapshot_id"], tags["snapshot_hash"] = now.get("id") or "", now.get("hash") or ""
+        tags["snapshot_name"], tags["previous_snapshot_id"] = (now.get("name") or "")[:250], before.get("id") or ""
+    return tags
 
 
 def _datasets(captured: Captured | None) -> list[dict[str, Any]]:
@@ -905,6 +927,7 @@ def finalize(target: dict[str, Any], plan: dict[str, Any], synced: Any, **contex
         mlflow_run_id=synced and synced.run_id,
         mlflow_deferred=bool(synced and synced.deferred),
         rollback_verified=bool(record.rolled_back and record.rolled_back.verified),
+        release=release_verdict(record),
     )
     audit_kind, audit_target = settings.audit_store()
     result = {
@@ -921,6 +944,7 @@ def finalize(target: dict[str, Any], plan: dict[str, Any], synced: Any, **contex
         "held_out": captured and captured.held_out,
         "mlflow_run_id": synced and synced.run_id,
         "mlflow_run_url": synced and synced.run_url,
+        "release": release_verdict(record),
         "target": target,
     }
     state_store.write_text(folder / "outcome.json", json.dumps(result, indent=2))
@@ -930,6 +954,26 @@ def finalize(target: dict[str, Any], plan: dict[str, Any], synced: Any, **contex
             f"see the audit trail: {settings.audit_location()}"
         )
     return result
+
+
+def release_verdict(record: RetrainRecord) -> dict[str, Any] | None:
+    """How the change reached customers, for the verdict: the path, and on the snapshot path the snapshot that
+    serves now and the one that served before (the rollback point)."""
+    release = record.captured and record.captured.release
+    if not release:
+        return None
+    previous = release.get("serving_snapshot")
+    released = record.released
+    serving = released.snapshot if released and released.released else previous
+    return {
+        "path": release["path"],
+        "endpoints": [e["name"] for e in release.get("endpoints") or []],
+        "snapshot": serving,
+        "previous": previous,
+        "released": bool(released and released.released),
+        "switched_back": released.switched_back if released else None,
+        "champion_scored_on": record.captured.champion_scored_on if record.captured else None,
+    }
 
 
 def _remember_promotion(t: Target, record: RetrainRecord, folder: Any, run_id: str) -> None:
