@@ -124,6 +124,9 @@ def _verdict(pipeline_state: Path, run_id: str | None, mlflow_url: str, ok: bool
             f"   accuracy {s.get('accuracy')}  Δacc vs champion {s.get('accuracy_delta')} (p={s.get('p_value')})"
         )
         print(f"gate result        {'PASSED' if s.get('passed') else 'FAILED ' + str(s.get('failed_gates'))}")
+        policy = o.get("gate_policy") or {}
+        summary = str(policy.get("summary") or "form (no deployment policy)").removeprefix("gate policy: ")
+        print(f"gate policy        {summary}")
         held = o.get("held_out") or {}
         sha = str(held.get("sha256"))[:12]
         print(f"held-out set       {held.get('name')}  ({held.get('rows')} rows, sha256 {sha}…)")

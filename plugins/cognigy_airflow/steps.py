@@ -945,6 +945,7 @@ def finalize(target: dict[str, Any], plan: dict[str, Any], synced: Any, **contex
         "mlflow_run_id": synced and synced.run_id,
         "mlflow_run_url": synced and synced.run_url,
         "release": release_verdict(record),
+        "gate_policy": (plan.get("gates") or {}).get("gate_policy"),
         "target": target,
     }
     state_store.write_text(folder / "outcome.json", json.dumps(result, indent=2))

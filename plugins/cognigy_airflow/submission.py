@@ -25,7 +25,8 @@ happens. Four windows, four fences:
    `LEASE_CLOCK_MARGIN_SECONDS`, for workers' clocks) or dead one (same host, its process is gone) is taken
    over by creating the next generation, which only one contender can do. A holder checks it is still the
    newest generation right before it POSTs.
-4. A POST that provably did nothing (4xx, 429, never connected) is marked so that the retry does not wait.
+4. A POST that provably did nothing (4xx, 429, never connected, the request budget's store unreachable) is marked
+   so that the retry does not wait.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ from include.cognigy.errors import (
     TransientError,
 )
 from include.cognigy.model import JobStatus, created_epoch
+from include.cognigy.rate_limit import BudgetStoreUnavailable
 from include.state import state_store
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,8 @@ def provably_not_started(exc: BaseException) -> bool:
     if isinstance(exc, AmbiguousSubmission):
         return False
     if isinstance(exc, RateLimited | AuthenticationError | PermissionDenied | NotFound | BadRequest | TlsError):
+        return True
+    if isinstance(exc, BudgetStoreUnavailable):  # the request budget refused before anything was sent
         return True
     return type(exc) is TransientError and exc.status is None  # the transport's "cannot connect"
 
