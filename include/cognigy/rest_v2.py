@@ -100,6 +100,7 @@ class RestV2Api:
         self.t = transport
         self._locales: dict[str, dict[str, Any]] = {}
         self._flows: dict[str, dict[str, Any]] = {}
+        self._endpoint_lists: dict[str, list[dict[str, Any]]] = {}
 
     # --- lookups -------------------------------------------------------------------------------------
     def locale(self, target: Target) -> dict[str, Any]:
@@ -269,6 +270,8 @@ class RestV2Api:
         """Whether the flow's model reflects its current intents (`isTrainingOutOfDate`) for this locale."""
         query = f"?preferredLocaleId={seg(self.locale(target)['_id'])}"
         flow = self.t.json("GET", f"{PREFIX}/flows/{seg(target.flow_id)}{query}", "GET flow", safe=True)
+        if flow.get("referenceId"):
+            self._flows.setdefault(target.flow_id, flow)
         return {"out_of_date": bool(flow.get("isTrainingOutOfDate", True)), "reference_id": flow.get("referenceId")}
 
     def _all_pages(self, path: str, what: str) -> list[dict[str, Any]]:
@@ -287,8 +290,7 @@ class RestV2Api:
         own for what it serves (`entrypoint`: the project or a snapshot; the list does not carry it). An endpoint
         without a readable `flowId` or `entrypoint` raises: nobody may conclude from a missing field that an endpoint
         serves nothing."""
-        flow = self.flow(target)
-        ids = {target.flow_id, str(flow.get("referenceId"))}
+        ids = {target.flow_id, self.flow_reference(target)}
         listed = self._endpoint_items(target.project_id)
         return [self.endpoint(str(item["_id"])) for item in listed if str(item["flowId"]) in ids]
 
@@ -297,6 +299,9 @@ class RestV2Api:
         return [self.endpoint(str(item["_id"])) for item in self._endpoint_items(project_id)]
 
     def _endpoint_items(self, project_id: str) -> list[dict[str, Any]]:
+        """The project's endpoint list (read once per client: a task's view; what each serves is read fresh)."""
+        if project_id in self._endpoint_lists:
+            return self._endpoint_lists[project_id]
         items = self._all_pages(f"{PREFIX}/endpoints?projectId={seg(project_id)}", f"GET endpoints of {project_id}")
         for item in items:
             if missing := [key for key in ("_id", "flowId") if key not in item]:
@@ -305,6 +310,7 @@ class RestV2Api:
                     f"endpoint {name!r} of project {project_id} is listed without {', '.join(missing)}: cannot tell "
                     "which flow it serves"
                 )
+        self._endpoint_lists[project_id] = items
         return items
 
     def endpoints_serving(self, target: Target) -> list[str]:
@@ -350,10 +356,14 @@ class RestV2Api:
         return parse_task(self.t.json("DELETE", f"{PREFIX}/snapshots/{seg(snapshot_id)}", what, safe=True))
 
     # --- quality signals -----------------------------------------------------------------------------
-    def score(self, target: Target, sentence: str) -> list[dict[str, Any]]:
+    def flow_reference(self, target: Target) -> str:
+        """The flow's `referenceId` (it never changes: read once per client)."""
         flow = self._flows.get(target.flow_id) or self._flows.setdefault(target.flow_id, self.flow(target))
+        return str(flow["referenceId"])
+
+    def score(self, target: Target, sentence: str) -> list[dict[str, Any]]:
         body = {
-            "flowReferenceId": flow["referenceId"],
+            "flowReferenceId": self.flow_reference(target),
             "localeReferenceId": self.locale(target)["referenceId"],
             "sentence": sentence,
         }
