@@ -36,7 +36,7 @@ from include.cognigy.client import CognigyClient
 from include.cognigy.config import ConnectionConfig
 from include.cognigy.model import Target
 from include.cognigy.rate_limit import BudgetStoreUnavailable, TenantBudget, TenantLimit
-from include.cognigy.transport import TokenProvider, Transport
+from include.cognigy.transport import Transport
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))  # what Airflow does for plugins/
 from cognigy_airflow.hooks import CognigyHook
@@ -44,14 +44,6 @@ from cognigy_airflow.triggers import CognigyJobTrigger
 
 TARGET = Target(PROJECT_ID, FLOW_ID, "en-US", MODEL_IDS["en-US"])
 STATUS_ROUTE = "GET /new/v2.0/tasks/{taskId}"
-
-
-@pytest.fixture
-def emu(emulator: Emulator) -> Iterator[Emulator]:
-    emulator.reset()
-    TokenProvider._instances.clear()
-    yield emulator
-    emulator.reset()
 
 
 @pytest.fixture

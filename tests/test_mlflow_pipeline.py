@@ -413,23 +413,10 @@ def test_secrets_never_reach_logs_audit_xcom_or_mlflow(airflow_home, mlflow_serv
     assert run.state == "success", run.log[-3000:]
     assert "[DAG TEST] starting task_id=retrain.submit" in run.log  # the task logs are in this output
 
-    outputs: dict[str, bytes] = {"dags test output": run.log.encode()}
-    home, state = Path(env["AIRFLOW_HOME"]), Path(env["COGNIGY_RETRAIN_STATE_DIR"])
-    for folder in (home / "logs", state):  # task logs; audit file, run folders, outbox
-        outputs.update({str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()})
+    outputs, mlflow_run = run_outputs(env, run, mlflow_server.url, tmp_path)
     assert str(audit_file(env)) in outputs
-    with sqlite3.connect(home / "airflow.db") as db:
-        xcoms = db.execute("SELECT task_id, value FROM xcom WHERE run_id = ?", (run.run_id,)).fetchall()
-    assert len(xcoms) >= 5
-    outputs.update({f"xcom {task}": str(value).encode() for task, value in xcoms})
-    outputs["airflow.db"] = (home / "airflow.db").read_bytes()
-
+    assert len([k for k in outputs if k.startswith("xcom ")]) >= 5
     client = MlflowClient(mlflow_server.url)
-    mlflow_run = one(runs_of(client, airflow_run_id=run.run_id))
-    outputs["mlflow params"] = json.dumps(mlflow_run.data.params).encode()
-    outputs["mlflow tags"] = json.dumps(mlflow_run.data.tags).encode()
-    downloaded = Path(client.download_artifacts(mlflow_run.info.run_id, "", str(tmp_path / "artifacts")))
-    outputs.update({f"artifact {p.name}": p.read_bytes() for p in downloaded.rglob("*") if p.is_file()})
     version = one(client.search_model_versions(f"name='{MODEL}' and run_id='{mlflow_run.info.run_id}'"))
     outputs["model version"] = json.dumps({"source": version.source, "tags": version.tags}).encode()
     assert len([k for k in outputs if k.startswith("artifact ")]) >= 5
@@ -437,6 +424,29 @@ def test_secrets_never_reach_logs_audit_xcom_or_mlflow(airflow_home, mlflow_serv
     leaks = [(where, s) for where, data in outputs.items() for s in secrets if s.encode() in data]
     assert not leaks, leaks
     assert not [where for where, data in outputs.items() if f"SECRET-canary-{canary}".encode() in data]
+
+
+def run_outputs(
+    env: dict[str, str], run, mlflow_url: str, tmp_path: Path, *folders: Path
+) -> tuple[dict[str, bytes], object]:
+    """Everything a DAG run wrote, by where: the `dags test` output, task logs, the state folder (audit file, run
+    folders, outbox) and `folders`, every XCom, the Airflow database, and the MLflow run's params, tags and
+    artifacts; with the MLflow run."""
+    outputs: dict[str, bytes] = {"dags test output": run.log.encode()}
+    home, state = Path(env["AIRFLOW_HOME"]), Path(env["COGNIGY_RETRAIN_STATE_DIR"])
+    for folder in (home / "logs", state, *folders):
+        outputs.update({str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()})
+    with sqlite3.connect(home / "airflow.db") as db:
+        xcoms = db.execute("SELECT task_id, value FROM xcom WHERE run_id = ?", (run.run_id,)).fetchall()
+    outputs.update({f"xcom {task}": str(value).encode() for task, value in xcoms})
+    outputs["airflow.db"] = (home / "airflow.db").read_bytes()
+    client = MlflowClient(mlflow_url)
+    mlflow_run = one(runs_of(client, airflow_run_id=run.run_id))
+    outputs["mlflow params"] = json.dumps(mlflow_run.data.params).encode()
+    outputs["mlflow tags"] = json.dumps(mlflow_run.data.tags).encode()
+    downloaded = Path(client.download_artifacts(mlflow_run.info.run_id, "", str(tmp_path / "artifacts")))
+    outputs.update({f"artifact {p.name}": p.read_bytes() for p in downloaded.rglob("*") if p.is_file()})
+    return outputs, mlflow_run
 
 
 # --- the audit chain's CLI on the real pipeline audit file --------------------------------------------

@@ -19,7 +19,6 @@ from pathlib import Path
 from urllib.parse import quote, quote_plus
 
 import pytest
-from mlflow import MlflowClient
 
 from devtools.airflow_env import cognigy_conn
 from devtools.servers import ROOT, Server
@@ -186,7 +185,7 @@ def test_no_form_of_a_secret_reaches_any_file_of_a_run(airflow_home, mlflow_serv
     and every anchor (XCom `audit_anchor`, the MLflow run's tags) matches the log."""
     from devtools.airflow_env import demo_audit_key
     from include.records.audit import verify
-    from tests.test_mlflow_pipeline import PASS, one, run_dag, runs_of, start_emulator_with_secrets
+    from tests.test_mlflow_pipeline import PASS, run_dag, run_outputs, start_emulator_with_secrets
 
     canary = uuid.uuid4().hex[:10]
     api_key, client_secret = f"SECRET-canary-{canary}-api/key+1", f"SECRET-canary-{canary}-client/secret+2"
@@ -248,23 +247,11 @@ def test_no_form_of_a_secret_reaches_any_file_of_a_run(airflow_home, mlflow_serv
     assert knobs["fail_next_requests"] == [] and knobs["fail_next_trainings"] == 0, knobs  # both faults were met
     assert "[DAG TEST] starting task_id=retrain.submit" in run.log
 
-    outputs: dict[str, bytes] = {"dags test output": run.log.encode()}
-    home, state = Path(env["AIRFLOW_HOME"]), Path(env["COGNIGY_RETRAIN_STATE_DIR"])
-    for folder in (home / "logs", state, audit_path.parent):  # task logs; run folders, outbox; audit file
-        outputs.update({str(p): p.read_bytes() for p in folder.rglob("*") if p.is_file()})
+    outputs, mlflow_run = run_outputs(env, run, mlflow_server.url, tmp_path, audit_path.parent)
     assert b"training crashed" in outputs[str(audit_path)]  # the server's text reached the audit, masked
-    with sqlite3.connect(home / "airflow.db") as db:
-        xcoms = db.execute("SELECT task_id, value FROM xcom WHERE run_id = ?", (run.run_id,)).fetchall()
+    with sqlite3.connect(Path(env["AIRFLOW_HOME"]) / "airflow.db") as db:
         anchors = [json.loads(v) for (v,) in db.execute(
             "SELECT value FROM xcom WHERE run_id = ? AND key = 'audit_anchor'", (run.run_id,))]  # fmt: skip
-    outputs.update({f"xcom {task}": str(value).encode() for task, value in xcoms})
-    outputs["airflow.db"] = (home / "airflow.db").read_bytes()
-    client = MlflowClient(mlflow_server.url)
-    mlflow_run = one(runs_of(client, airflow_run_id=run.run_id))
-    outputs["mlflow params"] = json.dumps(mlflow_run.data.params).encode()
-    outputs["mlflow tags"] = json.dumps(mlflow_run.data.tags).encode()
-    downloaded = Path(client.download_artifacts(mlflow_run.info.run_id, "", str(tmp_path / "artifacts")))
-    outputs.update({f"artifact {p.name}": p.read_bytes() for p in downloaded.rglob("*") if p.is_file()})
 
     tags = mlflow_run.data.tags
     anchors.append({"seq": int(tags["audit_head_seq"]), "hash": tags["audit_head_hash"], "source": "MLflow run"})

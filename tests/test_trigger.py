@@ -13,7 +13,6 @@ import json
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,14 +39,6 @@ FORMS = [("rest-v2", "api_key"), ("rest-v2", "oauth"), ("training-jobs", "oauth"
 FORM_IDS = ["rest-v2-api-key", "rest-v2-oauth", "training-jobs-oauth"]
 STATUS = {"rest-v2": r"/new/v2\.0/tasks/", "training-jobs": r"/training/jobs/"}
 STATUS_ROUTE = {"rest-v2": "GET /new/v2.0/tasks/{taskId}", "training-jobs": "GET /api/v2/ai/nlp/training/jobs/{jobId}"}
-
-
-@pytest.fixture
-def emu(emulator: Emulator) -> Iterator[Emulator]:
-    emulator.reset()
-    TokenProvider._instances.clear()
-    yield emulator
-    emulator.reset()
 
 
 def connection(monkeypatch: pytest.MonkeyPatch, emu: Emulator, dialect: str, auth: str, **extra: Any) -> str:
@@ -262,7 +253,6 @@ def test_the_async_token_lock_works_across_event_loops() -> None:
     import aiohttp
 
     from include.cognigy.config import ConnectionConfig
-    from include.cognigy.transport import TokenProvider
 
     issued = itertools.count()
 
