@@ -80,7 +80,9 @@ def main() -> int:
         run_id = _run_id(log_text)
         ok = proc.returncode == 0 and _run_ok(log_text)
         _verdict(state / "pipeline", run_id, mlflow.url, ok, time.monotonic() - started)
-        print(f"audit chain        keyed; check it: COGNIGY_RETRAIN_AUDIT_KEY_FILE={key_file} make verify-audit")
+        default = state == (ROOT / ".state").resolve()  # make verify-audit's defaults: this log and this key
+        where = "" if default else f" AUDIT={state / 'pipeline' / 'audit' / 'retrain_audit.jsonl'} KEY={key_file}"
+        print(f"audit chain        keyed; check it: make verify-audit{where}")
         return 0 if ok else 1
     finally:
         if mlflow:
