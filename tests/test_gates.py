@@ -725,15 +725,17 @@ def test_platform_feedback_counts_only_problem_findings_and_reads_the_flow_numbe
 
 
 def test_profiles_and_fingerprint():
-    assert GATE_PROFILES == ("default", "strict")
-    assert GateConfig.profile("default") == GateConfig()
+    assert GATE_PROFILES == ("default", "strict", "lenient")
+    # issue 25: the specification's thresholds are the default profile; lenient is GateConfig's field defaults
+    assert GateConfig.profile("lenient") == GateConfig()
+    assert GateConfig.profile("default") == GateConfig.profile("strict")
     strict = GateConfig.profile("strict")
     assert (strict.precision_floor, strict.recall_floor) == (pytest.approx(0.95), pytest.approx(0.95))
     assert (strict.pr_balance_tolerance, strict.bias_ceiling) == (0.05, 0.15)
     assert GateConfig.spec_strict() == strict
     assert GateConfig.profile("strict", recall_floor=0.9).recall_floor == 0.9
     with pytest.raises(ValueError, match="unknown gate profile"):
-        GateConfig.profile("lenient")
+        GateConfig.profile("loose")
     with pytest.raises(ValidationError):
         GateConfig(allow_unevaluated=["bias", "champion_regresion"])  # typo is an error
 

@@ -29,6 +29,10 @@ def parse_status(dialect: str, data: dict[str, Any]) -> JobStatus:
     return training_jobs.parse_job(data) if dialect == "training-jobs" else rest_v2.parse_task(data)
 
 
+class TrainingUnknown(CognigyError):
+    """training-jobs: an earlier training POST's outcome cannot be known with the specification's calls."""
+
+
 class CognigyClient:
     def __init__(
         self,
@@ -45,16 +49,24 @@ class CognigyClient:
         self.v2 = RestV2Api(self.transport) if self.dialect == "rest-v2" else None
         self.jobs = TrainingJobsApi(self.transport) if self.dialect == "training-jobs" else None
         self._active_version: dict[str, str] = {}
+        self._own_jobs: set[str] = set()  # training-jobs: jobs this client started or read (known to be the run's)
 
     # --- before any change ---------------------------------------------------------------------------
-    def capture_rollback_point(self, target: Target, version_hint: str | None = None) -> dict[str, Any]:
-        """What serves now, in a form `restore` can bring back and `serving_fingerprint` can compare."""
+    def capture_rollback_point(
+        self, target: Target, version_hint: str | None = None, *, read_serving: bool = True
+    ) -> dict[str, Any]:
+        """What serves now, in a form `restore` can bring back and `serving_fingerprint` can compare.
+
+        training-jobs: the version to roll back to is `version_hint` (the request's rollbackTriggerVersionId),
+        no call made. Without one, `read_serving` reads the active version (the gateway's GET /models/{id}
+        extension); the specification itself offers no such read, so with `read_serving=False` the point has no
+        version ("versionId": None) and nothing can be rolled back."""
         if self.v2:
             intents = self.v2.export_intents(target)
             return {"kind": "intents-export", "intents": intents, "fingerprint": rest_v2.fingerprint(intents)}
         assert self.jobs
-        version = version_hint or self.jobs.model(target)["activeVersionId"]
-        return {"kind": "model-version", "versionId": version, "fingerprint": version}
+        version = version_hint or (self.jobs.model(target)["activeVersionId"] if read_serving else None)
+        return {"kind": "model-version", "versionId": version, "fingerprint": version or ""}
 
     def serving_fingerprint(self, target: Target) -> str:
         if self.v2:
@@ -98,13 +110,28 @@ class CognigyClient:
         if self.v2:
             return self.v2.start_training(target, mode)
         assert self.jobs
-        return self.jobs.start_training(spec_body, idempotency_key)
+        status = self.jobs.start_training(spec_body, idempotency_key)
+        self._own_jobs.add(status.job_id)
+        return status
 
     def recent_trainings(self, target: Target, since_epoch: float) -> list[JobStatus]:
+        """Trainings of the target started at or after `since_epoch` (server clock).
+
+        training-jobs: the specification defines no call that lists a model's jobs, so none is made. Nothing can
+        start after +inf (an empty answer is exact); beside a job this client started or read (the run's own) the
+        answer is empty (other trainings are not visible in this dialect). Asked anything else, the question is
+        "did an earlier POST whose answer was lost start a training?": unanswerable, so this fails closed with
+        `TrainingUnknown` rather than let a second training start."""
         if self.v2:
             return self.v2.recent_trainings(target, since_epoch)
         assert self.jobs
-        return [job for job in self.jobs.recent_trainings(target) if job.started_since(since_epoch)]
+        if since_epoch == float("inf") or self._own_jobs:
+            return []
+        raise TrainingUnknown(
+            f"whether an earlier training POST for model {target.model_id} started a job is unknown (its answer was "
+            "lost) and the training-jobs specification defines no call to list a model's jobs: no second training "
+            "is started. Find the model's job on the gateway; if none runs, clear the whole DAG run to start afresh"
+        )
 
     def prove_training(
         self, target: Target, job_id: str, intended_fingerprint: str, *, wait_seconds: float = 0.0
@@ -120,7 +147,10 @@ class CognigyClient:
     def job_status(self, job_id: str) -> JobStatus:
         api = self.v2 or self.jobs
         assert api is not None
-        return api.job_status(job_id)
+        status = api.job_status(job_id)
+        if self.jobs:
+            self._own_jobs.add(job_id)  # only the run's own job ids are ever asked for
+        return status
 
     def cancel(self, job_id: str) -> None:
         if self.v2:
@@ -158,6 +188,8 @@ class CognigyClient:
             return
         if point["kind"] == "model-version":
             assert self.jobs
+            if not point.get("versionId"):
+                raise CognigyError("the rollback point names no model version (no rollbackTriggerVersionId)")
             self.jobs.rollback(target, point["versionId"])
             return
         raise CognigyError(f"unknown rollback point kind {point['kind']!r}")

@@ -1,9 +1,11 @@
 """The original specification's "training-jobs" API (second dialect): every path and shape in one place.
 
 `/api/v2/ai/nlp/...` with OAuth2 scopes ai:nlp:read ai:nlp:write ai:training:execute ai:models:rollback.
-Not Cognigy's real API; spoken where a gateway exposes it.
-Marked "extension" below: calls the specification lacks, offered by the emulator (and needed to
-reconcile a lost submission and to score held-out utterances).
+Not Cognigy's real API; spoken where a gateway exposes it. The specification defines five calls: the token POST,
+POST /training/jobs, GET /training/jobs/{jobId}, GET /models/{id}/versions/{vid}/metrics and POST
+/models/{id}/rollback; a run without a held-out set uses nothing else (README "The specification's API").
+Marked "extension" below: calls the specification lacks, offered by the emulator and used only when a run gives
+a held-out set to score (the serving version and per-utterance predictions).
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ _METRIC_KEYS: dict[str, tuple[str, ...]] = {
 # A metric given per average ({"macro": 0.8, "micro": 0.9}) is read in this order.
 _AVERAGES = ("macro", "overall", "value", "weighted", "micro")
 MLFLOW_METRIC_PREFIX = "platform."
+SPEC_F1_BASELINE = 0.85  # the specification's accuracy delta is f1Score − 0.85
 
 
 def _number(value: Any) -> float | None:
@@ -174,17 +177,6 @@ class TrainingJobsApi:
 
     def job_status(self, job_id: str) -> JobStatus:
         return parse_job(self.t.json("GET", job_path(job_id), f"GET training job {job_id}", safe=True))
-
-    def recent_trainings(self, target: Target) -> list[JobStatus]:
-        """Extension: the model's jobs, newest first."""
-        data = self.t.json(
-            "GET",
-            f"{PREFIX}/training/jobs?modelId={seg(target.model_id)}",
-            f"GET training jobs of model {target.model_id}",
-            safe=True,
-        )
-        items = data.get("items", data) if isinstance(data, dict) else data
-        return [parse_job(item) for item in items]
 
     def metrics(self, target: Target, version_id: str) -> VersionMetrics:
         """The server's own metrics of a version, normalised by :func:`parse_metrics` (reported, not trusted)."""

@@ -39,6 +39,7 @@ import numpy as np
 from fairlearn.metrics import MetricFrame, count
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support, recall_score
 
+from include.cognigy.training_jobs import SPEC_F1_BASELINE
 from include.evaluation.config import GateConfig
 from include.evaluation.metrics import NO_INTENT, Prediction, compute_metrics, true_labels
 from include.evaluation.results import GateReport, GateResult, jsonable, round_value
@@ -949,3 +950,47 @@ def _platform_feedback_gate(feedback: Mapping[str, Any] | None, config: GateConf
         reason=reason,
         warnings=warnings_,
     )
+
+
+# --- platform-reported gates (training-jobs dialect without held-out scoring) --------------------------------
+
+
+def platform_reported_gates(metrics: Mapping[str, Any], config: GateConfig) -> dict[str, Any]:
+    """The specification's gates on the numbers the platform reports for a version (`/metrics`): precision and
+    recall ≥ their floors (default profile: 1 − 0.05), bias ≤ the ceiling (0.15). Used when the product cannot
+    score a held-out set itself. A missing number is "not evaluated" and blocks unless `allow_unevaluated` names
+    its gate. Returns the gate report (JSON-safe) with `passed`, `failed_gates`, `summary` and the `[VALIDATION]`
+    warnings the specification logs."""
+    checks = (
+        ("precision", "precision_recall_balance", metrics.get("precision"), config.precision_floor, ">="),
+        ("recall", "precision_recall_balance", metrics.get("recall"), config.recall_floor, ">="),
+        ("bias_score", "bias", metrics.get("bias_score"), config.bias_ceiling, "<="),
+    )
+    gates, warnings, failed = [], [], []
+    for name, gate, value, threshold, op in checks:
+        if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+            status = "passed" if gate in config.allow_unevaluated else "not_evaluated"
+            warnings.append(f"[VALIDATION] {name}: the platform reported no value (gate {gate} not evaluated)")
+        else:
+            ok = value >= threshold if op == ">=" else value <= threshold
+            status = "passed" if ok else "failed"
+            if not ok:
+                warnings.append(f"[VALIDATION] {name} {value:.4f} is not {op} {threshold:.4f}")
+        if status != "passed":
+            failed.append(name)
+        gates.append({"name": name, "gate": gate, "value": value, "threshold": threshold, "rule": f"{op} threshold",
+                      "status": status})  # fmt: skip
+    f1 = metrics.get("f1")
+    spec_delta = round(f1 - SPEC_F1_BASELINE, 6) if isinstance(f1, int | float) and not isinstance(f1, bool) else None
+    summary = {
+        "gate_source": "platform-reported",
+        "macro_precision": metrics.get("precision"),
+        "macro_recall": metrics.get("recall"),
+        "macro_f1": f1,
+        "bias_score": metrics.get("bias_score"),
+        "accuracy_delta": spec_delta,
+        "accuracy_delta_source": f"f1Score − {SPEC_F1_BASELINE} (the specification's; no champion was scored)",
+        "failed_gates": failed,
+    }
+    return {"source": "platform-reported", "passed": not failed, "failed_gates": failed, "gates": gates,
+            "warnings": warnings, "summary": summary, "thresholds": config.thresholds()}  # fmt: skip

@@ -87,9 +87,10 @@ def _check_data_uri(uri: str | None) -> str | None:
 
 
 class HeldOut(_Strict):
-    source: Literal["uri", "demo"] = Field(
+    source: Literal["uri", "demo", "none"] = Field(
         "uri",
-        description="uri: your own labelled test set (heldOut.uri); demo: the shipped demo test set (emulator only).",
+        description="uri: your own labelled test set (heldOut.uri); demo: the shipped demo test set (emulator only); "
+        "none: no held-out set, the gates judge the platform's own metrics (training-jobs dialect only).",
     )
     uri: str | None = Field(
         None,
@@ -115,10 +116,11 @@ class HeldOut(_Strict):
 
 
 class TrainingData(_Strict):
-    source: Literal["flow", "uri", "demo"] = Field(
+    source: Literal["flow", "uri", "demo", "platform"] = Field(
         "flow",
         description="flow: retrain on the example sentences the flow holds (nothing is imported); uri: import "
-        "trainingData.uri (mode=overwrite) first; demo: import the shipped demo data (emulator and make run only).",
+        "trainingData.uri (mode=overwrite) first; demo: import the shipped demo data (emulator and make run only); "
+        "platform: the platform's own data, sliced by trainingDataSliceMatrix (training-jobs dialect only).",
     )
     uri: str | None = Field(None, description="source uri: training file, same formats as heldOut.uri.")
 
@@ -214,8 +216,8 @@ class RetrainRequest(_Strict):
     @model_validator(mode="after")
     def _cross_field_rules(self) -> RetrainRequest:
         problems = []
-        if self.trainingData.source == "demo" and not self.trainingDataSliceMatrix:
-            problems.append("trainingDataSliceMatrix: the demo source needs at least one intent")
+        if self.trainingData.source in ("demo", "platform") and not self.trainingDataSliceMatrix:
+            problems.append(f"trainingDataSliceMatrix: the {self.trainingData.source} source needs at least one intent")
         if self.trainingData.source == "flow" and self.trainingDataSliceMatrix:
             problems.append(
                 "trainingDataSliceMatrix: source flow retrains what the flow holds; a matrix needs source uri or demo"
@@ -265,6 +267,13 @@ class RetrainRequest(_Strict):
             raise ValueError(f"unknown API dialect {dialect!r} (rest-v2 or training-jobs)")
         matrix = self.trainingDataSliceMatrix
         problems = []
+        if self.trainingData.source == "platform":
+            problems.append("trainingData.source: platform is the training-jobs dialect's; rest-v2 trains a flow")
+        if self.heldOut.source == "none":
+            problems.append(
+                "heldOut.source: none is the training-jobs dialect's (platform-reported metrics); rest-v2 needs your "
+                "held-out set (Cognigy reports no precision, recall or bias)"
+            )
         if len(matrix) > COGNIGY_MAX_INTENTS_PER_FLOW:
             problems.append(
                 f"trainingDataSliceMatrix: {len(matrix)} intents; Cognigy allows at most "

@@ -30,6 +30,8 @@ RUN_SECTION = "Run"
 UUID = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 OBJECT_ID = "^[0-9a-f]{24}$"
 CONN_ID = "^[A-Za-z0-9_.-]{1,250}$"
+NULL_NUMBER = ["null", "number"]  # nullable: the UI form treats a non-null type as required
+PROFILE_VALUE = "Empty: the gate profile's value."
 
 
 def _p(default, title: str, section: str, **schema) -> Param:
@@ -63,8 +65,9 @@ PARAMS = {
                                description="What the new model learns from. Nothing is imported for 'flow'."),
     # Nullable: the UI form treats a non-null type as required and would block the Trigger button.
     "training_data_uri": _p(None, "Training file", TRAINING_SECTION, type=["null", "string"], maxLength=2048,
-                            description="Source 'uri': CSV (text,intent) or JSONL ({text,intent}); a path or "
-                                        "file://, s3://, gs://… URI; {locale} is replaced per locale. Imported "
+                            description="Source 'uri': CSV (text,intent) or JSONL ({text,intent}); a path under "
+                                        "COGNIGY_RETRAIN_DATA_ROOTS or an s3://, gs://… URI; {locale} is replaced per "
+                                        "locale. Imported "
                                         "with mode=overwrite: the flow ends with exactly these intents."),
     "promotion": _p("staging", "Promotion", TRAINING_SECTION, type="string", enum=["staging", "in_place"],
                     values_display={"staging": "staging: train and judge in the staging flow, then promote",
@@ -84,15 +87,16 @@ PARAMS = {
                             description="Unticked: a flow whose intents did not change since its last successful "
                                         "training (and is not out of date) ends 'unchanged' after a few reads."),
     "samples_per_intent": _p(defaults.SAMPLES_PER_INTENT, "Sentences per intent", TRAINING_SECTION, type="integer",
-                             minimum=1, maximum=200,
+                             minimum=1, maximum=500000,
                              description="Example sentences per intent when no slice matrix is given "
-                                         "(Cognigy: ≤ 200)."),
+                                         "(rest-v2: ≤ 200, checked by validate)."),
     "training_data_slice_matrix": _p({}, "Training data slice matrix", TRAINING_SECTION, type="object",
                                      maxProperties=2500,
                                      propertyNames={"minLength": 1, "maxLength": 200},
-                                     additionalProperties={"type": "integer", "minimum": 1, "maximum": 200},
-                                     description="Intent name → number of example sentences (1–200). Empty: every "
-                                                 "intent × sentences per intent."),
+                                     additionalProperties={"type": "integer", "minimum": 1, "maximum": 500000},
+                                     description="Intent name → number of example sentences (≥ 1; rest-v2: ≤ 200 "
+                                                 "per intent, checked by validate). Empty: every intent × sentences "
+                                                 "per intent."),
     "max_dataset_size": _p(10000, "Max dataset size", TRAINING_SECTION, type="integer", minimum=100, maximum=500000,
                            description="Upper bound on all example sentences together; the training deadline must "
                                        "be at least size / 1000 × 10 s."),
@@ -113,16 +117,20 @@ PARAMS = {
     # --- evaluation and gates ---------------------------------------------------------------------------
     "held_out_uri": _p(None, "Held-out test set", GATES_SECTION, type=["null", "string"], maxLength=2048,
                        description="Your labelled test set: CSV (text,intent[,slice columns]) or JSONL "
-                                   "({text,intent,slices}); a path or file://, s3://, gs://… URI, {locale} replaced "
+                                   "({text,intent,slices}); a path under COGNIGY_RETRAIN_DATA_ROOTS or an "
+                                   "s3://, gs://… URI, {locale} replaced "
                                    "per locale. Extra columns are the bias gate's slices. 'demo' = the shipped "
                                    "demo test set (emulator only)."),
     "held_out_per_intent": _p(defaults.HELD_OUT_PER_INTENT, "Demo held-out utterances per intent", GATES_SECTION,
                               type="integer", minimum=1, maximum=200,
                               description="Only for held-out 'demo': utterances per intent."),
-    "gate_profile": _p("default", "Gate profile", GATES_SECTION, type="string", enum=["default", "strict"],
-                       values_display={"default": "default (floors 0.80, bias 0.15)",
-                                       "strict": "strict: the specification (precision/recall ≥ 0.95, bias ≤ 0.15)"},
-                       description="Named thresholds; a threshold below that you change from its default wins. "
+    "gate_profile": _p("default", "Gate profile", GATES_SECTION, type="string",
+                       enum=["default", "strict", "lenient"],
+                       values_display={"default": "default: the specification (precision/recall ≥ 0.95, "
+                                                  "bias ≤ 0.15)",
+                                       "strict": "strict: the same as default (kept for existing runs)",
+                                       "lenient": "lenient: floors 0.80, bias 0.15"},
+                       description="Named thresholds; a threshold below that you fill in wins (empty: the profile's). "
                                    "A deployment gate policy (docs/operations.md), when set, is the floor: this "
                                    "form may then only tighten it, and a looser value is refused."),
     "allow_unevaluated_gates": _p(None, "Gates allowed to be unevaluated", GATES_SECTION, type=["null", "array"],
@@ -133,20 +141,25 @@ PARAMS = {
                                               "With a deployment gate policy: only gates it allows."),
     "score_threshold": _p(0.3, "'No intent' score threshold", GATES_SECTION, type="number", minimum=0, maximum=1,
                           description="A top intent score below this counts as 'no intent'."),
-    "precision_floor": _p(0.80, "Precision floor", GATES_SECTION, type="number", minimum=0, maximum=1,
-                          description="Macro precision must be at least this."),
-    "recall_floor": _p(0.80, "Recall floor", GATES_SECTION, type="number", minimum=0, maximum=1,
-                       description="Macro recall must be at least this."),
-    "pr_balance_tolerance": _p(0.05, "Precision–recall balance", GATES_SECTION, type="number", minimum=0, maximum=1,
-                               description="Largest allowed |precision − recall|."),
-    "per_intent_recall_floor": _p(0.60, "Per-intent recall floor", GATES_SECTION, type="number", minimum=0,
-                                  maximum=1, description="Every intent's recall must be at least this."),
-    "bias_ceiling": _p(0.15, "Bias ceiling", GATES_SECTION, type="number", minimum=0, maximum=1,
-                       description="Largest allowed accuracy difference between slices (channel, length, locale)."),
-    "max_accuracy_drop": _p(0.01, "Max accuracy drop vs champion", GATES_SECTION, type="number", minimum=0,
-                            maximum=1, description="Non-inferiority margin against the model serving now."),
-    "significance_alpha": _p(0.05, "Significance level", GATES_SECTION, type="number", minimum=0.0001, maximum=0.5,
-                             description="McNemar's test: a drop is significant below this p-value."),
+    # Thresholds: empty (None) takes the gate profile's value; a value filled in is applied on top.
+    "precision_floor": _p(None, "Precision floor", GATES_SECTION, type=NULL_NUMBER, minimum=0, maximum=1,
+                          description=f"Macro precision must be at least this. {PROFILE_VALUE}"),
+    "recall_floor": _p(None, "Recall floor", GATES_SECTION, type=NULL_NUMBER, minimum=0, maximum=1,
+                       description=f"Macro recall must be at least this. {PROFILE_VALUE}"),
+    "pr_balance_tolerance": _p(None, "Precision–recall balance", GATES_SECTION, type=NULL_NUMBER, minimum=0,
+                               maximum=1, description=f"Largest allowed |precision − recall|. {PROFILE_VALUE}"),
+    "per_intent_recall_floor": _p(None, "Per-intent recall floor", GATES_SECTION, type=NULL_NUMBER, minimum=0,
+                                  maximum=1,
+                                  description=f"Every intent's recall must be at least this. {PROFILE_VALUE}"),
+    "bias_ceiling": _p(None, "Bias ceiling", GATES_SECTION, type=NULL_NUMBER, minimum=0, maximum=1,
+                       description="Largest allowed accuracy difference between slices (channel, length, locale). "
+                                   f"{PROFILE_VALUE}"),
+    "max_accuracy_drop": _p(None, "Max accuracy drop vs champion", GATES_SECTION, type=NULL_NUMBER, minimum=0,
+                            maximum=1,
+                            description=f"Non-inferiority margin against the model serving now. {PROFILE_VALUE}"),
+    "significance_alpha": _p(None, "Significance level", GATES_SECTION, type=NULL_NUMBER, minimum=0.0001,
+                             maximum=0.5,
+                             description=f"McNemar's test: a drop is significant below this p-value. {PROFILE_VALUE}"),
     "block_on_feedback_findings": _p(False, "Block on Cognigy feedback findings", GATES_SECTION, type="boolean",
                                      description="Ticked: the platform's intent feedback report's findings fail the "
                                                  "gate (else they are only reported)."),

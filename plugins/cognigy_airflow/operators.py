@@ -512,8 +512,7 @@ class CognigyRollbackOperator(_CognigyOperator):
         self._stop_run_training(context, client, target)
         prefix = f"rollback.{int(state.get('rollback.round') or 0)}"
         if point["kind"] != "intents-export":  # training-jobs: the rollback call is immediate and repeatable
-            client.restore_point(target, point)
-            return self._verify(context)
+            return self._roll_back_version(context, client, target, point)
 
         earlier = _reattach(client, target, state, prefix, wait=self.reconcile_seconds)
         if earlier is not None:
@@ -536,6 +535,28 @@ class CognigyRollbackOperator(_CognigyOperator):
             return self.execute_complete(context, {"outcome": "finished", "status": status.to_dict()})
         started = float(state.get(f"{prefix}.submitted_at") or time.time())
         self.defer_on_training(status.job_id, started, self.deadline_seconds)
+
+    def _roll_back_version(
+        self, context: Any, client: CognigyClient, target: Target, point: dict[str, Any]
+    ) -> dict[str, Any]:
+        """training-jobs: `POST /models/{id}/rollback {"target_version_id"}`, once per try (repeatable: the same
+        version twice leaves the same state). Without a version (no rollbackTriggerVersionId, and the specification
+        offers no read of the serving one) nothing is rolled back, and the audit says so. With a held-out set the
+        gateway's extensions verify it (active version, predictions); without one, the specification offers no
+        read-back: the rollback call's 2xx answer is the evidence, and the audit says that too."""
+        if not point.get("versionId"):
+            reason = (
+                "nothing rolled back: no rollbackTriggerVersionId was given and the specification offers no read of "
+                "the serving version; the rejected version serves until a person rolls it back"
+            )
+            audit(context, "rollback_skipped", self.plan, self.target, reason=reason)
+            return RolledBack(verified=False, needed=True).to_xcom()
+        client.restore_point(target, point)
+        if self.plan["data"][target.locale][HELD_OUT]:
+            return self._verify(context)
+        audit(context, "rollback_verified", self.plan, self.target, rollback_version_id=point["versionId"],
+              verified_by="the rollback call answered 2xx (the specification offers no read-back)")  # fmt: skip
+        return RolledBack(verified=True, fingerprint=point["versionId"], restored_at=time.time()).to_xcom()
 
     def _stop_run_training(self, context: Any, client: CognigyClient, target: Target) -> None:
         """A training of this run that still runs would overwrite the restore when it ends: cancel it first.

@@ -27,7 +27,7 @@ from include.cognigy import poll_policy, releases, rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.errors import CognigyError, NotFound
 from include.cognigy.model import Target
-from include.cognigy.training_jobs import mlflow_platform_metrics
+from include.cognigy.training_jobs import SPEC_F1_BASELINE, mlflow_platform_metrics
 from include.data import dataset
 from include.data.labelled_data import check_intents
 from include.evaluation.held_out import load_predictions, save_predictions, score_utterances
@@ -119,14 +119,18 @@ def request_from_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def gate_config(params: dict[str, Any]) -> Any:
-    """The run's gates: the named profile, with every form/fleet threshold that differs from the default profile
-    on top (so 'strict' is not undone by the form's default values), and the gates allowed to be unevaluated.
+    """The run's gates: the named profile (default: the specification's thresholds), with every form/fleet
+    threshold that was filled in on top (empty: the profile's), and the gates allowed to be unevaluated.
     With a deployment gate policy (Variable `cognigy_gate_policy` or the file $COGNIGY_GATE_POLICY_FILE) the form
     may only tighten it: `GatePolicyViolation` names each field that would loosen it."""
     from include.evaluation.config import GATE_POLICY_VARIABLE, GateConfig, GatePolicy, resolve_gates  # task time
 
     defaults = GateConfig()
-    overrides = {k: params[k] for k in GATE_PARAMS if params.get(k) is not None and params[k] != getattr(defaults, k)}
+    overrides = {
+        k: params[k]
+        for k in GATE_PARAMS
+        if params.get(k) is not None and (not isinstance(params[k], bool) or params[k] != getattr(defaults, k))
+    }
     if params.get("allow_unevaluated_gates"):  # empty: the profile's (or the policy's) list
         overrides["allow_unevaluated"] = list(params["allow_unevaluated_gates"])
     policy = GatePolicy.deployment(Variable.get(GATE_POLICY_VARIABLE, default=None))
@@ -250,6 +254,8 @@ def _request_plan(
         raw = params.get("request_json") or request_from_params(params)
     except (TypeError, ValueError) as exc:  # a fleet override of the wrong type (the form's schema stops these)
         return {}, None, [f"(request): {exc}"]
+    if config.dialect == "training-jobs" and not params.get("request_json"):
+        raw = training_jobs_request(raw)
     request = None
     try:
         request = parse_request(raw)
@@ -270,8 +276,11 @@ def _request_plan(
                 "promotion: the training-jobs dialect trains a new model version and serves it by its rollback "
                 "call; choose in_place (a rejected version is rolled back at once)"
             )
-        if request.trainingData.source != "demo":
-            errors.append("trainingData.source: the training-jobs dialect trains from trainingDataSliceMatrix (demo)")
+        if request.trainingData.source not in ("platform", "demo"):
+            errors.append(
+                "trainingData.source: the training-jobs dialect trains on the platform's data sliced by "
+                "trainingDataSliceMatrix (platform; demo on the emulator); it imports no file"
+            )
     if errors or request is None or gates is None:
         return {}, None, errors
     data_dir = run_folder(context, {"run_attempt": attempt}, "_request") / f"data-{request.sha256[:16]}"
@@ -324,6 +333,19 @@ def _request_plan(
         "keep_released_snapshots": int(params.get("keep_released_snapshots", releases.KEEP_RELEASED)),
     }
     return plan, request, []
+
+
+def training_jobs_request(raw: dict[str, Any]) -> dict[str, Any]:
+    """The form's request in the training-jobs dialect's terms: the specification's example request with nothing
+    else runs. Its model versions make every run in place (a rejected version is rolled back by its call); the
+    form's default training source (flow) means the platform's data sliced by the matrix; no held-out set means
+    the gates judge the platform's own metrics (scoring a held-out set needs the gateway's predict extension)."""
+    raw = {**raw, "promotion": {"mode": "in_place"}}
+    if raw["trainingData"]["source"] == "flow":
+        raw["trainingData"] = {**raw["trainingData"], "source": "platform"}
+    if raw["heldOut"]["source"] == "uri" and not raw["heldOut"]["uri"]:
+        raw["heldOut"] = {**raw["heldOut"], "source": "none"}
+    return raw
 
 
 def _positive_number(value: Any, name: str, errors: list[str]) -> float:
@@ -394,8 +416,8 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
         stored = state_store.read_bytes(point_file)
         point = json.loads(stored)
     else:
-        point = client.capture_rollback_point(
-            t, request.rollbackTriggerVersionId and str(request.rollbackTriggerVersionId)
+        point = client.capture_rollback_point(  # training-jobs without a held-out set: the spec's calls only
+            t, request.rollbackTriggerVersionId and str(request.rollbackTriggerVersionId), read_serving=held is not None
         )
         if point["kind"] == "intents-export" and (problems := rest_v2.check_restorable(point["intents"])):
             raise AirflowFailException(f"the rollback point of {t.key} could not be restored: {'; '.join(problems)}")
@@ -456,6 +478,10 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
         )
         return Captured(**common, unchanged=True, last_trained_run=last["run_id"]).to_xcom()
 
+    if held is None:  # training-jobs, no held-out set: the gates judge the platform's metrics, no champion is scored
+        audit(context, "rollback_point_captured", plan, target, rollback_point=str(point_file),
+              rollback_version_id=point.get("versionId"), champion_scored=0, held_out=None)  # fmt: skip
+        return Captured(**common, serving_version=point.get("versionId")).to_xcom()
     threshold = request.heldOut.threshold
     cache_key = champion_key(point["fingerprint"], held.sha256, threshold)
     cached = None if out_of_date or point["kind"] != "intents-export" else cached_champion(t.key, cache_key)
@@ -575,6 +601,8 @@ def evaluate(target: dict[str, Any], plan: dict[str, Any], waited: Any, **contex
         return Evaluated(passed=False, training_state="unproven", reason=reason, decided_at=time.time()).to_xcom()
     held = load_frozen(plan["data"][t.locale][HELD_OUT])
     version = waited.version_id
+    if held is None:  # training-jobs without a held-out set: the specification's gates on the platform's numbers
+        return _evaluate_platform_reported(context, client, judged, plan, target, waited, folder)
     predictions, seconds = score_utterances(
         list(held.utterances), lambda s: client.score(judged, s, version_id=version), request.heldOut.threshold
     )
@@ -628,6 +656,56 @@ def evaluate(target: dict[str, Any], plan: dict[str, Any], waited: Any, **contex
         eval_seconds=round(seconds, 2),
         artifacts={k: str(v) for k, v in paths.items()},
         platform_metrics=platform_metrics,  # training-jobs: the server's own /metrics, recorded beside ours
+        decided_at=time.time(),
+    ).to_xcom()
+
+
+def _evaluate_platform_reported(
+    context: Any,
+    client: CognigyClient,
+    judged: Target,
+    plan: dict[str, Any],
+    target: dict[str, Any],
+    waited: Any,
+    folder: Any,
+) -> dict[str, Any]:
+    """training-jobs, no held-out set (no predict call in the specification): the version's `/metrics` judged by
+    `platform_reported_gates`; its `[VALIDATION]` warnings go to the task log, the report says "platform-reported".
+    A version whose metrics cannot be read (404: "not found or metrics generation failed") is not evaluated."""
+    from include.evaluation.config import GateConfig
+    from include.evaluation.gates import platform_reported_gates
+
+    try:
+        server = client.platform_feedback(judged, waited.version_id).get("serverMetrics") or {}
+    except NotFound as exc:
+        server = {}
+        context["task"].log.warning("[VALIDATION] metrics of version %s could not be read: %s", waited.version_id, exc)
+    report = platform_reported_gates(server, GateConfig(**plan["gates"]))
+    for warning in report["warnings"]:
+        context["task"].log.warning("%s", warning)
+    report["model_version_id"] = waited.version_id
+    report["platform_metrics"] = server
+    report_file = folder / "report" / "gate_report.json"
+    state_store.write_text(report_file, json.dumps(report, indent=2, default=str))
+    summary = report["summary"]
+    platform_metrics = {k: server.get(k) for k in ("precision", "recall", "f1", "bias_score")} if server else None
+    if platform_metrics is not None:
+        dist = server.get("intent_distribution")
+        platform_metrics["intents"] = len(dist) if isinstance(dist, dict) else None
+    passed = bool(server) and report["passed"]
+    reason = "all blocking gates passed (platform-reported)" if passed else (
+        f"failed (platform-reported): {', '.join(report['failed_gates']) or 'metrics not readable'}")  # fmt: skip
+    audit(context, "validation_passed" if passed else "validation_failed", plan, target, cognigy_job_id=waited.job_id,
+          model_version_id=waited.version_id, metrics=summary, accuracy_delta=summary.get("accuracy_delta"),
+          latency_seconds=waited.latency_seconds, gate_source="platform-reported", warnings=report["warnings"],
+          platform_metrics=platform_metrics, gate_report=str(report_file), reason=reason)  # fmt: skip
+    return Evaluated(
+        passed=passed,
+        training_state="succeeded",
+        summary=summary,
+        reason=reason,
+        artifacts={"gate_report.json": str(report_file)},
+        platform_metrics=platform_metrics,
         decided_at=time.time(),
     ).to_xcom()
 
@@ -703,6 +781,8 @@ def build_payload(context: Any, record: RetrainRecord) -> SyncPayload:
     outcome = record.outcome()
     promoted = outcome == "promoted"
     counts = (submitted and submitted.training_counts) or (captured and captured.serving_counts) or {}
+    if plan.get("dialect") == "training-jobs" and not counts:  # the job body's matrix is the training set
+        counts = dict(plan["request"].get("trainingDataSliceMatrix") or {})
     metrics = {
         "training_latency_seconds": waited and waited.latency_seconds,
         "accuracy": summary.get("accuracy"),
@@ -723,6 +803,8 @@ def build_payload(context: Any, record: RetrainRecord) -> SyncPayload:
     }
     platform = (evaluated and evaluated.platform_metrics) or {}
     metrics.update(mlflow_platform_metrics(platform))
+    if isinstance(platform.get("f1"), int | float):  # the specification's delta beside ours (the gate used `summary`'s)
+        metrics["accuracy_delta_spec"] = platform["f1"] - SPEC_F1_BASELINE
     metrics["platform.intents"] = platform.get("intents")
     report_file = (evaluated.artifacts if evaluated else {}).get("gate_report.json")
     full = state_store.read_json(state_store.path_of(report_file)) if report_file else None
@@ -741,7 +823,7 @@ def build_payload(context: Any, record: RetrainRecord) -> SyncPayload:
     policy = plan.get("gates", {}).get("gate_policy") or {}  # the deployment's gate policy and any tightening
     tags = {
         "model_id": t.model_id, "flow_id": t.flow_id, "project_id": t.project_id, "locale": t.locale,
-        "cognigy_job_id": job_id or "", "cognigy_version_id": version_id,
+        "cognigy_job_id": job_id or "", "cognigy_version_id": version_id, "version_id": version_id,
         "retrain_trigger": retrain_trigger(context) if context.get("dag_run") else plan["retrain_trigger"],
         "status": outcome, "request_hash": plan["request_hash"],
         "airflow_dag_id": ti.dag_id, "airflow_run_id": ti.run_id,
@@ -753,6 +835,9 @@ def build_payload(context: Any, record: RetrainRecord) -> SyncPayload:
         "gate_policy_sha256": policy.get("sha256") or "",
         "promotion": plan.get("promotion") or "", "trained_flow_id": (submitted and submitted.trained_flow) or "",
         "held_out_sha256": ((captured and captured.held_out) or {}).get("sha256") or "",
+        "gate_source": summary.get("gate_source") or ("held-out" if summary else ""),
+        "accuracy_delta_source": str(summary.get("accuracy_delta_source")
+                                     or ("challenger − champion accuracy on the held-out set" if summary else "")),
         **snapshot_tags(record),
     }  # fmt: skip
     registry = None
