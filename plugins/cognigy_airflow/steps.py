@@ -18,6 +18,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from airflow.sdk import BaseHook, Variable
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+from cognigy_airflow import notify
 from cognigy_airflow.auditing import audit, refuse_per_host_stores, retrain_trigger, triggered_by
 from cognigy_airflow.data_files import HELD_OUT, TRAINING, freeze_request_data, load_frozen, training_intents
 from cognigy_airflow.hooks import CognigyHook
@@ -1034,6 +1035,10 @@ def finalize(target: dict[str, Any], plan: dict[str, Any], synced: Any, **contex
         "target": target,
     }
     state_store.write_text(folder / "outcome.json", json.dumps(result, indent=2))
+    ti = context["ti"]
+    notify.alert(context, {**result, "gate_reason": evaluated and evaluated.reason,
+                           "mlflow_deferred": bool(synced and synced.deferred),
+                           "airflow_run_url": airflow_run_url(ti.dag_id, ti.run_id)})  # fmt: skip
     if run_fails(outcome):
         raise AirflowFailException(
             f"retrain of {t.key} ended as {outcome} (training {training}): {meaning(outcome)}; "

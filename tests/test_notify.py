@@ -1,0 +1,96 @@
+"""Alerts (issue 24, part 1) with real receivers: a whole `airflow dags test` run whose challenger the gates reject
+sends its alert through the SMTP provider's notifier to a local SMTP server (aiosmtpd) and through the Slack
+provider's webhook notifier to a local HTTP server; what arrived names the bot, locale, outcome, the gate and the
+links, and carries none of the secrets the run held (SMTP password, webhook token, Cognigy API key)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from email import message_from_bytes
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult
+
+from devtools.servers import Emulator
+from tests.test_staging import LOCALE, REJECTED, run_dag
+
+SMTP_PASSWORD = "smtp-Pa55-never-in-a-message"
+WEBHOOK_TOKEN = "T000/B000/webhook-token-never-in-a-message"
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.mails: list[str] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        mail = message_from_bytes(envelope.content)
+        parts = [p.get_payload(decode=True) or b"" for p in mail.walk() if not p.is_multipart()]
+        self.mails.append(str(mail["Subject"]) + "\n" + b"\n".join(parts).decode(errors="replace"))
+        return "250 OK"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def slack_server() -> tuple[ThreadingHTTPServer, list[str]]:
+    calls: list[str] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            calls.append(self.path + "\n" + self.rfile.read(int(self.headers["Content-Length"])).decode())
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"ok")
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, calls
+
+
+def test_rejected_challenger_alert_reaches_smtp_and_slack_without_secrets(
+    airflow_home, emulator: Emulator, tmp_path: Path
+) -> None:
+    emulator.reset()
+    emulator.knobs(training_seconds=2)
+    inbox = Inbox()
+    smtp = Controller(
+        inbox, hostname="127.0.0.1", port=free_port(), auth_require_tls=False,
+        authenticator=lambda *a: AuthResult(success=True),
+    )  # fmt: skip
+    smtp.start()
+    slack, calls = slack_server()
+    smtp_conn = {"conn_type": "smtp", "host": "127.0.0.1", "port": smtp.port, "login": "alerts",
+                 "password": SMTP_PASSWORD, "extra": {"disable_tls": True, "disable_ssl": True}}  # fmt: skip
+    slack_conn = {"conn_type": "slackwebhook", "host": f"http://127.0.0.1:{slack.server_address[1]}/services",
+                  "password": WEBHOOK_TOKEN}  # fmt: skip
+    config = {"smtp_conn_id": "alert_smtp", "to": ["ops@example.com"], "slack_webhook_conn_id": "alert_slack"}
+    try:
+        env = airflow_home(
+            AIRFLOW_CONN_ALERT_SMTP=json.dumps(smtp_conn),
+            AIRFLOW_CONN_ALERT_SLACK=json.dumps(slack_conn),
+            AIRFLOW_VAR_COGNIGY_ALERTS=json.dumps(config),
+        )
+        with_alerts = lambda: env  # noqa: E731 (run_dag's airflow_home: the env builder and its state folder)
+        with_alerts.state_dir = airflow_home.state_dir
+        run = run_dag(with_alerts, tmp_path, REJECTED)
+    finally:
+        smtp.stop()
+        slack.shutdown()
+    assert run.final["outcome"] == "rejected", run.log[-3000:]
+    flow = run.final["target"]["flow_id"] if "target" in run.final else run.event("retrain_initiated")["flow_id"]
+    assert len(inbox.mails) == 1 and len(calls) == 1, (inbox.mails, calls)
+    for message in (inbox.mails[0], calls[0].split("\n", 1)[1]):
+        assert flow in message and LOCALE in message and "rejected" in message
+        assert "/dags/cognigy_nlu_retrain/runs/" in message and "MLflow run" in message
+        for secret in (SMTP_PASSWORD, WEBHOOK_TOKEN, "webhook-token", emulator.api_key):
+            assert secret not in message
