@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, TriggerRule, task, task_group
 from airflow.sdk.exceptions import AirflowFailException
 
-from cognigy_airflow import steps
+from cognigy_airflow import notify, steps
 from cognigy_airflow.form import PARAMS, doc
 from cognigy_airflow.mlflow_operator import MlflowSyncOperator
 from cognigy_airflow.operators import (
@@ -73,7 +73,8 @@ with DAG(
         task(steps.finalize, trigger_rule=ALL_DONE, retries=0, doc_md=doc("finalize"))(**run, synced=synced.output)
 
     targets = task(steps.list_targets, task_id="targets", doc_md=doc("targets"))(plan)
-    retrain.expand_kwargs(targets)  # each element: {"target": ..., "plan": that target's own plan}
+    retrained = retrain.expand_kwargs(targets)  # each element: {"target": ..., "plan": that target's own plan}
+    retrained >> task(notify.morning_summary, trigger_rule=ALL_DONE, retries=0)(targets)  # the night's one summary
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0, doc_md=doc("watcher"))
     def watcher() -> None:

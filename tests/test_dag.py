@@ -92,6 +92,8 @@ def test_failure_is_not_hidden_by_the_all_done_leaf(dag_facts: dict) -> None:
     t = dag_facts["tasks"]
     assert t["retrain.finalize"]["trigger_rule"] == "all_done"
     assert t["watcher"]["trigger_rule"] == "one_failed"
+    assert "morning_summary" in t["retrain.finalize"]["downstream"], "the night's summary after every target"
+    assert t["morning_summary"]["trigger_rule"] == "all_done"
     upstream_of_watcher = [k for k, v in t.items() if "watcher" in v["downstream"]]
     assert set(upstream_of_watcher) == set(t) - {"watcher"}
 

@@ -1,7 +1,8 @@
-"""Alerts (issue 24, part 1) with real receivers: a whole `airflow dags test` run whose challenger the gates reject
-sends its alert through the SMTP provider's notifier to a local SMTP server (aiosmtpd) and through the Slack
-provider's webhook notifier to a local HTTP server; what arrived names the bot, locale, outcome, the gate and the
-links, and carries none of the secrets the run held (SMTP password, webhook token, Cognigy API key)."""
+"""Alerts and the morning summary (issue 24, parts 1-2) with real receivers: a whole `airflow dags test` run whose
+challenger the gates reject sends its alert and the night's summary through the SMTP provider's notifier to a local
+SMTP server (aiosmtpd) and the Slack provider's webhook notifier to a local HTTP server; what arrived names the bot,
+locale, outcome and links and carries none of the run's secrets (SMTP password, webhook token, Cognigy API key);
+the summary is also kept as summary.md in the run's folder."""
 
 from __future__ import annotations
 
@@ -88,9 +89,15 @@ def test_rejected_challenger_alert_reaches_smtp_and_slack_without_secrets(
         slack.shutdown()
     assert run.final["outcome"] == "rejected", run.log[-3000:]
     flow = run.final["target"]["flow_id"] if "target" in run.final else run.event("retrain_initiated")["flow_id"]
-    assert len(inbox.mails) == 1 and len(calls) == 1, (inbox.mails, calls)
-    for message in (inbox.mails[0], calls[0].split("\n", 1)[1]):
+    alerts = [m for m in inbox.mails if "summary" not in m.split("\n", 1)[0]]
+    summaries = [m for m in inbox.mails if "summary" in m.split("\n", 1)[0]]
+    slack_texts = [c.split("\n", 1)[1] for c in calls]
+    assert len(alerts) == 1 and len(summaries) == 1 and len(calls) == 2, (inbox.mails, calls)
+    for message in (*inbox.mails, *slack_texts):
         assert flow in message and LOCALE in message and "rejected" in message
-        assert "/dags/cognigy_nlu_retrain/runs/" in message and "MLflow run" in message
+        assert "/dags/cognigy_nlu_retrain/runs/" in message
         for secret in (SMTP_PASSWORD, WEBHOOK_TOKEN, "webhook-token", emulator.api_key):
             assert secret not in message
+    assert "MLflow run" in alerts[0] and "| Bot (flow) |" in summaries[0]
+    kept = list(airflow_home.state_dir.rglob("summary.md"))
+    assert any(run.run_id in p.read_text() and flow in p.read_text() for p in kept), kept
