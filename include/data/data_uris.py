@@ -20,16 +20,8 @@ from typing import BinaryIO
 from urllib.parse import parse_qsl, unquote, urlsplit
 from urllib.request import url2pathname
 
-# Query (or fragment) parameters that authenticate a request: presigned S3 (SigV4 and V2) and GCS URLs, Azure SAS
-# (sv ... sig), OAuth/API tokens and keys. Compared case-insensitively.
-CREDENTIAL_PARAMETERS = frozenset(
-    {
-        "token", "access_token", "id_token", "refresh_token", "sas_token", "auth", "authorization",
-        "key", "api_key", "apikey", "access_key", "secret", "client_secret", "password", "passwd",
-        "sig", "signature", "awsaccesskeyid", "x-amz-security-token", "x-amz-credential", "x-amz-signature",
-        "x-goog-signature", "x-goog-credential", "googleaccessid",
-    }
-)  # fmt: skip
+from include.records.redaction import is_credential_param
+
 CHUNK_BYTES = 1024 * 1024
 _FILE_KINDS = (
     (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
@@ -57,7 +49,7 @@ def credential_problem(uri: str) -> str | None:
         return "user-info before '@' in the host part"
     for part in (parts.query, parts.fragment):
         for key, _value in parse_qsl(part, keep_blank_values=True):
-            if key.strip().lower() in CREDENTIAL_PARAMETERS:
+            if is_credential_param(key.strip()):  # the one list of credential parameters: redaction's
                 return f"{key.strip()[:40]!r} query parameter"
     return None
 

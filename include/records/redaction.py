@@ -71,6 +71,8 @@ CREDENTIAL_PARAM_WORDS: frozenset[str] = frozenset(
         "xamzcredential",
         "xgoogsignature",
         "xgoogcredential",
+        "awsaccesskeyid",
+        "googleaccessid",
         "auth",
         "pwd",
         "pass",
