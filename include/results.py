@@ -145,6 +145,8 @@ OUTCOMES = {
     "promotion_failed_rolled_back": "staging: promotion failed; production restored and verified",
     "incomplete": "a restore was needed and is not verified: a person must act",
     "training_not_run": "the run stopped before a training started; nothing was changed",
+    "rejected_not_rolled_back": "training-jobs: the gates rejected the version; no rollbackTriggerVersionId was "
+    "given, so nothing was rolled back (the verdict, not a failure)",
     "release_failed_switched_back": "snapshot: the release failed; every endpoint is back on the snapshot that "
     "served before and the live flow is restored",
 }  # plus training_<state> (staging: production untouched) and training_<state>_rolled_back (in place)
@@ -184,6 +186,12 @@ class RetrainRecord(BaseModel):
     @property
     def staging(self) -> bool:
         return self.plan.get("promotion") == "staging"
+
+    @property
+    def no_rollback_version(self) -> bool:
+        """training-jobs without `rollbackTriggerVersionId`: the specification names no version to return to."""
+        request = self.plan.get("request") or {}
+        return self.plan.get("dialect") == "training-jobs" and not request.get("rollbackTriggerVersionId")
 
     @property
     def snapshot_release(self) -> bool:
@@ -239,6 +247,8 @@ class RetrainRecord(BaseModel):
             return True, f"promotion failed: {why}"
         if self.passed:
             return False, "the gates passed: the new model stays"
+        if self.no_rollback_version:
+            return False, "training-jobs: no rollbackTriggerVersionId was given, so nothing is rolled back"
         return True, (self.evaluated and self.evaluated.reason) or "the training's result is unknown"
 
     def outcome(self) -> str:
@@ -266,6 +276,8 @@ class RetrainRecord(BaseModel):
             return "promoted"
         if restored:
             return "rejected_rolled_back" if training == "succeeded" else f"training_{training}_rolled_back"
+        if self.no_rollback_version and training == "succeeded":
+            return "rejected_not_rolled_back"
         return "incomplete" if self.captured else "training_not_run"
 
     def ungated_exposure_seconds(self, now: float) -> float:

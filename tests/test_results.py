@@ -63,6 +63,17 @@ CASES = [
 ]  # fmt: skip
 
 
+def test_a_rejected_version_without_a_rollback_version_is_a_verdict_not_a_failure() -> None:
+    """training-jobs, bad metrics, no rollbackTriggerVersionId: nothing is rolled back and the run stays green."""
+    stages = dict(captured=CAPTURED, submitted=SUBMITTED, waited=SUCCEEDED, evaluated=REJECTED)
+    plan = {"promotion": "in_place", "dialect": "training-jobs", "request": {"rollbackTriggerVersionId": None}}
+    done = RetrainRecord(plan=plan, target=TARGET, **stages)
+    assert done.outcome() == "rejected_not_rolled_back" and not run_fails(done.outcome())
+    assert done.restore_needed()[0] is False
+    with_version = {**plan, "request": {"rollbackTriggerVersionId": "v2.4.0"}}
+    assert RetrainRecord(plan=with_version, target=TARGET, **stages).restore_needed()[0] is True
+
+
 @pytest.mark.parametrize(("promotion", "stages", "outcome", "restore", "fails"), CASES)
 def test_one_place_decides_outcome_restore_and_verdict(promotion, stages, outcome, restore, fails) -> None:
     done = record(promotion, **stages)
