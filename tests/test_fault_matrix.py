@@ -96,15 +96,15 @@ def export_fingerprint(emulator: Emulator) -> str:
 
 
 def trainings(emulator: Emulator) -> list[dict[str, Any]]:
-    """The tenant's trainIntents tasks, oldest first."""
+    """The tenant's trainIntents tasks, oldest first (the list holds every kind of task: each item's own type)."""
     resp = requests.get(
         f"{emulator.url}/new/v2.0/tasks",
-        params={"projectId": seed.PROJECT_ID, "type": "trainIntents", "limit": 100, "sort": "createdAt:asc"},
+        params={"projectId": seed.PROJECT_ID, "limit": 100, "sort": "createdAt:asc"},
         headers={"X-API-Key": emulator.api_key, "Accept": "application/json"},
         timeout=30,
     )
     resp.raise_for_status()
-    return resp.json()["items"]
+    return [task for task in resp.json()["items"] if task["type"] == "trainIntents"]
 
 
 def new_data_fingerprint(plan: dict[str, Any]) -> str:
