@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from include.cognigy import rest_v2
-from include.cognigy.model import JobStatus, Target, created_epoch, epoch_of
+from include.cognigy.model import Target, created_epoch, epoch_of
 from include.cognigy.rest_v2 import IMPORT_TASK_TYPE, MAX_TRAINING_SECONDS, TRAINING_TASK_TYPE, RestV2Api, is_task_of
 
 # A training or import that is still open was created at most this long ago (the platform's 10-minute limit on an
@@ -95,12 +95,6 @@ def prove_training(api: RestV2Api, target: Target, job_id: str, intended_fingerp
             f"{target.key} holds intents {proof.fingerprint[:12]}…, not the intended {intended_fingerprint[:12]}…"
         )
     return proof
-
-
-def running_trainings(api: RestV2Api, target: Target) -> list[JobStatus]:
-    """Trainings of this flow/locale that are queued or running now."""
-    since = time.time() - OPEN_TASK_WINDOW_SECONDS
-    return [t for t in api.recent_trainings(target, since) if not t.terminal]
 
 
 def prove_when_quiet(

@@ -111,10 +111,6 @@ class Room:
     deletable: list[Snapshot]
     foreign: list[Snapshot]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"count": self.count, "deletable": [s.to_dict() for s in self.deletable],
-                "foreign": [s.to_dict() for s in self.foreign]}  # fmt: skip
-
 
 def room(api: RestV2Api, project_id: str, own: list[str], *, keep_last: int) -> Room:
     """`own`: ids of snapshots this product released, oldest first. Deletable: own, served by no endpoint of the
