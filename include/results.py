@@ -87,6 +87,19 @@ class Evaluated(_Result):
     platform_metrics: dict[str, Any] | None = None
 
 
+class Approved(_Result):
+    """`approve` (opt-in, `include.evaluation.approval`): a person's decision on releasing a passed challenger,
+    or the timeout's (which counts as a rejection)."""
+
+    approved: bool
+    decision: str  # approved | rejected | timed_out
+    responded_by: dict[str, Any] | None = None  # {id, name} as Airflow gives it; None when the wait timed out
+    responded_at: str | None = None  # ISO 8601, UTC
+    timed_out: bool = False
+    reason: str | None = None  # why approval was needed
+    branch: str | None = None  # the task the run went on with
+
+
 class Promoted(_Result):
     """`promote` (staging): production trained on the challenger's intents and verified, or why not."""
 
@@ -149,6 +162,12 @@ OUTCOMES = {
     "given, so nothing was rolled back (the verdict, not a failure)",
     "release_failed_switched_back": "snapshot: the release failed; every endpoint is back on the snapshot that "
     "served before and the live flow is restored",
+    "not_approved": "the gates passed but the release was rejected (or its approval timed out); production was "
+    "not touched",
+    "not_approved_rolled_back": "in place: the gates passed but the release was rejected (or its approval timed "
+    "out); production restored and verified",
+    "not_approved_not_rolled_back": "training-jobs: the release was rejected (or its approval timed out); no "
+    "rollbackTriggerVersionId was given, so nothing was rolled back",
 }  # plus training_<state> (staging: production untouched) and training_<state>_rolled_back (in place)
 FAILING = ("incomplete", "promotion_failed_rolled_back", "release_failed_switched_back")
 
@@ -178,6 +197,7 @@ class RetrainRecord(BaseModel):
     submitted: Submitted | None = None
     waited: Waited | None = None
     evaluated: Evaluated | None = None
+    approved: Approved | None = None  # only when the release waited for a person
     promoted: Promoted | None = None
     released: Released | None = None
     rolled_back: RolledBack | None = None
@@ -212,6 +232,11 @@ class RetrainRecord(BaseModel):
         return bool(self.evaluated and self.evaluated.passed)
 
     @property
+    def not_approved(self) -> bool:
+        """The gates passed, the release waited for a person, and it was rejected or timed out."""
+        return self.passed and self.approved is not None and not self.approved.approved
+
+    @property
     def training_state(self) -> str | None:
         """How the challenger's training ended; "unproven" when it ended done but the platform did not show that
         it trained the staged intents (`include.cognigy.proof`)."""
@@ -230,6 +255,13 @@ class RetrainRecord(BaseModel):
             return False, "no rollback point: nothing was changed"
         if self.captured.unchanged:
             return False, "unchanged since the last successful training: nothing was retrained"
+        if self.not_approved:
+            decision = self.approved.decision.replace("_", " ")  # type: ignore[union-attr]
+            if self.staging:
+                return False, f"the release was not approved ({decision}): production was not touched"
+            if self.no_rollback_version:
+                return False, "training-jobs: no rollbackTriggerVersionId was given, so nothing is rolled back"
+            return True, f"the release was not approved ({decision}): production goes back to its rollback point"
         if self.snapshot_release and self.passed and (self.promoted or not self.staging):
             if self.staging and not (self.promoted and self.promoted.promoted):
                 why = (self.promoted and self.promoted.reason) or "the promote task did not finish"
@@ -259,6 +291,12 @@ class RetrainRecord(BaseModel):
             return "unchanged"
         training = self.training_state or "not_run"
         restored = bool(self.rolled_back and self.rolled_back.verified)
+        if self.not_approved:
+            if self.staging:
+                return "not_approved"
+            if self.no_rollback_version:
+                return "not_approved_not_rolled_back"
+            return "not_approved_rolled_back" if restored else "incomplete"
         if self.snapshot_release and self.passed and (not self.staging or (self.promoted and self.promoted.promoted)):
             if self.released_ok:
                 return "promoted"

@@ -92,6 +92,8 @@ EVENTS: dict[str, tuple[str, str]] = {
     "training_cancelled": ("cancelled", "a running training was cancelled"),
     "validation_passed": ("passed", "the quality gates accepted the new model"),
     "validation_failed": ("failed", "a quality gate rejected the new model"),
+    "approval_requested": ("waiting", "the gates passed and the release waits for a person to approve it"),
+    "approval_decided": ("decided", "a person approved or rejected the release, or the wait timed out (rejected)"),
     "promotion_started": ("started", "the gated intents are being imported into the production flow"),
     "promotion_training_started": ("started", "the production flow trains on the gated intents"),
     "promotion_verified": ("verified", "production serves the gated intents"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from include.results import (
+    Approved,
     Captured,
     Evaluated,
     Promoted,
@@ -29,6 +30,7 @@ STAGES: dict[str, tuple[str, type]] = {
     "submitted": ("submit", Submitted),
     "waited": ("wait_for_training", Waited),
     "evaluated": ("evaluate", Evaluated),
+    "approved": ("approve", Approved),  # only when the release waited for a person (opt-in)
     "promoted": ("promote", Promoted),
     "released": ("release", Released),
     "rolled_back": ("rollback", RolledBack),
