@@ -1,15 +1,17 @@
-"""Nightly (or on-demand) retraining of Cognigy.AI NLU models with quality gates, staging promotion, rollback,
-MLflow and audit. Wiring only: the form is `cognigy_airflow.form`, the task docs are dags/docs/*.md, the task
-bodies live in plugins/cognigy_airflow (Airflow-facing) and include/ (domain code)."""
+"""Retrain one Cognigy.AI bot's NLU model (one flow, one locale) with quality gates, a release that only a passed
+model reaches, rollback, MLflow and audit. Wiring only: the form is `cognigy_airflow.form`, the task docs are
+dags/docs/*.md, the task bodies live in plugins/cognigy_airflow (Airflow-facing) and include/ (domain code).
+Fleets: `cognigy_nlu_fleet` triggers one run of this DAG per bot and locale."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from airflow.sdk import DAG, TriggerRule, task, task_group
+from airflow.sdk import DAG, TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from cognigy_airflow import notify, steps
+from cognigy_airflow import branches, steps
+from cognigy_airflow.approval import CognigyApprovalOperator
 from cognigy_airflow.form import PARAMS, doc
 from cognigy_airflow.mlflow_operator import MlflowSyncOperator
 from cognigy_airflow.operators import (
@@ -17,64 +19,69 @@ from cognigy_airflow.operators import (
     CognigyRollbackOperator,
     CognigySnapshotReleaseOperator,
     CognigySubmitTrainingOperator,
-    CognigyWaitForTrainingOperator,
 )
+from cognigy_airflow.sensors import CognigyTrainingSensor
 from include.request.fleet import TENANT_POOL, TENANT_PRIORITY
 
 DEFAULT_ARGS = {"retries": 2, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": True,
                 "weight_rule": "absolute"}  # fmt: skip
+RUNS_AT_ONCE = 32  # a fleet night's runs overlap; the pool `cognigy_tenant` and the tenant's budget pace them
 
 
 def tenant(task_id: str) -> dict:
     """A task that calls Cognigy: in the tenant's pool (concurrency only; a deferred wait holds no slot, the request
     budget is shared), ahead of scoring when it starts or ends a training (TENANT_PRIORITY)."""
-    return {"task_id": task_id, "pool": TENANT_POOL, "priority_weight": TENANT_PRIORITY[task_id]}
+    priority = TENANT_PRIORITY[task_id]
+    return {"task_id": task_id, "doc_md": doc(task_id), "pool": TENANT_POOL, "priority_weight": priority}
 
 
-ALL_DONE = TriggerRule.ALL_DONE  # these tasks run whatever happened before and skip themselves when not needed
+AFTER_ANY = TriggerRule.ALL_DONE  # runs whatever happened before it: a branch that must decide, or the audit
+AFTER_BRANCH = TriggerRule.NONE_FAILED_MIN_ONE_SUCCESS  # runs on the path a branch took (its siblings skipped)
 
 with DAG(
     dag_id="cognigy_nlu_retrain",
-    schedule="0 2 * * *",
+    schedule=None,  # nights are cognigy_nlu_fleet's
     start_date=datetime(2026, 1, 1),
     catchup=False,
-    max_active_runs=1,
+    max_active_runs=RUNS_AT_ONCE,
     params=PARAMS,
     doc_md=doc("cognigy_nlu_retrain"),
     tags=["cognigy", "nlu", "mlops"],
     default_args=DEFAULT_ARGS,
 ) as dag:
-    plan = task(steps.validate, retries=0, doc_md=doc("validate"))()
+    validated = task(steps.validate, retries=0, multiple_outputs=True, doc_md=doc("validate"))()
+    run = {"target": validated["target"], "plan": validated["plan"]}
 
-    @task_group(group_id="retrain")
-    def retrain(target: dict, plan: dict) -> None:
-        # One line: each task gets its predecessor's typed result (include/results.py); the tasks that run
-        # whatever happened before (ALL_DONE) read the earlier results of their target from its record.
-        run = {"target": target, "plan": plan}
-        captured = task(steps.capture, doc_md=doc("capture"), **tenant("capture"))(**run)
-        submitted = CognigySubmitTrainingOperator(**run, captured=captured, doc_md=doc("submit"), **tenant("submit"))
-        waited = CognigyWaitForTrainingOperator(
-            **run, submitted=submitted.output, doc_md=doc("wait_for_training"), **tenant("wait_for_training")
-        )
-        evaluated = task(steps.evaluate, trigger_rule=ALL_DONE, doc_md=doc("evaluate"), **tenant("evaluate"))(
-            **run, waited=waited.output
-        )
-        promoted = CognigyPromoteOperator(**run, evaluated=evaluated, doc_md=doc("promote"), **tenant("promote"))
-        released = CognigySnapshotReleaseOperator(
-            **run, promoted=promoted.output, trigger_rule=ALL_DONE, doc_md=doc("release"), **tenant("release")
-        )
-        rolled = CognigyRollbackOperator(
-            **run, promoted=promoted.output, trigger_rule=ALL_DONE, doc_md=doc("rollback"), **tenant("rollback")
-        )
-        released >> rolled
-        synced = MlflowSyncOperator(
-            task_id="mlflow_sync", **run, rolled_back=rolled.output, trigger_rule=ALL_DONE, doc_md=doc("mlflow_sync")
-        )
-        task(steps.finalize, trigger_rule=ALL_DONE, retries=0, doc_md=doc("finalize"))(**run, synced=synced.output)
+    captured = task(steps.capture, **tenant("capture"))(**run)
+    submitted = CognigySubmitTrainingOperator(**run, captured=captured, **tenant("submit"))
+    waited = CognigyTrainingSensor(**run, submitted=submitted.output, **tenant("wait_for_training"))
+    evaluated = task(steps.evaluate, **tenant("evaluate"))(**run, waited=waited.output)
 
-    targets = task(steps.list_targets, task_id="targets", doc_md=doc("targets"))(plan)
-    retrained = retrain.expand_kwargs(targets)  # each element: {"target": ..., "plan": that target's own plan}
-    retrained >> task(notify.morning_summary, trigger_rule=ALL_DONE, retries=0)(targets)  # the night's one summary
+    # The gates have spoken: approve | promote -> release | release | rollback | mlflow_sync (branches.py)
+    decide = task.branch(branches.decide, trigger_rule=AFTER_ANY, retries=0, doc_md=doc("decide"))(
+        **run, evaluated=evaluated
+    )
+    approve = CognigyApprovalOperator(**run, evaluated=evaluated, doc_md=doc("approve"))
+    promote = CognigyPromoteOperator(**run, evaluated=evaluated, trigger_rule=AFTER_BRANCH, **tenant("promote"))
+    release = CognigySnapshotReleaseOperator(
+        **run, promoted=promote.output, trigger_rule=AFTER_BRANCH, **tenant("release")
+    )
+    # After the release: did the judged model reach customers? rollback | mlflow_sync
+    confirm = task.branch(branches.confirm, trigger_rule=AFTER_ANY, retries=0, doc_md=doc("confirm"))(
+        **run, released=release.output
+    )
+    rollback = CognigyRollbackOperator(**run, trigger_rule=AFTER_BRANCH, **tenant("rollback"))
+    synced = MlflowSyncOperator(
+        task_id="mlflow_sync", **run, rolled_back=rollback.output, trigger_rule=AFTER_ANY, doc_md=doc("mlflow_sync")
+    )
+    audited = task(steps.finalize, task_id="audit", trigger_rule=AFTER_ANY, retries=0, doc_md=doc("audit"))(
+        **run, synced=synced.output
+    )
+
+    decide >> [approve, promote, release, confirm, rollback, synced]
+    approve >> [promote, release, confirm, rollback, synced]
+    promote >> release >> confirm >> [rollback, synced]
+    rollback >> synced >> audited
 
     @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0, doc_md=doc("watcher"))
     def watcher() -> None:

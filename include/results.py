@@ -283,6 +283,20 @@ class RetrainRecord(BaseModel):
             return False, "training-jobs: no rollbackTriggerVersionId was given, so nothing is rolled back"
         return True, (self.evaluated and self.evaluated.reason) or "the training's result is unknown"
 
+    # --- the branches of the graph (the DAG's `decide`, `approve` and `confirm` tasks return these task ids) ---
+    def accept_path(self) -> str:
+        """Where a judged, passed challenger goes: staging -> `promote` (then `release`); in place -> `release`."""
+        return "promote" if self.staging else "release"
+
+    def settle_path(self) -> str:
+        """Where a run goes when nothing more is to be released: `rollback` when production must get its rollback
+        point back, else straight to `mlflow_sync`."""
+        return "rollback" if self.restore_needed()[0] else "mlflow_sync"
+
+    def after_evaluation(self) -> str:
+        """`decide`: the accept path when something was retrained and every blocking gate passed, else settle."""
+        return self.accept_path() if self.retrained and self.passed else self.settle_path()
+
     def outcome(self) -> str:
         """The retrain's outcome, in the words of OUTCOMES (MLflow, the audit and the verdict use this)."""
         if self.plan.get("dry_run"):

@@ -58,7 +58,11 @@ def triggered_by(context: Any) -> str:
 
 
 def retrain_trigger(context: Any) -> str:
-    """MLflow tag ``retrain_trigger``: automated (schedule, backfill, asset) or manual (a person)."""
+    """MLflow tag ``retrain_trigger``: automated (schedule, backfill, asset) or manual (a person). A run of a fleet
+    night (its `fleet` param, set by `cognigy_nlu_fleet`) is what started the night."""
+    night = (context.get("params") or {}).get("fleet") or {}
+    if night.get("trigger"):
+        return night["trigger"]
     return "manual" if triggered_by(context).startswith(("user:", "manual")) else "automated"
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from airflow.sdk import Param
 
+from cognigy_airflow.approval import APPROVAL_PARAMS
 from include import defaults
 from include.cognigy import poll_policy
 from include.evaluation.names import GATE_ORDER
@@ -22,7 +23,7 @@ def doc(name: str) -> str:
     return (DOCS / f"{name}.md").read_text(encoding="utf-8")
 
 
-TARGET_SECTION = "Target (manual runs; scheduled runs retrain the fleet)"
+TARGET_SECTION = "Target (required: the bot and locale to retrain)"
 TRAINING_SECTION = "Training"
 GATES_SECTION = "Evaluation and quality gates"
 TENANT_SECTION = "Tenant, pacing and connections"
@@ -38,21 +39,25 @@ def _p(default, title: str, section: str, **schema) -> Param:
     return Param(default, title=title, section=section, **schema)
 
 
+def _required(title: str, section: str, **schema) -> Param:
+    """No default: the form will not trigger until it is filled in (nothing of the demo reaches a tenant)."""
+    return Param(title=title, section=section, **schema)
+
+
 PARAMS = {
     # --- target -----------------------------------------------------------------------------------------
-    "fleet": _p(False, "Retrain the fleet", TARGET_SECTION, type="boolean",
-                description="Ticked: retrain every entry of the fleet (Variable cognigy_fleet, else "
-                            "include/request/fleet.json) and ignore the four fields below. Scheduled runs always do."),
-    "project_id": _p(defaults.DEMO_PROJECT_ID, "Project id", TARGET_SECTION, type="string", pattern=OBJECT_ID,
-                     description="Cognigy project (24 hex characters)."),
-    "flow_id": _p(defaults.DEMO_FLOW_ID, "Flow id", TARGET_SECTION, type="string", pattern=OBJECT_ID,
-                  description="Cognigy flow whose intents are retrained (24 hex characters)."),
-    "locales": _p(defaults.DEMO_LOCALES, "Locales", TARGET_SECTION, type="array", minItems=1, maxItems=20,
-                  uniqueItems=True, items={"type": "string", "pattern": "^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"},
-                  description="Locale names of the flow to retrain, one per line (e.g. en-US, de-DE); each is its "
-                              "own target. training-jobs dialect: exactly one."),
-    "model_id": _p(defaults.DEMO_MODEL_ID, "Model id", TARGET_SECTION, type="string", pattern=UUID,
-                   description="Model identity (UUID): MLflow registry identity; the training-jobs dialect's model."),
+    "project_id": _required("Project id", TARGET_SECTION, type="string", pattern=OBJECT_ID,
+                            description="Cognigy project (24 hex characters), e.g. 6630a1b2c3d4e5f601234567."),
+    "flow_id": _required("Flow id", TARGET_SECTION, type="string", pattern=OBJECT_ID,
+                         description="Cognigy flow whose intents are retrained (24 hex characters), e.g. "
+                                     "6630a1b2c3d4e5f601234568."),
+    "locales": _required("Locale", TARGET_SECTION, type="array", minItems=1, maxItems=1,
+                         items={"type": "string", "pattern": "^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"},
+                         description="The one locale of the flow to retrain, e.g. en-US. Several locales or flows: "
+                                     "list them in the fleet and trigger cognigy_nlu_fleet."),
+    "model_id": _required("Model id", TARGET_SECTION, type="string", pattern=UUID,
+                          description="Model identity (UUID): MLflow registry identity; the training-jobs dialect's "
+                                      "model, e.g. 0b6f2c8e-5a4d-4e1f-9c3b-7d8e9f0a1b2c."),
     # --- training ---------------------------------------------------------------------------------------
     "mode": _p("full", "Training mode", TRAINING_SECTION, type="string", enum=["full", "quick"],
                values_display={"full": "full (NLU + embeddings)", "quick": "quick (faster, less accurate)"},
@@ -76,7 +81,7 @@ PARAMS = {
                     description="staging: production is changed only after every gate passed. in_place: for "
                                 "tenants without a staging flow; customers talk to the challenger from the end "
                                 "of its training until the gates reject it and a restoring training ends."),
-    "staging_flow_id": _p(defaults.DEMO_STAGING_FLOW_ID, "Staging flow id", TRAINING_SECTION,
+    "staging_flow_id": _p(None, "Staging flow id", TRAINING_SECTION,
                           type=["null", "string"], pattern=f"^$|{OBJECT_ID}",
                           description="A flow no endpoint serves, with the target's locales (24 hex). Its intents "
                                       "are overwritten by every run."),
@@ -182,4 +187,8 @@ PARAMS = {
     # --- run --------------------------------------------------------------------------------------------
     "dry_run": _p(False, "Dry run", RUN_SECTION, type="boolean",
                   description="Validate (and capture) only: nothing is changed on Cognigy."),
+    "fleet": _p(None, "Fleet night", RUN_SECTION, type=["null", "object"],
+                description="Set by cognigy_nlu_fleet for the runs of a fleet night; leave empty."),
+    **APPROVAL_PARAMS,
 }  # fmt: skip
+TARGET_FIELDS = ("project_id", "flow_id", "locales", "model_id")  # the fleet entry's, never a fleet-wide setting

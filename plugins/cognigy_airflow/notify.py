@@ -72,29 +72,3 @@ def alert(context: Any, result: dict[str, Any]) -> int:
     if not alerts.needs_alert(result):
         return 0
     return send(context, alerts.subject(result), alerts.as_text(result), alerts.as_html(result))
-
-
-def morning_summary(targets: list[dict[str, Any]], **context: Any) -> dict[str, Any]:
-    """When the night ends: one message listing every target (their outcome.json), kept as summary.md in the
-    run's request folder."""
-    import html as html_lib
-
-    from cognigy_airflow.steps import airflow_run_url, run_folder
-    from include.records import summary
-    from include.state import state_store
-
-    ti = context["ti"]
-    results = []
-    for item in targets:
-        path = run_folder(context, item["plan"], item["target"]) / "outcome.json"
-        try:
-            result = json.loads(state_store.read_text(path))
-        except OSError:
-            result = {"outcome": "no outcome recorded", "target": item["target"]}
-        results.append({**result, "airflow_run_url": airflow_run_url(ti.dag_id, ti.run_id)})
-    text = summary.markdown(ti.run_id, results)
-    folder = run_folder(context, targets[0]["plan"], "_request") if targets else None
-    if folder is not None:
-        state_store.write_text(folder / "summary.md", text)
-    send(context, summary.subject(ti.run_id, results), text, f"<pre>{html_lib.escape(text)}</pre>")
-    return {"targets": len(results), "summary_path": str(folder / "summary.md") if folder else None}

@@ -1,7 +1,6 @@
 """Operators with side effects on Cognigy, each safe to run more than once (Airflow runs tasks at least once).
 
 - CognigySubmitTrainingOperator: loads training data and starts ONE training per DAG run and target.
-- CognigyWaitForTrainingOperator: defers to the triggerer until the training ends or its deadline passes.
 - CognigyPromoteOperator: staging: brings the live flow to the judged intents, trains it once, proves it.
 - CognigySnapshotReleaseOperator: snapshot path: releases the live flow as a snapshot and switches endpoints.
 - CognigyRollbackOperator: restores the rollback point, waits (deferred) for the retrain, verifies.
@@ -39,7 +38,7 @@ from include.cognigy.errors import (
 )
 from include.cognigy.model import JobStatus, Target
 from include.evaluation.held_out import agreement, load_predictions, save_predictions, score_utterances
-from include.results import Promoted, Released, RetrainRecord, RolledBack, Submitted, Waited
+from include.results import Promoted, Released, RetrainRecord, RolledBack, Submitted
 from include.state import state_store
 from include.state.target_memory import record_release, released_snapshots
 
@@ -54,7 +53,7 @@ IMPORT_ATTEMPTS = 3  # the rollback's import (overwrite, so repeatable) is tried
 NOT_WORTH_RETRYING = (AuthenticationError, PermissionDenied, NotFound, BadRequest)
 
 
-def _last_try(context: Any) -> bool:
+def last_try(context: Any) -> bool:
     """True when Airflow will not run this task again after a failure (try_number counts from 1)."""
     ti = context["ti"]
     return int(getattr(ti, "try_number", 1) or 1) > int(getattr(ti, "max_tries", 0) or 0)
@@ -186,7 +185,7 @@ class _CognigyOperator(BaseOperator):
         except (AirflowFailException, AirflowSkipException):
             raise
         except Exception as exc:
-            if not _last_try(context):
+            if not last_try(context):
                 raise
             return give_up(context, f"{type(exc).__name__}: {exc}")
 
@@ -313,7 +312,7 @@ def _counts(training: dict[str, list[str]] | None) -> dict[str, int] | None:
     return {k: len(v) for k, v in training.items()} if training is not None else None
 
 
-def _cancel_and_settle(client: CognigyClient, job_id: str, settle: float = CANCEL_SETTLE_SECONDS) -> JobStatus:
+def cancel_and_settle(client: CognigyClient, job_id: str, settle: float = CANCEL_SETTLE_SECONDS) -> JobStatus:
     """Cancel a training (a no-op if it already ended) and wait until Cognigy reports it ended."""
     status = client.job_status(job_id)
     if not status.terminal:
@@ -326,104 +325,6 @@ def _cancel_and_settle(client: CognigyClient, job_id: str, settle: float = CANCE
         time.sleep(0.5)
         status = client.job_status(job_id)
     return status
-
-
-class CognigyWaitForTrainingOperator(_CognigyOperator):
-    """Wait for the training without holding a worker slot: the triggerer polls, this task resumes at the end.
-
-    Returns {"state": succeeded|failed|cancelled|deadline, ...}. It does not fail on a failed training: the
-    run must still roll back and audit; the final audit task fails the run afterwards.
-    """
-
-    template_fields = ("target", "plan", "submitted")
-    operator_extra_links = (CognigyTaskLink(),)
-    ui_color = "#fff2cc"
-    trains_staging = True
-
-    def __init__(self, *, submitted: Any, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.submitted = submitted  # the XCom (dict); `training` is it typed
-
-    @property
-    def training(self) -> Submitted:
-        return stage("submitted", self.submitted)
-
-    def execute(self, context: Any) -> dict[str, Any]:
-        job_id = self.training.job_id
-        self.link_to(job_id)
-        try:
-            status = self.hook().get_client().job_status(job_id)
-        except CognigyError as exc:
-            if not _last_try(context):
-                raise
-            return self._unknown(context, f"cannot read training {job_id}: {exc}")
-        if status.terminal:
-            return self._finish(context, status)
-        self.defer_on_training(job_id, self.training.submitted_at, self.plan["deadline_seconds"])
-
-    def execute_complete(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
-        self.link_to(self.training.job_id)  # a resumed task is a new operator object
-        outcome = event["outcome"]
-        if outcome == "finished":
-            return self._finish(context, JobStatus.from_dict(event["status"]), polls=event.get("polls"))
-        if outcome == "deadline":
-            job_id = self.training.job_id
-            self.log.error(
-                "training %s passed its deadline (%ss); cancelling it", job_id, self.plan["deadline_seconds"]
-            )
-            status = _cancel_and_settle(self.hook().get_client(), job_id)
-            if status.state == "succeeded":  # it finished in the last poll interval: nothing left to cancel
-                return self._finish(context, status, polls=event.get("polls"))
-            audit(
-                context,
-                "retrain_failed",
-                self.plan,
-                self.target,
-                cognigy_job_id=job_id,
-                outcome="deadline",
-                deadline_seconds=self.plan["deadline_seconds"],
-                cognigy_status=status.raw_status,
-            )
-            return Waited(
-                state="deadline",
-                job_id=job_id,
-                reason=f"deadline of {self.plan['deadline_seconds']}s exceeded; Cognigy task {status.raw_status}",
-                latency_seconds=round(time.time() - self.training.submitted_at, 3),
-                polls=event.get("polls"),
-            ).to_xcom()
-        # 401/403/404 while polling: the training's fate is unknown. Do not fail here, so the run still takes
-        # the rollback path (which cancels the training if it still runs) and audits; finalize fails the run.
-        return self._unknown(context, f"polling training {self.training.job_id} failed: {event.get('message')}")
-
-    def _unknown(self, context: Any, why: str) -> dict[str, Any]:
-        job_id = self.training.job_id
-        self.log.error("%s", why)
-        audit(context, "retrain_failed", self.plan, self.target, cognigy_job_id=job_id, outcome="unknown", reason=why)
-        latency = round(time.time() - self.training.submitted_at, 3)
-        return Waited(state="unknown", job_id=job_id, reason=why, latency_seconds=latency).to_xcom()
-
-    def _finish(self, context: Any, status: JobStatus, polls: int | None = None) -> dict[str, Any]:
-        latency = time.time() - self.training.submitted_at
-        if status.state != "succeeded":
-            audit(
-                context,
-                "retrain_failed",
-                self.plan,
-                self.target,
-                cognigy_job_id=status.job_id,
-                outcome=status.state,
-                reason=status.reason,
-                latency_seconds=round(latency, 3),
-            )
-        return Waited(
-            state=status.state,
-            job_id=status.job_id,
-            reason=status.reason,
-            version_id=status.version_id or self.training.version_id,
-            latency_seconds=round(latency, 3),
-            finished_at=finished_epoch(status),
-            polls=polls,
-        ).to_xcom()
 
 
 class CognigyRollbackOperator(_CognigyOperator):
@@ -482,7 +383,7 @@ class CognigyRollbackOperator(_CognigyOperator):
 
     def _after_restore(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         if event["outcome"] == "deadline":
-            _cancel_and_settle(self.hook().get_client(), event["job_id"])
+            cancel_and_settle(self.hook().get_client(), event["job_id"])
             return self._retry_or_fail(context, f"the restoring retrain passed {self.deadline_seconds:g}s")
         if event["outcome"] != "finished":
             return self._retry_or_fail(context, f"polling the restoring retrain failed: {event.get('message')}")
@@ -580,7 +481,7 @@ class CognigyRollbackOperator(_CognigyOperator):
             try:
                 if client.job_status(job_id).terminal:
                     continue
-                status = _cancel_and_settle(client, job_id)
+                status = cancel_and_settle(client, job_id)
             except NotFound:
                 continue
             if not status.terminal:
@@ -659,7 +560,7 @@ class CognigyRollbackOperator(_CognigyOperator):
 
     def _retry_or_fail(self, context: Any, why: str) -> dict[str, Any]:
         """Not proven either way: the next try starts a new restore round; the last try gives up loudly."""
-        if _last_try(context):
+        if last_try(context):
             return self._fail(context, why)
         state = RunState(context, steps.run_folder(context, self.plan, self.target) / "rollback_state.json")
         state.set("rollback.round", int(state.get("rollback.round") or 0) + 1)
@@ -753,7 +654,7 @@ class CognigyPromoteOperator(_CognigyOperator):
 
     def _after_training(self, context: Any, event: dict[str, Any]) -> dict[str, Any]:
         if event["outcome"] == "deadline":
-            _cancel_and_settle(self.hook().get_client(), event["job_id"])
+            cancel_and_settle(self.hook().get_client(), event["job_id"])
             return self._failed(context, f"the promotion training passed {self.deadline_seconds:g}s", event["job_id"])
         if event["outcome"] != "finished":
             return self._failed(context, f"polling the promotion training failed: {event.get('message')}")
@@ -850,14 +751,32 @@ class CognigySnapshotReleaseOperator(_CognigyOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         record = retrain_record(context, self.target, self.plan, promoted=self.promoted)
-        if not record.snapshot_release:
-            raise AirflowSkipException("the endpoints serve the live project: the training was the release")
-        if not record.passed:
-            raise AirflowSkipException("the gates rejected the challenger: the endpoints stay where they are")
+        if not record.passed:  # `decide` (or `approve`) only comes here with a passed challenger
+            raise AirflowFailException("the gates did not pass this challenger: nothing may be released")
         if record.staging and not (record.promoted and record.promoted.promoted):
-            raise AirflowSkipException("the promotion into the live flow did not succeed: nothing to release")
+            raise AirflowFailException("the promotion into the live flow did not succeed: nothing to release")
         self.link_to()
+        if not record.snapshot_release:
+            return self.on_last_try(context, lambda: self._confirm_live_project(context), self._gave_up)
         return self.on_last_try(context, lambda: self._release(context, record), self._gave_up)
+
+    def _confirm_live_project(self, context: Any) -> dict[str, Any]:
+        """Project path: the trained live flow is the release. Read back what every endpoint of the flow serves now,
+        so the record says what was read, not what was assumed (training-jobs: the gateway has no endpoints)."""
+        api = self.hook().get_client().v2
+        if api is None:
+            why = "training-jobs: the gateway serves its active model version"
+            return Released(released=True, reason=why, released_at=time.time()).to_xcom()
+        path = releases.release_path(api, self.production)
+        names = [e.name for e in path.endpoints]
+        if path.path != "project":
+            raise AirflowFailException(
+                f"endpoints {', '.join(names)} now serve snapshot {path.serving and path.serving.name!r}, not the "
+                "live project this run trained: someone switched them during the run; nothing was released"
+            )
+        audit(context, "release_confirmed", self.plan, self.target, path="project", endpoints=names)
+        why = "the endpoints serve the live project, which now holds the judged model"
+        return Released(released=True, endpoints=names, released_at=time.time(), reason=why).to_xcom()
 
     def _release(self, context: Any, record: RetrainRecord) -> dict[str, Any]:
         target, plan = self.production, self.plan

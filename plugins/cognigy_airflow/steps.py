@@ -19,7 +19,7 @@ from airflow.sdk import BaseHook, Variable
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from cognigy_airflow import notify
-from cognigy_airflow.auditing import audit, refuse_per_host_stores, retrain_trigger, triggered_by
+from cognigy_airflow.auditing import audit, refuse_per_host_stores, retrain_trigger
 from cognigy_airflow.data_files import HELD_OUT, TRAINING, freeze_request_data, load_frozen, training_intents
 from cognigy_airflow.hooks import CognigyHook
 from cognigy_airflow.record import retrain_record
@@ -44,7 +44,6 @@ from include.records.mlflow_tracking import (
 )
 from include.records.outbox import Outbox
 from include.records.redaction import redact_text
-from include.request.fleet import FLEET_VARIABLE, FleetInvalid, load_fleet
 from include.request.retrain_request import RequestInvalid, RetrainRequest, parse_request
 from include.results import Captured, Evaluated, RetrainRecord, Synced, meaning, run_fails
 from include.state import state_store
@@ -62,6 +61,7 @@ log = logging.getLogger(__name__)
 EXPERIMENT = "cognigy-nlu-retrain"
 # How long a judge waits for other trainings of the flow/locale to end before it says "not proven".
 PROOF_WAIT_SECONDS = 300.0
+APPROVAL_FIELDS = ("approval", "approval_margin", "approval_timeout_minutes")  # include.evaluation.approval
 GATE_PARAMS = (
     "precision_floor", "recall_floor", "pr_balance_tolerance", "per_intent_recall_floor", "bias_ceiling",
     "max_accuracy_drop", "significance_alpha", "block_on_feedback_findings",
@@ -139,39 +139,22 @@ def gate_config(params: dict[str, Any]) -> Any:
 
 
 def validate(**context: Any) -> dict[str, Any]:
-    """Validate the run's request(s) before anything is sent anywhere; the plan every later task follows.
+    """Validate this run's request before anything is sent anywhere; returns ``{"target", "plan"}``: the one
+    flow/locale this run retrains and the plan every later task follows.
 
-    Returns the run plan: ``{"fleet", "fleet_source", "request_hashes", "targets": [{"target", "plan"}, ...]}``
-    where each target carries the plan of its own request (a fleet entry with overrides has its own request and
-    SHA-256). Scheduled (and asset-triggered) runs retrain the fleet; manual runs the flow in the trigger form
-    unless its `fleet` box is ticked. One invalid fleet entry rejects the whole run: nothing is sent.
+    One run retrains one flow and locale. A fleet night (DAG `cognigy_nlu_fleet`) triggers one run per entry and
+    locale, with the entry's request in the conf and the night in the `fleet` param.
     """
     params = dict(context["params"])
     refuse_per_host_stores(params["cognigy_conn_id"])  # remote state needs a shared audit trail and rate budget
     config = CognigyHook(params["cognigy_conn_id"]).get_config()
-    attempt = run_attempt(context)
-    use_fleet = retrain_trigger(context) == "automated" or bool(params.get("fleet"))
-    errors: list[str] = []
-    entries: list[tuple[str, dict[str, Any]]] = [("", params)]
-    source = "trigger form"
-    if use_fleet:
-        entries = []
-        try:
-            fleet, source = load_fleet(Variable.get(FLEET_VARIABLE, default=None))
-            entries = [(entry.label(i), entry.params(params)) for i, entry in enumerate(fleet)]
-            errors.extend(_override_errors(context, fleet))
-        except FleetInvalid as exc:
-            errors.extend(exc.errors)
-    checked = []
-    for label, entry_params in entries:
-        plan, request, problems = _request_plan(entry_params, config, context, attempt)
-        errors.extend(f"{label}: {p}" if label else p for p in problems)
-        checked.append((plan, request))
-    if use_fleet:  # no two entries may train in one flow/locale (issue 26, item 3)
-        from include.request.fleet import shared_flow_problems
-
-        built = [(label, request) for (label, _), (_, request) in zip(entries, checked, strict=True) if request]
-        errors.extend(shared_flow_problems(built))
+    night = params.get("fleet") or {}
+    plan, request, errors = request_plan(params, config, context, run_attempt(context))
+    if request is not None and len(request.locales) != 1:
+        errors.append(
+            f"locales: one run retrains one locale, got {len(request.locales)}; list several locales in a fleet "
+            "entry (Variable cognigy_fleet) and trigger the DAG cognigy_nlu_fleet"
+        )
     if errors:
         # The raw params' hash identifies what was refused (secrets never travel in params).
         raw = json.dumps(dict(context["params"]), sort_keys=True, separators=(",", ":"), default=str)
@@ -181,62 +164,37 @@ def validate(**context: Any) -> dict[str, Any]:
             {"request_hash": hashlib.sha256(raw.encode()).hexdigest()},
             None,
             errors=errors,
-            fleet=use_fleet,
-            fleet_source=source,
+            fleet=bool(night),
+            fleet_source=night.get("source"),
         )
         raise AirflowFailException("retraining request is invalid:\n" + "\n".join(f"  - {e}" for e in errors))
 
-    targets: list[dict[str, Any]] = []
-    for plan, request in checked:
-        for warning in plan["warnings"]:
-            context["ti"].log.warning(warning) if hasattr(context["ti"], "log") else None
-        request_dir = run_folder(context, plan, "_request")
-        request_file = request_dir / f"request-{request.sha256[:16]}.json"
-        state_store.write_text(request_file, request.canonical_json())
-        plan["request_path"] = str(request_file)
-        audit(
-            context,
-            "retrain_initiated",
-            plan,
-            None,
-            targets=[t.key for t in request.targets()],
-            dialect=config.dialect,
-            warnings=plan["warnings"],
-            dry_run=plan["dry_run"],
-            promotion=plan["promotion"],
-            gates=plan["gates"],
-            gates_hash=plan["gates_hash"],
-            gate_policy=plan["gates"].get("gate_policy"),  # its source, sha256 and what this run tightened
-            data=plan["data"],
-            fleet=use_fleet,
-            fleet_source=source,
-        )
-        targets.extend({"target": t.to_dict(), "plan": plan} for t in request.targets())
-    return {
-        "fleet": use_fleet,
-        "fleet_source": source,
-        "request_hashes": sorted({plan["request_hash"] for plan, _ in checked}),
-        "targets": targets,
-    }
-
-
-def _override_errors(context: Any, fleet: list[Any]) -> list[str]:
-    """Fleet overrides checked against the same JSON schema as the trigger form's fields."""
-    dag_params = getattr(context.get("dag"), "params", None)
-    errors = []
-    for index, entry in enumerate(fleet):
-        for name, value in entry.overrides.items():
-            try:
-                param = dag_params.get_param(name) if dag_params is not None else None
-            except KeyError:
-                param = None
-            if param is None:
-                continue
-            try:
-                type(param)(value, **param.schema).resolve()
-            except Exception as exc:  # ParamValidationError: the message names the rule, not a secret
-                errors.append(f"{entry.label(index)}: overrides.{name}: {str(exc).splitlines()[0][:300]}")
-    return errors
+    for warning in plan["warnings"]:
+        context["ti"].log.warning(warning) if hasattr(context["ti"], "log") else None
+    request_file = run_folder(context, plan, "_request") / f"request-{request.sha256[:16]}.json"
+    state_store.write_text(request_file, request.canonical_json())
+    plan["request_path"] = str(request_file)
+    plan["fleet"] = night or None
+    (target,) = request.targets()
+    audit(
+        context,
+        "retrain_initiated",
+        plan,
+        None,
+        targets=[target.key],
+        dialect=config.dialect,
+        warnings=plan["warnings"],
+        dry_run=plan["dry_run"],
+        promotion=plan["promotion"],
+        gates=plan["gates"],
+        gates_hash=plan["gates_hash"],
+        gate_policy=plan["gates"].get("gate_policy"),  # its source, sha256 and what this run tightened
+        data=plan["data"],
+        fleet=bool(night),
+        fleet_source=night.get("source"),
+        fleet_run_id=night.get("run_id"),
+    )
+    return {"target": target.to_dict(), "plan": plan}
 
 
 def run_attempt(context: Any) -> str:
@@ -246,7 +204,7 @@ def run_attempt(context: Any) -> str:
     return f"c{clear_number}-{uuid.uuid4().hex[:12]}"
 
 
-def _request_plan(
+def request_plan(
     params: dict[str, Any], config: Any, context: Any, attempt: str
 ) -> tuple[dict[str, Any], Any, list[str]]:
     """One retraining request from flat params: (its plan, the parsed request, problems found)."""
@@ -324,10 +282,11 @@ def _request_plan(
         "dialect": config.dialect,
         "console_url": redact_text(config.console_url or config.base_url),  # no credentials in XCom or links
         "dry_run": bool(params.get("dry_run")),
+        "approval": {k: params[k] for k in APPROVAL_FIELDS if params.get(k) is not None},
         "requests_per_second": params.get("requests_per_second"),
         "poll_min_seconds": params.get("poll_min_seconds", poll_policy.MIN_SECONDS),
         "poll_max_seconds": params.get("poll_max_seconds", poll_policy.MAX_SECONDS),
-        "retrain_trigger": "automated" if triggered_by(context) == "schedule" else "manual",
+        "retrain_trigger": retrain_trigger(context),
         # snapshot releases (deployment settings, not in the form): the agent's snapshot limit, and how many of
         # this product's latest releases are never pruned
         "snapshot_limit": int(params.get("snapshot_limit") or releases.SNAPSHOT_LIMIT),
@@ -357,11 +316,6 @@ def _positive_number(value: Any, name: str, errors: list[str]) -> float:
     if not number > 0:
         errors.append(f"{name}: must be a positive number of seconds, got {value!r}")
     return number
-
-
-def list_targets(plan: dict[str, Any]) -> list[dict[str, Any]]:
-    """The mapped task group's kwargs: one {"target", "plan"} per flow/locale (fleet or single flow)."""
-    return plan["targets"]
 
 
 # --- capture: rollback point + champion evaluation -----------------------------------------------------
@@ -825,7 +779,7 @@ def build_payload(context: Any, record: RetrainRecord) -> SyncPayload:
     tags = {
         "model_id": t.model_id, "flow_id": t.flow_id, "project_id": t.project_id, "locale": t.locale,
         "cognigy_job_id": job_id or "", "cognigy_version_id": version_id, "version_id": version_id,
-        "retrain_trigger": retrain_trigger(context) if context.get("dag_run") else plan["retrain_trigger"],
+        "retrain_trigger": plan.get("retrain_trigger") or retrain_trigger(context),
         "status": outcome, "request_hash": plan["request_hash"],
         "airflow_dag_id": ti.dag_id, "airflow_run_id": ti.run_id,
         "airflow_run_url": airflow_run_url(ti.dag_id, ti.run_id),
@@ -841,6 +795,10 @@ def build_payload(context: Any, record: RetrainRecord) -> SyncPayload:
                                      or ("challenger − champion accuracy on the held-out set" if summary else "")),
         **snapshot_tags(record),
     }  # fmt: skip
+    if record.approved:  # the release waited for a person (opt-in): the decision, who made it, when
+        by = record.approved.responded_by or {}
+        tags.update(approval_decision=record.approved.decision, approval_by=str(by.get("name") or by.get("id") or ""),
+                    approval_at=record.approved.responded_at or "")  # fmt: skip
     registry = None
     if record.training_state == "succeeded" and job_id:
         registry = RegistryAction(
@@ -1035,6 +993,10 @@ def finalize(target: dict[str, Any], plan: dict[str, Any], synced: Any, **contex
         "target": target,
     }
     state_store.write_text(folder / "outcome.json", json.dumps(result, indent=2))
+    if night := plan.get("fleet"):  # where the night's morning summary reads it
+        from cognigy_airflow.fleet import night_outcome
+
+        state_store.write_text(night_outcome(night, target), json.dumps(result, indent=2))
     ti = context["ti"]
     notify.alert(context, {**result, "gate_reason": evaluated and evaluated.reason,
                            "mlflow_deferred": bool(synced and synced.deferred),
@@ -1061,7 +1023,7 @@ def release_verdict(record: RetrainRecord) -> dict[str, Any] | None:
         "endpoints": [e["name"] for e in release.get("endpoints") or []],
         "snapshot": serving,
         "previous": previous,
-        "released": bool(released and released.released),
+        "released": bool(released and released.released and release["path"] == "snapshot"),
         "switched_back": released.switched_back if released else None,
         "champion_scored_on": record.captured.champion_scored_on if record.captured else None,
     }
