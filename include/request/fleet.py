@@ -56,6 +56,7 @@ OVERRIDABLE = frozenset(
         "max_accuracy_drop", "significance_alpha", "block_on_feedback_findings",
         "training_data_uri", "held_out_uri", "promotion", "staging_flow_id", "staging_project_id",
         "retrain_unchanged", "gate_profile", "allow_unevaluated_gates",
+        "approval", "approval_margin", "approval_timeout_minutes",
     }
 )  # fmt: skip
 
