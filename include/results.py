@@ -151,6 +151,7 @@ class Synced(_Result):
 
 OUTCOMES = {
     "dry_run": "validated only; nothing sent",
+    "request_rejected": "validate refused the request or its data files; nothing was sent",
     "unchanged": "the flow did not change since its last successful training; nothing retrained",
     "promoted": "the challenger passed every blocking gate and serves",
     "rejected": "staging: the gates rejected the challenger; production was not touched",
@@ -169,7 +170,7 @@ OUTCOMES = {
     "not_approved_not_rolled_back": "training-jobs: the release was rejected (or its approval timed out); no "
     "rollbackTriggerVersionId was given, so nothing was rolled back",
 }  # plus training_<state> (staging: production untouched) and training_<state>_rolled_back (in place)
-FAILING = ("incomplete", "promotion_failed_rolled_back", "release_failed_switched_back")
+FAILING = ("request_rejected", "incomplete", "promotion_failed_rolled_back", "release_failed_switched_back")
 
 
 def meaning(outcome: str) -> str:

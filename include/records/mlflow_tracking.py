@@ -628,6 +628,40 @@ def audit_anchors(tracking_uri: str, experiment: str, *, auth: MlflowAuth | None
                 return anchors
 
 
+NIGHT_TAG = "cognigy_night"  # the fleet night's Airflow run key on its summary run
+
+
+def log_night_summary(
+    tracking_uri: str,
+    experiment: str,
+    night_key: str,
+    summary_md: str,
+    outcomes: Mapping[str, int],
+    *,
+    auth: MlflowAuth | None = None,
+) -> str:
+    """Keep a fleet night's morning summary in MLflow: one run per night (found again by its tag), the Markdown as
+    the artifact ``summary.md`` and a metric per outcome (``targets_<outcome>``). Returns the run id."""
+    with mlflow_session(tracking_uri, auth) as client:
+        experiment_id = _experiment_id(client, experiment)
+        runs = client.search_runs([experiment_id], filter_string=f"tags.{NIGHT_TAG} = {_quote(night_key)}",
+                                  max_results=1)  # fmt: skip
+        run = (
+            runs[0]
+            if runs
+            else client.create_run(
+                experiment_id, tags={NIGHT_TAG: night_key, "kind": "night_summary"}, run_name=f"night {night_key}"[:250]
+            )
+        )
+        run_id = run.info.run_id
+        client.log_text(run_id, summary_md, "summary.md")
+        for outcome, count in outcomes.items():
+            client.log_metric(run_id, f"targets_{outcome}"[:250], float(count))
+        if run.info.status != "FINISHED":
+            client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+
 def audit_fields(payload: SyncPayload, result: SyncResult) -> dict[str, Any]:
     """What an audit record says about a finished sync (the task and the resync DAG write the same)."""
     return {

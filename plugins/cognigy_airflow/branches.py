@@ -17,6 +17,8 @@ from cognigy_airflow.record import retrain_record
 
 
 def decide(target: dict[str, Any], plan: dict[str, Any], evaluated: Any, **context: Any) -> list[str] | str:
+    if not plan:  # validate refused the request: nothing was sent, only `audit` runs
+        return []
     record = retrain_record(context, target, plan, evaluated=evaluated)
     if not record.retrained:
         return []

@@ -20,10 +20,11 @@ from cognigy_airflow import notify
 from cognigy_airflow.auditing import audit, retrain_trigger
 from cognigy_airflow.form import PARAMS, TARGET_FIELDS
 from cognigy_airflow.hooks import CognigyHook
-from cognigy_airflow.steps import airflow_run_url, request_plan, run_attempt
+from cognigy_airflow.steps import EXPERIMENT, airflow_run_url, mlflow_target, request_plan, run_attempt
 from include import settings
 from include.cognigy.model import Target
 from include.records import summary
+from include.records.redaction import redact_text
 from include.request.fleet import FLEET_VARIABLE, FleetEntry, FleetInvalid, load_fleet, shared_flow_problems
 from include.state import state_store
 
@@ -111,8 +112,26 @@ def morning_summary(runs: list[dict[str, Any]], **context: Any) -> dict[str, Any
     text = summary.markdown(ti.run_id, results)
     path = settings.run_dir(ti.dag_id, ti.run_id, "_night") / "summary.md"
     state_store.write_text(path, text)
+    mlflow_run = _summary_in_mlflow(context, ti, text, [r["outcome"] for r in results])
     notify.send(context, summary.subject(ti.run_id, results), text, f"<pre>{html_lib.escape(text)}</pre>")
-    return {"targets": len(results), "outcomes": [r["outcome"] for r in results], "summary_path": str(path)}
+    return {"targets": len(results), "outcomes": [r["outcome"] for r in results], "summary_path": str(path),
+            "mlflow_run_id": mlflow_run}  # fmt: skip
+
+
+def _summary_in_mlflow(context: Any, ti: Any, text: str, outcomes: list[str]) -> str | None:
+    """The summary as an MLflow run of its own (the night's one place next to the retrains' runs); MLflow being
+    down costs the record, never the message (the file is kept either way)."""
+    from include.records.mlflow_tracking import log_night_summary
+
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        counts[outcome.replace(" ", "_")] = counts.get(outcome.replace(" ", "_"), 0) + 1
+    try:
+        uri, auth, _ = mlflow_target(context["params"]["mlflow_conn_id"])
+        return log_night_summary(uri, EXPERIMENT, f"{ti.dag_id}/{ti.run_id}", text, counts, auth=auth)
+    except Exception as exc:  # a summary must still go out
+        ti.log.warning("night summary not kept in MLflow: %s", redact_text(f"{type(exc).__name__}: {exc}"))
+        return None
 
 
 def _slug(text: str) -> str:

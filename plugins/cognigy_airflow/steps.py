@@ -939,6 +939,14 @@ def record_in_mlflow(record: RetrainRecord, **context: Any) -> Synced:
 def finalize(target: dict[str, Any], plan: dict[str, Any], synced: Any, **context: Any) -> dict[str, Any]:
     """Write the retrain's closing audit record and remember what production was trained on; then fail the run
     if the training failed, a promotion failed, or a restore is not verified."""
+    if not plan:  # validate refused the request (audited there as request_rejected): say so, fail the run
+        ti = context["ti"]
+        params = context.get("params") or {}
+        asked = {"flow_id": params.get("flow_id") or "?", "locale": (params.get("locales") or ["?"])[0]}
+        url = airflow_run_url(ti.dag_id, ti.run_id)
+        notify.alert(context, {"outcome": "request_rejected", "target": asked, "airflow_run_url": url})
+        raise AirflowFailException(f"the request was refused by validate; nothing was sent (see its log and the audit "
+                                   f"record request_rejected: {settings.audit_location()})")  # fmt: skip
     record = retrain_record(context, target, plan, synced=synced)
     plan = record.plan
     captured, evaluated, synced = record.captured, record.evaluated, record.synced
