@@ -54,7 +54,14 @@ with DAG(
 
     captured = task(steps.capture, **tenant("capture"))(**run)
     submitted = CognigySubmitTrainingOperator(**run, captured=captured, **tenant("submit"))
-    waited = CognigyTrainingSensor(**run, submitted=submitted.output, **tenant("wait_for_training"))
+    # Not in the tenant pool: it calls Cognigy once, then waits deferred; resuming must not queue for a slot.
+    waited = CognigyTrainingSensor(
+        **run,
+        submitted=submitted.output,
+        task_id="wait_for_training",
+        doc_md=doc("wait_for_training"),
+        priority_weight=TENANT_PRIORITY["wait_for_training"],
+    )
     evaluated = task(steps.evaluate, **tenant("evaluate"))(**run, waited=waited.output)
 
     # The gates have spoken: approve | promote -> release | release | rollback | mlflow_sync (branches.py)
