@@ -1,4 +1,6 @@
-"""The DAG file imports cleanly in Airflow and is wired as documented."""
+"""The DAG files import cleanly in Airflow and are wired as documented: `cognigy_nlu_retrain` (one run per bot and
+locale, Airflow's own branches after the gates and after the release) and `cognigy_nlu_fleet` (one named retrain run
+per bot and locale, then the night's summary)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ import pytest
 
 from devtools.servers import ROOT
 
+BRANCHES = ("decide", "approve", "confirm")  # the tasks that choose a path (the others on it are skipped)
+
 
 @pytest.fixture(scope="module")
 def dag_facts(tmp_path_factory: pytest.TempPathFactory) -> dict:
@@ -20,19 +24,30 @@ def dag_facts(tmp_path_factory: pytest.TempPathFactory) -> dict:
         """
         import json
         from airflow.dag_processing.dagbag import DagBag
+        from airflow.sdk.bases.branch import BranchMixIn
+        from airflow.sdk import BaseSensorOperator
         bag = DagBag(dag_folder="dags")
-        dag = bag.dags.get("cognigy_nlu_retrain")
-        facts = {"errors": {k: str(v)[-400:] for k, v in bag.import_errors.items()}}
-        if dag:
-            facts.update(
-                tasks={t.task_id: {"downstream": sorted(t.downstream_task_ids),
-                                   "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
-                                   "type": type(t).__name__, "retries": t.retries, "doc": bool(t.doc_md),
-                                   "weight_rule": str(getattr(t.weight_rule, "value", t.weight_rule)),
-                                   "priority": t.priority_weight, "pool": t.pool}
-                       for t in dag.tasks},
-                schedule=str(dag.schedule), catchup=dag.catchup, params=dict(dag.params.dump()),
-                doc=bool(dag.doc_md))
+
+        def facts_of(dag):
+            def one(t):
+                kind = getattr(t, "operator_class", None) or type(t)  # a mapped task: the operator it maps
+                kind = kind if isinstance(kind, type) else type(t)
+                return {"downstream": sorted(t.downstream_task_ids), "upstream": sorted(t.upstream_task_ids),
+                        "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
+                        "type": kind.__name__, "mapped": type(t).__name__ == "MappedOperator",
+                        "branch": issubclass(kind, BranchMixIn), "sensor": issubclass(kind, BaseSensorOperator),
+                        "deferrable": bool(getattr(t, "partial_kwargs", {}).get("deferrable")
+                                           or getattr(t, "deferrable", None)),
+                        "retries": t.retries, "doc": bool(t.doc_md),
+                        "weight_rule": str(getattr(t.weight_rule, "value", t.weight_rule)),
+                        "priority": t.priority_weight, "pool": t.pool}
+            return {"tasks": {t.task_id: one(t) for t in dag.tasks}, "schedule": str(dag.schedule),
+                    "catchup": dag.catchup, "max_active_runs": dag.max_active_runs,
+                    "params": dict(dag.params.dump()), "doc": bool(dag.doc_md),
+                    "param_schemas": {k: dag.params.get_param(k).schema for k in dag.params}}
+
+        facts = {"errors": {k: str(v)[-400:] for k, v in bag.import_errors.items()},
+                 "dags": {dag_id: facts_of(dag) for dag_id, dag in bag.dags.items()}}
         print("FACTS" + json.dumps(facts, default=str))
         """
     )
@@ -53,61 +68,140 @@ def dag_facts(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return json.loads(line[5:])
 
 
-def test_dag_imports_without_errors(dag_facts: dict) -> None:
+@pytest.fixture(scope="module")
+def retrain(dag_facts: dict) -> dict:
+    assert "cognigy_nlu_retrain" in dag_facts["dags"], dag_facts["errors"]
+    return dag_facts["dags"]["cognigy_nlu_retrain"]
+
+
+@pytest.fixture(scope="module")
+def fleet(dag_facts: dict) -> dict:
+    assert "cognigy_nlu_fleet" in dag_facts["dags"], dag_facts["errors"]
+    return dag_facts["dags"]["cognigy_nlu_fleet"]
+
+
+def test_dags_import_without_errors(dag_facts: dict) -> None:
     assert dag_facts["errors"] == {}
-    assert "tasks" in dag_facts
+    assert {"cognigy_nlu_retrain", "cognigy_nlu_fleet"} <= set(dag_facts["dags"])
 
 
-def test_pipeline_order_per_target(dag_facts: dict) -> None:
-    t = dag_facts["tasks"]
-    assert t["validate"]["downstream"] == ["targets", "watcher"] or "targets" in t["validate"]["downstream"]
-    assert "retrain.submit" in t["retrain.capture"]["downstream"]
-    assert "retrain.wait_for_training" in t["retrain.submit"]["downstream"]
-    assert "retrain.evaluate" in t["retrain.wait_for_training"]["downstream"]
-    assert "retrain.promote" in t["retrain.evaluate"]["downstream"]
-    assert "retrain.rollback" in t["retrain.promote"]["downstream"]  # a failed promotion restores production
-    assert "retrain.release" in t["retrain.promote"]["downstream"]  # snapshot path: the judged model is released
-    assert "retrain.rollback" in t["retrain.release"]["downstream"]  # a failed release restores the live flow
-    assert "retrain.mlflow_sync" in t["retrain.rollback"]["downstream"]
-    assert "retrain.finalize" in t["retrain.mlflow_sync"]["downstream"]
+def test_one_run_retrains_one_target_without_a_mapped_group(retrain: dict) -> None:
+    """The graph view shows one line of plain task ids: no `retrain.` group, nothing mapped."""
+    t = retrain["tasks"]
+    assert set(t) == {"validate", "capture", "submit", "wait_for_training", "evaluate", "decide", "approve",
+                      "promote", "release", "confirm", "rollback", "mlflow_sync", "audit", "watcher"}  # fmt: skip
+    assert not any(v["mapped"] for v in t.values())
 
 
-def test_in_a_fleet_what_starts_or_ends_a_training_gets_a_tenant_slot_before_scoring(dag_facts: dict) -> None:
-    """Trainings are a fleet's long pole: a free slot of the tenant's pool goes to a task that starts or ends one,
-    then to the champion's scoring (it lets the next training start), then to the challenger's."""
-    t = dag_facts["tasks"]
-    assert {v["weight_rule"] for v in t.values()} == {"absolute"}
-    weight = {k.removeprefix("retrain."): v["priority"] for k, v in t.items() if v["pool"] == "cognigy_tenant"}
-    assert set(weight) == {"capture", "submit", "wait_for_training", "evaluate", "promote", "release", "rollback"}
-    ends = ("submit", "wait_for_training", "promote", "release", "rollback")
-    assert min(weight[name] for name in ends) > weight["capture"]
-    assert weight["capture"] > weight["evaluate"]
+def test_pipeline_order(retrain: dict) -> None:
+    t = retrain["tasks"]
+    assert "capture" in t["validate"]["downstream"]  # (every task reads validate's target and plan)
+    assert "submit" in t["capture"]["downstream"]
+    assert "wait_for_training" in t["submit"]["downstream"]
+    assert "evaluate" in t["wait_for_training"]["downstream"]
+    assert "decide" in t["evaluate"]["downstream"]
+    # decide: every path the gates can choose, straight from the branch
+    assert set(t["decide"]["downstream"]) == {"approve", "promote", "release", "confirm", "rollback", "mlflow_sync",
+                                              "watcher"}  # fmt: skip
+    assert set(t["approve"]["downstream"]) >= {"promote", "release", "confirm", "rollback", "mlflow_sync"}
+    assert "release" in t["promote"]["downstream"]  # staging: the promoted live flow is then released
+    assert "confirm" in t["release"]["downstream"]  # after the release: did the judged model reach customers?
+    assert set(t["confirm"]["downstream"]) == {"rollback", "mlflow_sync", "watcher"}
+    assert "mlflow_sync" in t["rollback"]["downstream"]
+    assert set(t["mlflow_sync"]["downstream"]) == {"audit", "watcher"}
+    assert t["audit"]["downstream"] == ["watcher"]
 
 
-def test_the_wait_is_the_deferrable_operator(dag_facts: dict) -> None:
-    assert dag_facts["tasks"]["retrain.wait_for_training"]["type"] == "CognigyWaitForTrainingOperator"
+def test_the_decisions_are_airflow_branch_operators(retrain: dict) -> None:
+    """decide, approve and confirm are branch operators: Airflow skips the paths they do not take, so the grid shows
+    which path a run took; nothing else branches."""
+    t = retrain["tasks"]
+    assert {k for k, v in t.items() if v["branch"]} == set(BRANCHES)
+    assert t["approve"]["type"] == "CognigyApprovalOperator"  # a person decides (HITL), opt-in per run
 
 
-def test_failure_is_not_hidden_by_the_all_done_leaf(dag_facts: dict) -> None:
-    t = dag_facts["tasks"]
-    assert t["retrain.finalize"]["trigger_rule"] == "all_done"
-    assert t["watcher"]["trigger_rule"] == "one_failed"
-    assert "morning_summary" in t["retrain.finalize"]["downstream"], "the night's summary after every target"
-    assert t["morning_summary"]["trigger_rule"] == "all_done"
+def test_trigger_rules(retrain: dict) -> None:
+    """The branches and the audit run whatever happened before them (a failed training still settles and audits);
+    the tasks on a branch's path run when it was taken and nothing before them on it failed; the steps up to the gates
+    need their predecessor to succeed (evaluate no longer runs after a failed wait)."""
+    rules = {k: v["trigger_rule"] for k, v in retrain["tasks"].items()}
+    for name in ("decide", "confirm", "mlflow_sync", "audit"):
+        assert rules[name] == "all_done", name
+    for name in ("promote", "release", "rollback"):
+        assert rules[name] == "none_failed_min_one_success", name
+    for name in ("validate", "capture", "submit", "wait_for_training", "evaluate"):
+        assert rules[name] == "all_success", name
+    assert rules["watcher"] == "one_failed"
+
+
+def test_failure_is_not_hidden_by_the_all_done_audit(retrain: dict) -> None:
+    t = retrain["tasks"]
     upstream_of_watcher = [k for k, v in t.items() if "watcher" in v["downstream"]]
     assert set(upstream_of_watcher) == set(t) - {"watcher"}
+    assert t["watcher"]["retries"] == 0 and t["audit"]["retries"] == 0
 
 
-def test_schedule_params_and_docs(dag_facts: dict) -> None:
-    assert dag_facts["schedule"] == "0 2 * * *"
-    assert dag_facts["catchup"] is False
-    params = dag_facts["params"]
+def test_the_wait_is_a_deferrable_sensor(retrain: dict) -> None:
+    wait = retrain["tasks"]["wait_for_training"]
+    assert wait["type"] == "CognigyTrainingSensor" and wait["sensor"] and wait["deferrable"]
+
+
+def test_what_starts_or_ends_a_training_gets_a_tenant_slot_before_scoring(retrain: dict) -> None:
+    """Trainings are a fleet night's long pole: a free slot of the tenant's pool goes to a task that starts or ends
+    one, then to the champion's scoring (it lets the next training start), then to the challenger's. The wait holds
+    no tenant slot (it reads the training once, then waits deferred: resuming must not queue behind scoring)."""
+    t = retrain["tasks"]
+    assert {v["weight_rule"] for v in t.values()} == {"absolute"}
+    weight = {k: v["priority"] for k, v in t.items() if v["pool"] == "cognigy_tenant"}
+    assert set(weight) == {"capture", "submit", "evaluate", "promote", "release", "rollback"}
+    ends = ("submit", "promote", "release", "rollback")
+    assert min(weight[name] for name in ends) > weight["capture"]
+    assert weight["capture"] > weight["evaluate"]
+    assert t["wait_for_training"]["pool"] != "cognigy_tenant"
+    assert t["wait_for_training"]["priority"] >= max(weight.values())  # still ahead when it needs a worker
+    for name in ("validate", "decide", "confirm", "audit", "mlflow_sync"):  # no Cognigy call: no tenant slot
+        assert t[name]["pool"] != "cognigy_tenant", name
+
+
+def test_schedule_params_and_docs(retrain: dict) -> None:
+    assert retrain["schedule"] == "None"  # nights are cognigy_nlu_fleet's
+    assert retrain["catchup"] is False
+    assert retrain["max_active_runs"] > 1  # a fleet night's runs overlap
+    params = retrain["params"]
     for name in ("flow_id", "locales", "mode", "dry_run", "bias_ceiling", "precision_floor", "held_out_uri",
-                 "training_data_uri", "promotion", "staging_flow_id", "retrain_unchanged"):  # fmt: skip
+                 "training_data_uri", "promotion", "staging_flow_id", "retrain_unchanged", "fleet"):  # fmt: skip
         assert name in params
     # The defaults never import the shipped demo data into a flow: the demo is asked for by name.
     assert params["training_data_source"] == "flow"
     assert not params["held_out_uri"]  # no held-out set until the user names one
     assert params["promotion"] == "staging"
-    assert dag_facts["doc"] and all(v["doc"] for k, v in dag_facts["tasks"].items())
-    assert dag_facts["tasks"]["validate"]["retries"] == 0
+    assert params["fleet"] is None  # set by the fleet DAG only
+    assert retrain["doc"] and all(v["doc"] for k, v in retrain["tasks"].items())
+    assert retrain["tasks"]["validate"]["retries"] == 0
+
+
+def test_the_form_requires_the_target(retrain: dict) -> None:
+    """No demo ids as defaults: the trigger form will not start a run until the bot and its one locale are named."""
+    params, schemas = retrain["params"], retrain["param_schemas"]
+    for name in ("project_id", "flow_id", "locales", "model_id"):
+        assert params[name] is None, (name, params[name])  # no default value
+    assert params["staging_flow_id"] is None  # no demo staging flow either
+    assert schemas["locales"]["minItems"] == schemas["locales"]["maxItems"] == 1  # one run, one locale
+    assert schemas["project_id"]["type"] == schemas["flow_id"]["type"] == "string"  # not nullable: required
+
+
+def test_the_fleet_dag_triggers_one_named_run_per_target_and_summarizes_the_night(fleet: dict) -> None:
+    t = fleet["tasks"]
+    assert set(t) == {"plan_night", "retrain", "morning_summary"}
+    assert fleet["schedule"] == "0 2 * * *" and fleet["catchup"] is False and fleet["max_active_runs"] == 1
+    assert "retrain" in t["plan_night"]["downstream"]
+    assert t["retrain"]["mapped"] and t["retrain"]["type"] == "TriggerDagRunOperator"
+    assert t["retrain"]["deferrable"], "waiting for a night's runs holds no worker slot"
+    assert t["retrain"]["retries"] == 0  # the run id is fixed: a second try could only find the first one's run
+    assert t["retrain"]["downstream"] == ["morning_summary"]
+    assert t["morning_summary"]["trigger_rule"] == "all_done"  # the summary comes whatever the runs' outcomes
+    assert {"plan_night", "retrain"} <= set(t["morning_summary"]["upstream"])
+    params = fleet["params"]
+    assert not {"project_id", "flow_id", "locales", "model_id", "fleet"} & set(params)  # the fleet's entries name them
+    assert "promotion" in params and "dry_run" in params  # the night's settings, for every entry
+    assert fleet["doc"] and all(v["doc"] for v in t.values())

@@ -43,8 +43,8 @@ def plan(promotion: str = "in_place") -> dict[str, Any]:
 
 def context(task_id: str, **results: Any) -> dict[str, Any]:
     """A task's context whose XComs hold `results` (by task id), as Airflow's would."""
-    xcoms = {f"retrain.{name}": value.to_xcom() for name, value in results.items()}
-    ti = TI("cognigy_nlu_retrain", "manual__unit", f"retrain.{task_id}", xcoms=xcoms)
+    xcoms = {name: value.to_xcom() for name, value in results.items()}
+    ti = TI("cognigy_nlu_retrain", "manual__unit", task_id, xcoms=xcoms)
     return {"ti": ti, "dag_run": DagRun(), "params": {}, "task_state_store": StateStore()}
 
 
