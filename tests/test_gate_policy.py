@@ -29,29 +29,32 @@ POLICY_SHA256 = hashlib.sha256(json.dumps(POLICY, sort_keys=True, separators=(",
 
 @pytest.fixture
 def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    """`validate(**conf)` in process: returns (validate's result, the audit records written)."""
-    from cognigy_airflow import steps
+    """`validate(**conf)` in process: returns (validate's result, the audit records written). With
+    `night=True`: the fleet DAG's `plan_night` instead (every fleet entry checked as its own request)."""
+    from cognigy_airflow import fleet, steps
 
     monkeypatch.setenv("COGNIGY_RETRAIN_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("COGNIGY_RETRAIN_STATE_URI", raising=False)
     monkeypatch.delenv("AIRFLOW_VAR_COGNIGY_GATE_POLICY", raising=False)
     monkeypatch.delenv("COGNIGY_GATE_POLICY_FILE", raising=False)
     config = SimpleNamespace(dialect="rest-v2", console_url=None, base_url="http://cognigy.invalid")
-    monkeypatch.setattr(steps, "CognigyHook", lambda *a, **k: SimpleNamespace(get_config=lambda: config))
+    for module in (steps, fleet):
+        monkeypatch.setattr(module, "CognigyHook", lambda *a, **k: SimpleNamespace(get_config=lambda: config))
     monkeypatch.setattr(steps, "refuse_per_host_stores", lambda *a: None, raising=False)
 
-    def call(**conf: Any) -> tuple[dict[str, Any] | None, list[tuple[str, dict[str, Any]]]]:
+    def call(night: bool = False, **conf: Any) -> tuple[Any, list[tuple[str, dict[str, Any]]]]:
         from cognigy_airflow.form import PARAMS
 
         audited: list[tuple[str, dict[str, Any]]] = []
-        monkeypatch.setattr(steps, "audit", lambda context, event, *a, **fields: audited.append((event, fields)))
+        for module in (steps, fleet):
+            monkeypatch.setattr(module, "audit", lambda context, event, *a, **fields: audited.append((event, fields)))
         params = {**{name: param.value for name, param in PARAMS.items()}, **DEMO_CONF, **conf}
         context = {
             "params": params, "dag": None, "ti": SimpleNamespace(dag_id="d", run_id="r", log=None),
             "dag_run": SimpleNamespace(run_type="manual", clear_number=0, triggering_user_name="tester"),
         }  # fmt: skip
         try:
-            return steps.validate(**context), audited
+            return (fleet.plan_night if night else steps.validate)(**context), audited
         except AirflowFailException as exc:
             audited.append(("raised", {"message": str(exc)}))
             return None, audited
@@ -64,8 +67,8 @@ def set_policy(monkeypatch: pytest.MonkeyPatch, policy: dict[str, Any]) -> None:
 
 
 def only_plan(result: dict[str, Any]) -> dict[str, Any]:
-    (entry,) = result["targets"]
-    return entry["plan"]
+    """The plan of the run's one flow/locale (validate returns {"target", "plan"})."""
+    return result["plan"]
 
 
 def test_without_a_policy_the_form_decides_as_before(run) -> None:
@@ -121,8 +124,8 @@ def test_the_form_may_tighten_and_the_plan_audit_and_mlflow_show_it(run, monkeyp
 
     from cognigy_airflow import steps
 
-    target = result["targets"][0]["target"]
-    context = {"ti": SimpleNamespace(dag_id="d", run_id="r", map_index=0)}
+    target = result["target"]
+    context = {"ti": SimpleNamespace(dag_id="d", run_id="r", map_index=-1)}
     payload = steps.build_payload(context, RetrainRecord(plan=plan, target=target))
     assert payload.tags["gate_policy_sha256"] == POLICY_SHA256
     assert payload.tags["gate_policy"] == policy["summary"]
@@ -170,16 +173,28 @@ def test_an_unusable_policy_refuses_every_run(run, monkeypatch) -> None:
 
 
 def test_fleet_overrides_may_not_loosen_the_policy_either(run, monkeypatch) -> None:
+    """The fleet DAG's `plan_night` checks every entry as its own request before anything is triggered."""
     from emulator import seed
 
     entry = {"projectId": seed.PROJECT_ID, "flowId": seed.FLOW_ID, "locales": ["en-US"], "name": "support EN",
              "modelId": seed.MODEL_IDS["en-US"], "overrides": {"recall_floor": 0.7}}  # fmt: skip
     monkeypatch.setenv("AIRFLOW_VAR_COGNIGY_FLEET", json.dumps([entry]))
     set_policy(monkeypatch, POLICY)
-    result, audited = run(fleet=True)
+    result, audited = run(night=True)
     assert result is None
+    message = audited[-1][1]["message"]
+    assert "nothing was triggered" in message
     assert "fleet[0] (support EN): gates.recall_floor: 0.7 is looser than the deployment's gate policy, which " \
-           "requires at least 0.88" in audited[-1][1]["message"]  # fmt: skip
+           "requires at least 0.88" in message  # fmt: skip
+    (rejected,) = [fields for event, fields in audited if event == "request_rejected"]
+    assert rejected["fleet"] is True
+
+    entry["overrides"] = {"recall_floor": 0.9}  # tighter than the policy: the night goes ahead
+    monkeypatch.setenv("AIRFLOW_VAR_COGNIGY_FLEET", json.dumps([entry]))
+    runs, audited = run(night=True)
+    assert runs is not None, audited
+    (one,) = runs
+    assert one["conf"]["recall_floor"] == 0.9 and one["conf"]["locales"] == ["en-US"]
 
 
 def test_fields_without_a_direction_are_fixed_by_the_policy() -> None:
