@@ -120,23 +120,23 @@ class FakeTI:
         return self.xcoms.get((task_ids, map_indexes))
 
 
-def test_the_record_reads_this_targets_earlier_results_only() -> None:
+def test_the_record_reads_this_runs_earlier_results_only() -> None:
+    """One run retrains one flow/locale: the tasks are plain (no `retrain.` group), not mapped (map index -1)."""
     xcoms = {
-        ("retrain.capture", 1): CAPTURED.to_xcom(),
-        ("retrain.submit", 1): SUBMITTED.to_xcom(),
-        ("retrain.capture", 0): CAPTURED.model_copy(update={"fingerprint": "other target"}).to_xcom(),
-        ("retrain.rollback", 1): RESTORED.to_xcom(),  # a later stage (of an earlier try): not read
+        ("capture", -1): CAPTURED.to_xcom(),
+        ("submit", -1): SUBMITTED.to_xcom(),
+        ("rollback", -1): RESTORED.to_xcom(),  # a later stage (of an earlier try): not read
     }
-    ti = FakeTI("retrain.evaluate", 1, xcoms)
+    ti = FakeTI("evaluate", -1, xcoms)
     got = retrain_record({"ti": ti}, TARGET, {"promotion": "in_place"}, waited=SUCCEEDED.to_xcom())
 
     assert got.captured == CAPTURED and got.submitted == SUBMITTED and got.waited == SUCCEEDED
     assert got.evaluated is None and got.rolled_back is None
-    assert ti.pulled == ["retrain.capture", "retrain.submit"]  # handed in: waited; from evaluate on: not run yet
+    assert ti.pulled == ["capture", "submit"]  # handed in: waited; from evaluate on: not run yet
 
 
-def test_finalize_sees_every_stage_and_a_stage_that_did_not_run_is_none() -> None:
-    ti = FakeTI("retrain.finalize", 0, {("retrain.capture", 0): CAPTURED.to_xcom()})
+def test_the_audit_task_sees_every_stage_and_a_stage_that_did_not_run_is_none() -> None:
+    ti = FakeTI("audit", -1, {("capture", -1): CAPTURED.to_xcom()})
     got = retrain_record({"ti": ti}, TARGET, {"promotion": "staging"}, synced=None)
-    assert ti.pulled == [f"retrain.{task_id}" for name, (task_id, _) in STAGES.items() if name != "synced"]
+    assert ti.pulled == [task_id for name, (task_id, _) in STAGES.items() if name != "synced"]
     assert got.captured == CAPTURED and got.outcome() == "training_not_run"
