@@ -49,7 +49,7 @@ with DAG(
     tags=["cognigy", "nlu", "mlops"],
     default_args=DEFAULT_ARGS,
 ) as dag:
-    validated = task(steps.validate, retries=0, multiple_outputs=True, doc_md=doc("validate"))()
+    validated = task(steps.validate_run, task_id="validate", retries=0, multiple_outputs=True, doc_md=doc("validate"))()
     run = {"target": validated["target"], "plan": validated["plan"]}
 
     captured = task(steps.capture, **tenant("capture"))(**run)

@@ -125,7 +125,8 @@ def _verdict(pipeline_state: Path, run_id: str | None, mlflow_url: str, ok: bool
             f"held-out P/R/F1    {s.get('macro_precision')} / {s.get('macro_recall')} / {s.get('macro_f1')}"
             f"   accuracy {s.get('accuracy')}  Δacc vs champion {s.get('accuracy_delta')} (p={s.get('p_value')})"
         )
-        print(f"gate result        {'PASSED' if s.get('passed') else 'FAILED ' + str(s.get('failed_gates'))}")
+        verdict = "PASSED" if s.get("passed") else f"FAILED {s.get('failed_gates')}"
+        print(f"gate result        {verdict if s else 'not evaluated (no challenger was judged)'}")
         policy = o.get("gate_policy") or {}
         summary = str(policy.get("summary") or "form (no deployment policy)").removeprefix("gate policy: ")
         print(f"gate policy        {summary}")

@@ -24,7 +24,7 @@ from airflow.sdk import Param
 
 from cognigy_airflow import notify
 from cognigy_airflow.auditing import audit
-from cognigy_airflow.record import retrain_record
+from cognigy_airflow.record import PlanFromReference, retrain_record
 from include.evaluation.approval import (
     APPROVAL_MODES,
     DEFAULT_MARGIN,
@@ -72,7 +72,7 @@ def approval_needed(record: RetrainRecord, params: dict[str, Any] | None) -> tup
     return needs_approval(record, approval_settings(record.plan, params))
 
 
-class CognigyApprovalOperator(HITLBranchOperator):
+class CognigyApprovalOperator(PlanFromReference, HITLBranchOperator):
     """`approve`: a person releases or rejects a challenger that passed the gates (see the module docstring).
 
     The wait's length comes from the run's `approval_timeout_minutes` at run time (`response_timeout`, enforced by
@@ -80,7 +80,7 @@ class CognigyApprovalOperator(HITLBranchOperator):
     race the wait). The parse-time default is `DEFAULT_TIMEOUT_MINUTES`.
     """
 
-    template_fields = ("subject", "body", "target", "plan", "evaluated")
+    template_fields = ("subject", "body", "target", "plan_ref", "evaluated")
     ui_color = "#fff2cc"
     RELEASE, REJECT = "Release", "Reject"
 
@@ -95,7 +95,7 @@ class CognigyApprovalOperator(HITLBranchOperator):
             multiple=False,
             **kwargs,
         )
-        self.target, self.plan, self.evaluated = target, plan, evaluated
+        self.target, self.plan_ref, self.evaluated = target, plan, evaluated
 
     # --- before the wait -----------------------------------------------------------------------------------
     def execute(self, context: Any) -> Any:

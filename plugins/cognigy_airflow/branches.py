@@ -11,12 +11,16 @@ The rules themselves are `include.results.RetrainRecord`'s (`after_evaluation`, 
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from cognigy_airflow.record import retrain_record
+from cognigy_airflow.record import resolve_plan, retrain_record
+
+log = logging.getLogger(__name__)
 
 
 def decide(target: dict[str, Any], plan: dict[str, Any], evaluated: Any, **context: Any) -> list[str] | str:
+    plan = resolve_plan(plan)
     if not plan:  # validate refused the request: nothing was sent, only `audit` runs
         return []
     record = retrain_record(context, target, plan, evaluated=evaluated)
@@ -27,7 +31,7 @@ def decide(target: dict[str, Any], plan: dict[str, Any], evaluated: Any, **conte
 
         needed, why = needs_approval(record, ApprovalSettings.from_params(plan.get("approval") or {}))
         if needed:
-            context["ti"].log.info("approval needed: %s", why)
+            log.info("approval needed: %s", why)  # the task log (a RuntimeTaskInstance has no `log`)
             return "approve"
     return record.after_evaluation()
 

@@ -14,20 +14,20 @@ from airflow.sdk.exceptions import AirflowSkipException
 
 from cognigy_airflow import steps
 from cognigy_airflow.links import MlflowRunLink
-from cognigy_airflow.record import retrain_record
+from cognigy_airflow.record import PlanFromReference, retrain_record
 
 
-class MlflowSyncOperator(BaseOperator):
+class MlflowSyncOperator(PlanFromReference, BaseOperator):
     """Record one retrain (DAG run × target) in MLflow; see `steps.record_in_mlflow`."""
 
-    template_fields = ("target", "plan", "rolled_back")
+    template_fields = ("target", "plan_ref", "rolled_back")
     operator_extra_links = (MlflowRunLink(),)
     ui_color = "#e2f0d9"
     mlflow_run_url = ""  # read by MlflowRunLink when the task ends
 
     def __init__(self, *, target: Any, plan: Any, rolled_back: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self.target, self.plan, self.rolled_back = target, plan, rolled_back
+        self.target, self.plan_ref, self.rolled_back = target, plan, rolled_back
 
     def execute(self, context: Any) -> dict[str, Any]:
         record = retrain_record(context, self.target, self.plan, rolled_back=self.rolled_back)

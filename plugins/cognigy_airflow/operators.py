@@ -23,7 +23,7 @@ from cognigy_airflow.auditing import audit
 from cognigy_airflow.data_files import HELD_OUT, TRAINING, load_frozen, training_intents
 from cognigy_airflow.hooks import CognigyHook
 from cognigy_airflow.links import CognigyTaskLink, cognigy_flow_url
-from cognigy_airflow.record import retrain_record, stage
+from cognigy_airflow.record import PlanFromReference, retrain_record, stage
 from cognigy_airflow.run_state import RunState
 from cognigy_airflow.triggers import CognigyJobTrigger
 from include.cognigy import poll_policy, releases, rest_v2
@@ -146,14 +146,14 @@ def _start_once(
         lease.release()
 
 
-class _CognigyOperator(BaseOperator):
-    template_fields = ("target", "plan")
+class _CognigyOperator(PlanFromReference, BaseOperator):
+    template_fields = ("target", "plan_ref")
     cognigy_url = ""  # read by the "Cognigy flow" extra link (CognigyTaskLink) when the task ends
 
     def __init__(self, *, target: Any, plan: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.target = target
-        self.plan = plan
+        self.plan_ref = plan  # the plan's reference in a DAG run (`plan` reads it), or the plan itself
 
     @property
     def production(self) -> Target:
@@ -218,7 +218,7 @@ class CognigySubmitTrainingOperator(_CognigyOperator):
     flow/locale started since then and reattaches to one, instead of starting another.
     """
 
-    template_fields = ("target", "plan", "captured")
+    template_fields = ("target", "plan_ref", "captured")
     operator_extra_links = (CognigyTaskLink(),)
     ui_color = "#d6e9ff"
     trains_staging = True
@@ -340,7 +340,7 @@ class CognigyRollbackOperator(_CognigyOperator):
     On the last try every failure is audited as `rollback_failed` with what a person must do.
     """
 
-    template_fields = ("target", "plan", "promoted")
+    template_fields = ("target", "plan_ref", "promoted")
     operator_extra_links = (CognigyTaskLink(),)
     ui_color = "#ffd6d6"
     MIN_AGREEMENT = 0.95
@@ -589,7 +589,7 @@ class CognigyPromoteOperator(_CognigyOperator):
     `{"promoted": False, "needs_rollback": True}` and `rollback` restores the rollback point.
     """
 
-    template_fields = ("target", "plan", "evaluated")
+    template_fields = ("target", "plan_ref", "evaluated")
     operator_extra_links = (CognigyTaskLink(),)
     ui_color = "#d9f2d9"
     MIN_AGREEMENT = 0.95
@@ -741,7 +741,7 @@ class CognigySnapshotReleaseOperator(_CognigyOperator):
     endpoint is repeatable.
     """
 
-    template_fields = ("target", "plan", "promoted")
+    template_fields = ("target", "plan_ref", "promoted")
     operator_extra_links = (CognigyTaskLink(),)
     ui_color = "#e6d9ff"
 

@@ -9,7 +9,11 @@ that did not run is ``None`` in the record.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
+
+from airflow.sdk.exceptions import AirflowFailException
 
 from include.results import (
     Approved,
@@ -38,6 +42,49 @@ STAGES: dict[str, tuple[str, type]] = {
 }
 
 
+def plan_reference(plan: dict[str, Any], folder: Any) -> dict[str, Any]:
+    """What travels in XCom and every task's rendered fields instead of the plan: where `validate` wrote it and its
+    SHA-256 (plus the request's and the gates' hashes, for a reader of the XCom)."""
+    from include.state import state_store
+
+    text = json.dumps(plan, sort_keys=True, separators=(",", ":"))
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    path = folder / f"plan-{digest[:16]}.json"
+    state_store.write_text(path, text)
+    return {"plan_path": str(path), "plan_sha256": digest, "request_hash": plan.get("request_hash"),
+            "gates_hash": plan.get("gates_hash")}  # fmt: skip
+
+
+_plans: dict[str, dict[str, Any]] = {}
+
+
+def resolve_plan(plan: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The run's plan from its reference (read once per process, checked against its SHA-256); a plan handed in
+    whole (tests, in-process harnesses) is returned as it is."""
+    if not plan or "plan_path" not in plan:
+        return plan
+    digest = plan["plan_sha256"]
+    if digest not in _plans:
+        from include.state import state_store
+
+        raw = state_store.read_bytes(state_store.path_of(plan["plan_path"]))
+        if hashlib.sha256(raw).hexdigest() != digest:
+            raise AirflowFailException(f"the run's plan {plan['plan_path']} no longer matches its SHA-256: refusing it")
+        _plans[digest] = json.loads(raw)
+    return _plans[digest]
+
+
+class PlanFromReference:
+    """Mixin for operators handed the plan's reference (template field `plan_ref`, kept small in the rendered
+    fields): `plan` is the plan itself, read once per process."""
+
+    plan_ref: Any
+
+    @property
+    def plan(self) -> dict[str, Any]:
+        return resolve_plan(self.plan_ref)  # type: ignore[return-value]
+
+
 def to_xcom(result: Any) -> dict[str, Any] | None:
     """A task's return value: its typed result as JSON."""
     return None if result is None else result.to_xcom()
@@ -52,6 +99,7 @@ def stage(name: str, value: Any) -> Any:
 def retrain_record(context: Any, target: dict[str, Any], plan: dict[str, Any], **known: Any) -> RetrainRecord:
     """This target's record up to the calling task: the results handed in (`known`, by record field), the
     others pulled from the XComs of this DAG run and map index."""
+    plan = resolve_plan(plan)
     ti = context["ti"]
     group, _, own = ti.task_id.rpartition(".")
     values = {}

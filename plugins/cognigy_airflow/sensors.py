@@ -29,7 +29,7 @@ class CognigyTrainingSensor(_CognigyOperator, BaseSensorOperator):
     not a failure of this task (see the module docstring).
     """
 
-    template_fields = ("target", "plan", "submitted")
+    template_fields = ("target", "plan_ref", "submitted")
     operator_extra_links = (CognigyTaskLink(),)
     ui_color = "#fff2cc"
     trains_staging = True

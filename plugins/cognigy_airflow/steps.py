@@ -22,7 +22,7 @@ from cognigy_airflow import notify
 from cognigy_airflow.auditing import audit, refuse_per_host_stores, retrain_trigger
 from cognigy_airflow.data_files import HELD_OUT, TRAINING, freeze_request_data, load_frozen, training_intents
 from cognigy_airflow.hooks import CognigyHook
-from cognigy_airflow.record import retrain_record
+from cognigy_airflow.record import plan_reference, resolve_plan, retrain_record
 from include import settings
 from include.cognigy import poll_policy, releases, rest_v2
 from include.cognigy.client import CognigyClient
@@ -197,6 +197,14 @@ def validate(**context: Any) -> dict[str, Any]:
     return {"target": target.to_dict(), "plan": plan}
 
 
+def validate_run(**context: Any) -> dict[str, Any]:
+    """The `validate` task: `validate`, with the plan written to the run's request folder and handed on by reference
+    (its path and SHA-256), so every task's XCom and rendered fields stay small."""
+    validated = validate(**context)
+    folder = run_folder(context, validated["plan"], "_request")
+    return {"target": validated["target"], "plan": plan_reference(validated["plan"], folder)}
+
+
 def run_attempt(context: Any) -> str:
     """A fresh id for this attempt of the DAG run: a cleared run (same run_id) starts in a folder of its own,
     never reusing the old rollback point, champion predictions or training job."""
@@ -355,6 +363,7 @@ def capture(target: dict[str, Any], plan: dict[str, Any], **context: Any) -> dic
     """Before any change: prove the rollback point restorable, check the data against the flow, decide whether
     anything changed since the last training, and score the held-out set against what serves now (the champion).
     Read-only on Cognigy."""
+    plan = resolve_plan(plan)
     if plan.get("dry_run"):
         raise AirflowSkipException("dry run: the request is valid; nothing is sent to Cognigy")
     t = Target.from_dict(target)
@@ -527,6 +536,7 @@ def champion_scorer(
 def evaluate(target: dict[str, Any], plan: dict[str, Any], waited: Any, **context: Any) -> dict[str, Any]:
     """Score the held-out set against the challenger (the staging flow, or production in place) and run every
     gate; `promote` and `rollback` act on this result only."""
+    plan = resolve_plan(plan)
     from include.evaluation.config import GateConfig
     from include.evaluation.gates import evaluate_gates
     from include.evaluation.report import write_gate_report
@@ -939,6 +949,7 @@ def record_in_mlflow(record: RetrainRecord, **context: Any) -> Synced:
 def finalize(target: dict[str, Any], plan: dict[str, Any], synced: Any, **context: Any) -> dict[str, Any]:
     """Write the retrain's closing audit record and remember what production was trained on; then fail the run
     if the training failed, a promotion failed, or a restore is not verified."""
+    plan = resolve_plan(plan)
     if not plan:  # validate refused the request (audited there as request_rejected): say so, fail the run
         ti = context["ti"]
         params = context.get("params") or {}
