@@ -1,26 +1,54 @@
-"""Alerts and the morning summary (issue 24, parts 1-2) with real receivers: a whole `airflow dags test` run whose
-challenger the gates reject sends its alert and the night's summary through the SMTP provider's notifier to a local
-SMTP server (aiosmtpd) and the Slack provider's webhook notifier to a local HTTP server; what arrived names the bot,
-locale, outcome and links and carries none of the run's secrets (SMTP password, webhook token, Cognigy API key);
-the summary is also kept as summary.md in the run's folder."""
+"""Alerts and the morning summary (issue 24, parts 1-2) with real receivers: a whole `airflow dags test` run of
+`cognigy_nlu_retrain` as one run of a fleet night (its `fleet` param, as `cognigy_nlu_fleet` sets it), whose
+challenger the gates reject, sends its alert; then the fleet DAG's `morning_summary` (its task body, in its own
+process: `airflow dags test` cannot run the retrain runs a fleet night triggers) reads that run's outcome and sends
+the night's summary. Both go through the SMTP provider's notifier to a local SMTP server (aiosmtpd) and the Slack
+provider's webhook notifier to a local HTTP server; what arrived names the bot, locale, outcome and links and carries
+none of the run's secrets (SMTP password, webhook token, Cognigy API key); the summary is also kept as summary.md in
+the night's folder."""
 
 from __future__ import annotations
 
 import json
 import socket
+import subprocess
+import sys
 import threading
 from email import message_from_bytes
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import quote
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult
 
-from devtools.servers import Emulator
+from devtools.servers import ROOT, Emulator
 from tests.test_staging import LOCALE, REJECTED, run_dag
 
 SMTP_PASSWORD = "smtp-Pa55-never-in-a-message"
 WEBHOOK_TOKEN = "T000/B000/webhook-token-never-in-a-message"
+NIGHT = "scheduled__2026-12-05T02:00:00+00:00"
+# What `cognigy_nlu_fleet`'s plan_night hands each retrain run it triggers (the `fleet` param).
+FLEET_NIGHT = {"dag_id": "cognigy_nlu_fleet", "run_id": NIGHT, "source": "test", "trigger": "automated",
+               "label": "fleet[0] (support EN)"}  # fmt: skip
+SUMMARY_PROCESS = """
+import json, logging, sys, types
+sys.path.insert(0, "plugins")
+from cognigy_airflow import fleet
+args = json.loads(sys.argv[1])
+ti = types.SimpleNamespace(dag_id=fleet.FLEET_DAG_ID, run_id=args["night"], log=logging.getLogger("morning_summary"))
+print("RESULT" + json.dumps(fleet.morning_summary(args["runs"], ti=ti, params={"mlflow_conn_id": "mlflow_default"})))
+"""
+
+
+def morning_summary(env: dict[str, str], runs: list[dict]) -> dict:
+    """The fleet DAG's `morning_summary` task body, with the deployment's environment (connections, Variables)."""
+    args = json.dumps({"night": NIGHT, "runs": runs})
+    out = subprocess.run([sys.executable, "-c", SUMMARY_PROCESS, args], env={**env, "PYTHONPATH": str(ROOT)},
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    line = next((ln for ln in out.stdout.splitlines() if ln.startswith("RESULT")), None)
+    assert line, out.stderr[-3000:]
+    return json.loads(line[6:])
 
 
 class Inbox:
@@ -83,7 +111,11 @@ def test_rejected_challenger_alert_reaches_smtp_and_slack_without_secrets(
         )
         with_alerts = lambda: env  # noqa: E731 (run_dag's airflow_home: the env builder and its state folder)
         with_alerts.state_dir = airflow_home.state_dir
-        run = run_dag(with_alerts, tmp_path, REJECTED)
+        conf = {**REJECTED, "fleet": FLEET_NIGHT}
+        run = run_dag(with_alerts, tmp_path, conf)
+        alerted = len(inbox.mails), len(calls)
+        # The night's fleet DAG run: one retrain run, the one above (run id and conf as plan_night hands them on).
+        night = morning_summary(env, [{"trigger_run_id": run.run_id, "conf": conf}])
     finally:
         smtp.stop()
         slack.shutdown()
@@ -92,12 +124,16 @@ def test_rejected_challenger_alert_reaches_smtp_and_slack_without_secrets(
     alerts = [m for m in inbox.mails if "summary" not in m.split("\n", 1)[0]]
     summaries = [m for m in inbox.mails if "summary" in m.split("\n", 1)[0]]
     slack_texts = [c.split("\n", 1)[1] for c in calls]
+    assert alerted == (1, 1), (inbox.mails, calls)  # the retrain run alerted by itself; the summary came after
     assert len(alerts) == 1 and len(summaries) == 1 and len(calls) == 2, (inbox.mails, calls)
+    assert night["targets"] == 1 and night["outcomes"] == ["rejected"], night
     for message in (*inbox.mails, *slack_texts):
         assert flow in message and LOCALE in message and "rejected" in message
         assert "/dags/cognigy_nlu_retrain/runs/" in message
         for secret in (SMTP_PASSWORD, WEBHOOK_TOKEN, "webhook-token", emulator.api_key):
             assert secret not in message
     assert "MLflow run" in alerts[0] and "| Bot (flow) |" in summaries[0]
-    kept = list(airflow_home.state_dir.rglob("summary.md"))
-    assert any(run.run_id in p.read_text() and flow in p.read_text() for p in kept), kept
+    kept = Path(night["summary_path"])
+    assert kept.is_relative_to(airflow_home.state_dir), kept
+    text = kept.read_text()
+    assert NIGHT in text and flow in text and quote(run.run_id, safe="") in text  # the run's link names it

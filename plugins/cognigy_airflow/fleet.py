@@ -102,7 +102,8 @@ def morning_summary(runs: list[dict[str, Any]], **context: Any) -> dict[str, Any
     results = []
     for run in runs or []:
         conf = run["conf"]
-        target = {"project_id": conf["project_id"], "flow_id": conf["flow_id"], "locale": conf["locales"][0]}
+        target = {"project_id": conf["project_id"], "flow_id": conf["flow_id"], "locale": conf["locales"][0],
+                  "model_id": conf["model_id"]}  # fmt: skip
         path = night_outcome(conf["fleet"], target)
         try:
             result = json.loads(state_store.read_text(path))
