@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,14 @@ def events_of(airflow_home, run_id: str) -> list[dict]:
     return read(airflow_home.state_dir / "audit" / "retrain_audit.jsonl", run_id=run_id)
 
 
+def task_states(airflow_home, run_id: str) -> dict[str, str | None]:
+    """Each task's state as the grid shows it (the Airflow DB's task_instance table): the path the branches took."""
+    db = Path(airflow_home()["AIRFLOW_HOME"]) / "airflow.db"
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT task_id, state FROM task_instance WHERE run_id = ?", (run_id,)).fetchall()
+    return dict(rows)
+
+
 def test_happy_path_promotes_and_records_everything(
     airflow_home, emulator: Emulator, mlflow_server: Server, tmp_path: Path
 ) -> None:
@@ -59,6 +68,10 @@ def test_happy_path_promotes_and_records_everything(
     ):
         assert event in names, names
     assert "rollback_triggered" not in names
+    states = task_states(airflow_home, run_id)  # decide took promote -> release; confirm took mlflow_sync
+    taken = ("decide", "promote", "release", "confirm", "mlflow_sync", "audit")
+    assert {states[k] for k in taken} == {"success"}, states
+    assert states["approve"] == states["rollback"] == "skipped", states
     completed = [e for e in events_of(airflow_home, run_id) if e["event"] == "retrain_completed"][-1]
     assert completed["outcome"] == "promoted"
     assert len(completed["request_hash"]) == 64
@@ -88,6 +101,10 @@ def test_training_error_rolls_back_verifies_and_fails_the_run(airflow_home, emul
         assert event in names, names
     completed = [e for e in events if e["event"] == "retrain_completed"][-1]
     assert completed["outcome"] == "training_failed_rolled_back"
+    states = task_states(airflow_home, run_id)  # decide took rollback; the release path was skipped
+    assert states["rollback"] == states["mlflow_sync"] == "success", states
+    assert {states[k] for k in ("approve", "promote", "release", "confirm")} == {"skipped"}, states
+    assert states["audit"] == "failed" and states["watcher"] == "failed", states  # audited, then the run fails
     # What serves is the rollback point: the seeded 10 example sentences per intent again.
     exported = _export(emulator)
     assert all(len(i["exampleSentences"]) == seed.SEED_PER_INTENT for i in exported)
@@ -135,6 +152,16 @@ def test_a_hostile_flow_id_is_refused_before_the_run_exists(airflow_home, tmp_pa
     text = log.read_text(errors="replace")
     assert "DagRun Finished" not in text
     assert "flow_id" in text
+
+
+def test_a_run_without_its_target_is_refused_before_the_run_exists(airflow_home, tmp_path: Path) -> None:
+    """The form has no demo ids as defaults: a run that does not name its bot never starts."""
+    log = tmp_path / "no-target.log"
+    conf = {k: v for k, v in FAST.items() if k not in ("project_id", "flow_id", "model_id")}
+    dags_test(airflow_home(), conf, log_path=log, timeout=300)
+    text = log.read_text(errors="replace")
+    assert "DagRun Finished" not in text
+    assert "project_id" in text or "flow_id" in text, text[-3000:]
 
 
 def test_dry_run_validates_and_sends_nothing(airflow_home, emulator: Emulator, tmp_path: Path) -> None:
