@@ -1,7 +1,9 @@
-"""A fleet run under a REAL scheduler: Airflow with the LocalExecutor as separate processes (`scheduler`,
+"""A fleet night under a REAL scheduler: Airflow with the LocalExecutor as separate processes (`scheduler`,
 `dag-processor`, `triggerer`, `api-server`) on a PostgreSQL database and a Redis of their own
-(devtools/services.py), the tenant's shared budget in that Redis. Used by tests/test_fleet_scheduler.py and
-bench/fleet_budget.py.
+(devtools/services.py), the tenant's shared budget in that Redis. The night is the DAG `cognigy_nlu_fleet`, which
+triggers one `cognigy_nlu_retrain` run per flow/locale (`AirflowStack.run_fleet_night`). Used by
+tests/test_fleet.py (the shared night of test_fleet, test_links and test_branching), tests/test_fleet_scheduler.py
+and bench/fleet_budget.py.
 
 Also: fleets of extra flows on the emulator, and a sampler of the emulator's request counter (the emulator's
 `/_emulator/stats` has counts, not request times, so the sampler reads it every `interval` seconds).
@@ -25,6 +27,8 @@ import requests
 from devtools.airflow_env import DEMO_CONF, cognigy_conn
 from devtools.deployment import ADMIN_USER
 from devtools.distributed import (
+    FLEET_DAG_ID,
+    TARGET_FIELDS,
     AirflowStack,
     _spawn,
     _write_private,
@@ -62,8 +66,10 @@ def local_stack(
     include_deferred: bool,
     extra_env: dict[str, str] | None = None,
     timeout: float = 300,
+    mlflow_url: str = "http://127.0.0.1:9",
 ) -> Iterator[AirflowStack]:
-    """LocalExecutor Airflow against `emulator`; the connection carries `rate_limit`; pool as given."""
+    """LocalExecutor Airflow against `emulator`; the connection carries `rate_limit`; pool as given; MLflow at
+    `mlflow_url` (default: nothing listens, the runs keep their MLflow records in the outbox)."""
     from devtools.services import own_services
 
     base_dir.mkdir(parents=True, exist_ok=True)
@@ -74,7 +80,7 @@ def local_stack(
         conn["extra"]["rate_limit"] = rate_limit
         api_port = free_port()
         env = stack_env(base_dir, postgres.url, db_name, redis_server.url, redis_db, api_port, json.dumps(conn),
-                        "http://127.0.0.1:9")  # fmt: skip
+                        mlflow_url)  # fmt: skip
         env.update(
             {
                 "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -105,6 +111,7 @@ def local_stack(
             stack.processes["api-server"].url = stack.api_url
             _wait_healthy(stack, timeout)
             stack.wait_for_dag(timeout=timeout)
+            stack.wait_for_dag(FLEET_DAG_ID, timeout=timeout)
             yield stack
         finally:
             for name in ("triggerer", "scheduler", "dag-processor", "api-server"):
@@ -155,9 +162,9 @@ def make_fleet(emulator: Emulator, targets: int) -> list[dict]:
 
 
 def fleet_conf(held_out_per_intent: int, requests_per_second: float) -> dict:
+    """The fleet DAG's conf (its form: the retrain form without the target fields; the targets are the fleet's)."""
     return {
-        **DEMO_CONF,
-        "fleet": True,
+        **{k: v for k, v in DEMO_CONF.items() if k not in TARGET_FIELDS},
         "promotion": "in_place",
         "held_out_per_intent": held_out_per_intent,
         "samples_per_intent": 20,
@@ -174,14 +181,25 @@ def fleet_conf(held_out_per_intent: int, requests_per_second: float) -> dict:
     }
 
 
+def night_task_instances(night: dict, task_id: str | None = None) -> list[dict]:
+    """The task instances of every retrain run of a night (`AirflowStack.run_fleet_night`), each with its run's
+    `dag_run_id`; only `task_id`'s when given (one per run: no mapped tasks in a retrain run)."""
+    return [
+        {**ti, "dag_run_id": run_id}
+        for run_id, run in night["runs"].items()
+        for ti in run["task_instances"]
+        if task_id is None or ti["task_id"] == task_id
+    ]
+
+
 def max_overlap(tis: list[dict], task_id: str = "wait_for_training") -> int:
     """The most task instances of `task_id` that were between their start and end at one moment (from the final
-    task instances: a deferred wait keeps its first start_date)."""
+    task instances, across the night's runs: a deferred wait keeps its first start_date)."""
     from datetime import datetime
 
     edges = []
     for ti in tis:
-        if ti["task_id"].endswith(task_id) and ti.get("start_date") and ti.get("end_date"):
+        if ti["task_id"] == task_id and ti.get("start_date") and ti.get("end_date"):
             edges.append((datetime.fromisoformat(ti["start_date"].replace("Z", "+00:00")).timestamp(), 1))
             edges.append((datetime.fromisoformat(ti["end_date"].replace("Z", "+00:00")).timestamp(), -1))
     best = current = 0

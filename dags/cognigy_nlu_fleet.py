@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import DAG, TriggerRule, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from cognigy_airflow import fleet
 from cognigy_airflow.form import PARAMS, TARGET_FIELDS, doc
@@ -36,3 +37,11 @@ with DAG(
     ).expand_kwargs(runs)
     retrained >> task(fleet.morning_summary, trigger_rule=TriggerRule.ALL_DONE, retries=0,
                       execution_timeout=timedelta(minutes=10), doc_md=doc("morning_summary"))(runs)  # fmt: skip
+
+    # A DAG run's state is its leaf tasks': without this, the all-done summary would make a night with a failed
+    # retrain run look successful.
+    @task(trigger_rule=TriggerRule.ONE_FAILED, retries=0, doc_md=doc("watcher"))
+    def watcher() -> None:
+        raise AirflowFailException("a retrain run of the night failed (or a task of the night did); see `retrain`")
+
+    list(dag.tasks) >> watcher()

@@ -62,6 +62,8 @@ COMPONENTS: dict[str, list[str]] = {
 WORKER_PREFIX = "celery-"  # process names of Celery workers: "celery-worker", or "celery-<Worker.name>"
 FAST_CONF = {**DEMO_CONF, "requests_per_second": 100, "held_out_per_intent": 6}  # the demo data, by name
 TERMINAL_RUN_STATES = {"success", "failed"}
+FLEET_DAG_ID = "cognigy_nlu_fleet"  # one night: one triggered `DAG_ID` run per flow/locale (dags/cognigy_nlu_fleet.py)
+TARGET_FIELDS = ("project_id", "flow_id", "locales", "model_id", "fleet")  # the retrain form's, not the fleet's
 
 
 def airflow_bin() -> str:
@@ -277,6 +279,74 @@ class AirflowStack:
                 return run
             time.sleep(0.5)
         raise TimeoutError(f"run {run_id} did not end within {timeout}s (polls unanswered: {unanswered})")
+
+    def dag_runs(self, dag_id: str = DAG_ID) -> list[dict]:
+        """Every run of the DAG (paged, 100 at a time)."""
+        found: list[dict] = []
+        while True:
+            resp = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns", params={"limit": 100, "offset": len(found)})
+            resp.raise_for_status()
+            page = resp.json()
+            found += page["dag_runs"]
+            if not page["dag_runs"] or len(found) >= page["total_entries"]:
+                return found
+
+    def xcoms(self, run_id: str, dag_id: str = DAG_ID, key_like: str = "%") -> list[dict]:
+        """The run's XComs straight from the metadata database ({task_id, map_index, key, value}): what the UI
+        reads, e.g. an extra link's URL (`_link_<LinkClass>`, stored when the task ends)."""
+        conn = psycopg2.connect(database_url(self.pg_admin_url, self.db_name, driver="postgresql"))
+        try:
+            with conn.cursor() as cur:
+                cur.execute(
+                    "SELECT task_id, map_index, key, value FROM xcom WHERE dag_id = %s AND run_id = %s AND key LIKE %s",
+                    (dag_id, run_id, key_like),
+                )
+                rows = cur.fetchall()
+        finally:
+            conn.close()
+        out = []
+        for task_id, map_index, key, value in rows:
+            if isinstance(value, bytes | memoryview):
+                value = bytes(value).decode()
+            if isinstance(value, str):
+                with contextlib.suppress(ValueError):
+                    value = json.loads(value)
+            out.append({"task_id": task_id, "map_index": map_index, "key": key, "value": value})
+        return out
+
+    def run_fleet_night(self, conf: dict, timeout: float = 1800, on_poll: Callable[[], None] | None = None) -> dict:
+        """Trigger one night of the fleet DAG (both DAGs unpaused; conf = the fleet form's params, target fields
+        dropped), wait for it and for every retrain run it triggered; returns
+        {run_id, state, task_instances, runs: {retrain run id: {state, note, conf, task_instances}}}.
+
+        The night's `retrain` tasks wait for their runs, so when the night ends its runs have ended too; a run still
+        going (the night failed early) is waited for here."""
+        for dag_id in (DAG_ID, FLEET_DAG_ID):
+            self.wait_for_dag(dag_id)
+            self.unpause(dag_id)
+        conf = {k: v for k, v in conf.items() if k not in TARGET_FIELDS}
+        run_id = self.trigger(conf, dag_id=FLEET_DAG_ID)
+        deadline = time.monotonic() + timeout
+        polled = (lambda _tis: on_poll()) if on_poll is not None else None
+        night = self.wait_for_run(run_id, timeout=timeout, dag_id=FLEET_DAG_ID, on_poll=polled)
+        runs = {}
+        for run in self.dag_runs(DAG_ID):
+            if not run["dag_run_id"].startswith(f"{run_id}__"):
+                continue
+            if run["state"] not in TERMINAL_RUN_STATES:
+                run = self.wait_for_run(run["dag_run_id"], timeout=max(60.0, deadline - time.monotonic()))
+            runs[run["dag_run_id"]] = {
+                "state": run["state"],
+                "note": run.get("note"),
+                "conf": run.get("conf"),
+                "task_instances": self.task_instances(run["dag_run_id"]),
+            }
+        return {
+            "run_id": run_id,
+            "state": night["state"],
+            "task_instances": self.task_instances(run_id, dag_id=FLEET_DAG_ID),
+            "runs": runs,
+        }
 
     # -- processes --
     def check_alive(self) -> None:

@@ -6,9 +6,9 @@ it. Each worker of a multi-worker stack (devtools/distributed.py `Worker`) gets 
 task instance's hostname. Each worker also consumes a Celery queue named after it besides the default one.
 
 `task_policy` is the cluster policy the stack installs as ``$AIRFLOW_HOME/config/airflow_local_settings.py``
-(:data:`LOCAL_SETTINGS`; the dag-processor applies it while parsing): every target's `capture` goes to the queue
-``worker_a`` and its `rollback` to ``worker_b``, so a rollback always runs on another worker than the capture that
-took its rollback point. Everything else stays on the default queue, which both workers consume. Not for a
+(:data:`LOCAL_SETTINGS`; the dag-processor applies it while parsing): every retrain run's `capture` goes to the
+queue ``worker_a`` and its `rollback` to ``worker_b``, so a rollback always runs on another worker than the capture
+that took its rollback point. Everything else stays on the default queue, which both workers consume. Not for a
 deployment: a real one routes nothing, its workers are on different hosts anyway.
 """
 
@@ -22,7 +22,8 @@ WORKER_NAME_ENV = "COGNIGY_WORKER_NAME"
 HOSTNAME_CALLABLE = "devtools.worker_routing.hostname"
 DEFAULT_QUEUE = "default"  # Airflow's [operators] default_queue
 CAPTURE_WORKER, ROLLBACK_WORKER = "worker_a", "worker_b"
-ROUTES = {"capture": CAPTURE_WORKER, "rollback": ROLLBACK_WORKER}  # task id within the `retrain` group -> queue
+ROUTES = {"capture": CAPTURE_WORKER, "rollback": ROLLBACK_WORKER}  # task id of cognigy_nlu_retrain -> queue
+ROUTED_DAG = "cognigy_nlu_retrain"
 
 LOCAL_SETTINGS = '''"""A test stack's cluster policy (devtools/distributed.py wrote it): devtools/worker_routing.py."""
 
@@ -36,7 +37,11 @@ def hostname() -> str:
 
 
 def task_policy(task: Any) -> None:
-    """Route `retrain.capture` to the queue ``worker_a`` and `retrain.rollback` to ``worker_b`` (mapped ones too)."""
-    queue = ROUTES.get(task.task_id.rsplit(".", 1)[-1])
-    if queue is not None:
+    """Route `capture` to the queue ``worker_a`` and `rollback` to ``worker_b`` (the retrain DAG's tasks only)."""
+    try:
+        dag_id = task.dag_id
+    except Exception:  # a task outside any DAG
+        dag_id = None
+    queue = ROUTES.get(task.task_id)
+    if queue is not None and dag_id in (None, ROUTED_DAG):
         task.queue = queue

@@ -192,13 +192,14 @@ def test_the_form_requires_the_target(retrain: dict) -> None:
 
 def test_the_fleet_dag_triggers_one_named_run_per_target_and_summarizes_the_night(fleet: dict) -> None:
     t = fleet["tasks"]
-    assert set(t) == {"plan_night", "retrain", "morning_summary"}
+    assert set(t) == {"plan_night", "retrain", "morning_summary", "watcher"}
     assert fleet["schedule"] == "0 2 * * *" and fleet["catchup"] is False and fleet["max_active_runs"] == 1
     assert "retrain" in t["plan_night"]["downstream"]
     assert t["retrain"]["mapped"] and t["retrain"]["type"] == "TriggerDagRunOperator"
     assert t["retrain"]["deferrable"], "waiting for a night's runs holds no worker slot"
     assert t["retrain"]["retries"] == 0  # the run id is fixed: a second try could only find the first one's run
-    assert t["retrain"]["downstream"] == ["morning_summary"]
+    assert sorted(t["retrain"]["downstream"]) == ["morning_summary", "watcher"]
+    assert t["watcher"]["trigger_rule"] == "one_failed"  # a failed retrain run fails the night (leaf: the summary)
     assert t["morning_summary"]["trigger_rule"] == "all_done"  # the summary comes whatever the runs' outcomes
     assert {"plan_night", "retrain"} <= set(t["morning_summary"]["upstream"])
     params = fleet["params"]

@@ -1,13 +1,12 @@
-"""Extra links after a real DAG run: the URLs Airflow stored for the task pages' buttons.
+"""Extra links after a real fleet night: the URLs Airflow stored for the task pages' buttons.
 
 Airflow 3 stores a link's URL in the XCom `_link_<LinkClass>` of the task instance when the task ends; the UI
-reads it from there. The run is the fleet run of tests/test_fleet.py (one promoted, one rolled-back target).
+reads it from there. The night is tests/test_fleet.py's (`fleet_night`: one retrain run per target, under a real
+scheduler; one promoted, one rejected, one whose training failed), its XComs read from the stack's database.
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -17,55 +16,45 @@ import pytest
 from devtools.servers import ROOT
 from emulator import seed
 from include.defaults import DEMO_STAGING_FLOW_ID
-from tests.test_fleet import by_locale, fleet_run  # noqa: F401  (the shared DAG run)
+from tests.test_fleet import BROKEN_STAGING_FLOW, by_name, events_of, fleet_night  # noqa: F401  (the shared night)
 
 pytestmark = pytest.mark.slow
+STAGING = {"broken EN": BROKEN_STAGING_FLOW, "support EN": DEMO_STAGING_FLOW_ID, "support DE": DEMO_STAGING_FLOW_ID}
 
 
-def link_xcoms(run: dict) -> dict[tuple[str, int, str], str]:
-    """(task_id, map_index, key) -> URL for every `_link_*` XCom of the run."""
-    with sqlite3.connect(run["db"]) as db:
-        rows = db.execute(
-            "SELECT task_id, map_index, key, value FROM xcom WHERE run_id = ? AND key LIKE '\\_link\\_%' ESCAPE '\\'",
-            (run["run_id"],),
-        ).fetchall()
-    return {(task_id, map_index, key): json.loads(value) for task_id, map_index, key, value in rows}
+def flow_url(night: dict, locale: str, job_id: str, flow_id: str = seed.FLOW_ID) -> str:
+    return f"{night['emulator_url']}/agent/{seed.PROJECT_ID}/flow/{flow_id}/nlu?locale={locale}&task={job_id}"
 
 
-def flow_url(emulator, locale: str, job_id: str, flow_id: str = seed.FLOW_ID) -> str:
-    return f"{emulator.url}/agent/{seed.PROJECT_ID}/flow/{flow_id}/nlu?locale={locale}&task={job_id}"
+def test_submit_and_wait_link_to_the_cognigy_training(fleet_night: dict) -> None:  # noqa: F811
+    """The challenger trains in the target's staging flow: the buttons open that flow and its training."""
+    runs = by_name(fleet_night)
+    assert set(runs) == set(STAGING)
+    for name, run in runs.items():
+        (submitted,) = events_of(fleet_night, run["run_id"], "training_submitted")
+        locale, job_id = submitted["target"]["locale"], submitted["cognigy_job_id"]
+        assert submitted["trained_flow"] == STAGING[name]
+        expected = flow_url(fleet_night, locale, job_id, STAGING[name])
+        assert run["links"]["submit"]["_link_CognigyTaskLink"] == expected, run["links"]
+        assert run["links"]["wait_for_training"]["_link_CognigyTaskLink"] == expected
 
 
-def test_submit_and_wait_link_to_the_cognigy_training(fleet_run: dict, emulator) -> None:  # noqa: F811
-    """The challenger trains in the staging flow: the buttons open that flow and its training."""
-    links = link_xcoms(fleet_run)
-    for locale, events in by_locale(fleet_run["events"], "training_submitted").items():
-        job_id, index = events[-1]["cognigy_job_id"], events[-1]["map_index"]
-        assert events[-1]["trained_flow"] == DEMO_STAGING_FLOW_ID
-        expected = flow_url(emulator, locale, job_id, DEMO_STAGING_FLOW_ID)
-        assert links[("retrain.submit", index, "_link_CognigyTaskLink")] == expected, links
-        assert links[("retrain.wait_for_training", index, "_link_CognigyTaskLink")] == expected
+def test_promote_links_to_the_production_training(fleet_night: dict) -> None:  # noqa: F811
+    started = {name: events_of(fleet_night, run["run_id"], "promotion_training_started")
+               for name, run in by_name(fleet_night).items()}  # fmt: skip
+    assert [name for name, events in started.items() if events] == ["support EN"], started  # only what passed
+    promotion = started["support EN"][-1]
+    run = by_name(fleet_night)["support EN"]
+    url = run["links"]["promote"]["_link_CognigyTaskLink"]
+    assert url == flow_url(fleet_night, "en-US", promotion["promotion_job_id"])  # the production flow
 
 
-def test_promote_links_to_the_production_training(fleet_run: dict, emulator) -> None:  # noqa: F811
-    links = link_xcoms(fleet_run)
-    started = by_locale(fleet_run["events"], "promotion_training_started")
-    assert len(started) == 1, started  # only the target whose challenger passed is promoted
-    ((locale, events),) = started.items()
-    promotion = events[-1]
-    url = links[("retrain.promote", promotion["map_index"], "_link_CognigyTaskLink")]
-    assert url == flow_url(emulator, locale, promotion["promotion_job_id"])  # the production flow
-
-
-def test_mlflow_sync_links_to_the_mlflow_run(fleet_run: dict, mlflow_server) -> None:  # noqa: F811
-    links = link_xcoms(fleet_run)
-    synced = by_locale(fleet_run["events"], "mlflow_synced")
-    assert set(synced) == {"en-US", "de-DE"}  # the failed target is recorded too (as FAILED)
-    for events in synced.values():
-        record = events[-1]
-        url = links[("retrain.mlflow_sync", record["map_index"], "_link_MlflowRunLink")]
-        assert url == record["mlflow_run_url"]
-        assert url.startswith(mlflow_server.url) and record["mlflow_run_id"] in url
+def test_mlflow_sync_links_to_the_mlflow_run(fleet_night: dict) -> None:  # noqa: F811
+    for name, run in by_name(fleet_night).items():  # the failed target is recorded too (as FAILED)
+        (record,) = events_of(fleet_night, run["run_id"], "mlflow_synced")
+        url = run["links"]["mlflow_sync"]["_link_MlflowRunLink"]
+        assert url == record["mlflow_run_url"], name
+        assert url.startswith(fleet_night["mlflow_url"]) and record["mlflow_run_id"] in url
 
 
 def test_the_plugin_registers_both_links_for_the_ui(tmp_path) -> None:
