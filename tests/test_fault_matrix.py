@@ -44,19 +44,20 @@ os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".state" / "pytest-airflow-home
 
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 
-from cognigy_airflow import steps
+from cognigy_airflow import branches, steps
 from cognigy_airflow.hooks import CognigyHook
 from cognigy_airflow.operators import (
+    CognigyPromoteOperator,
     CognigyRollbackOperator,
+    CognigySnapshotReleaseOperator,
     CognigySubmitTrainingOperator,
-    CognigyWaitForTrainingOperator,
 )
+from cognigy_airflow.sensors import CognigyTrainingSensor
 from cognigy_airflow.triggers import CognigyJobTrigger
 from include.cognigy import rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.model import Target
 from include.data import dataset
-from include.results import RetrainRecord
 
 pytestmark = pytest.mark.slow
 log = logging.getLogger("fault_matrix")
@@ -158,7 +159,7 @@ class TI:
     task_id: str
     try_number: int = 1
     max_tries: int = 2
-    map_index: int = 0
+    map_index: int = -1  # one run per bot/locale: no mapped task group
     xcoms: dict[str, Any] = field(default_factory=dict)  # this run's task results by task id (the Run's)
 
     @property
@@ -237,11 +238,51 @@ class Run:
 
 
 def first_target(validated: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(plan, target) of the run's first flow/locale, from validate's result."""
-    entry = validated["targets"][0]
-    if "plan" in entry:  # {"target", "plan"} per target (fleet-capable validate)
-        return entry["plan"], entry["target"]
-    return validated, entry
+    """(plan, target) of the run's one flow/locale, from validate's result ``{"target", "plan"}``."""
+    return validated["plan"], validated["target"]
+
+
+def branch(chosen: list[str] | str | None) -> set[str]:
+    """The task ids a branch task follows (a branch returns one id, a list, or nothing)."""
+    return {chosen} if isinstance(chosen, str) else set(chosen or ())
+
+
+def after_evaluation(
+    run: Run,
+    target: dict[str, Any],
+    plan: dict[str, Any],
+    task: Callable[[str, Callable[[], Any]], Any],
+) -> dict[str, Any]:
+    """The graph from `decide` to `audit`, as Airflow schedules it: `decide` (ALL_DONE, branches.decide on this
+    run's XComs) picks promote | release | rollback | mlflow_sync or nothing; `promote`, `release` and `rollback`
+    run on the path taken unless a task before them on it failed (NONE_FAILED_MIN_ONE_SUCCESS); `confirm`
+    (ALL_DONE, after `release`) picks rollback | mlflow_sync; `audit` (steps.finalize, ALL_DONE) closes the run.
+    `task(name, body)` runs one task the caller's way (raise, or record a failure). `approve` (opt-in) is not
+    driven here (tests/test_approval*.py); `mlflow_sync` neither (not under test: `audit` gets synced=None).
+    Returns each task's result by task id (None: skipped, failed or not on the path)."""
+    common = {"target": target, "plan": plan}
+    done: dict[str, Any] = {}
+
+    def step(name: str, body: Callable[[], Any]) -> Any:
+        done[name] = result = task(name, body)
+        return result
+
+    evaluated = run.results.get("evaluate")
+    path = branch(step("decide", lambda: run.call("decide", branches.decide, target, plan, evaluated)))
+    assert "approve" not in path, "approval is opt-in; these runs never ask for it"
+    if "promote" in path:
+        promote = CognigyPromoteOperator(task_id="promote", evaluated=evaluated, **common)
+        step("promote", lambda: run.operate(promote))
+    if path & {"promote", "release"}:
+        if "promote" not in path or "promote" in run.results:  # a failed promotion: release upstream_failed
+            release = CognigySnapshotReleaseOperator(task_id="release", promoted=run.results.get("promote"), **common)
+            step("release", lambda: run.operate(release))
+        released = run.results.get("release")
+        path |= branch(step("confirm", lambda: run.call("confirm", branches.confirm, target, plan, released)))
+    if "rollback" in path:
+        step("rollback", lambda: run.operate(CognigyRollbackOperator(task_id="rollback", **common)))
+    done["path"] = sorted(path)
+    return done
 
 
 @dataclass
@@ -251,14 +292,17 @@ class Outcome:
     submitted: dict[str, Any] | None = None
     waited: dict[str, Any] | None = None
     evaluated: dict[str, Any] | None = None
+    released: dict[str, Any] | None = None
     rolled_back: dict[str, Any] | None = None
+    path: list[str] = field(default_factory=list)  # the task ids the branches chose
     final: dict[str, Any] | None = None
     final_error: str | None = None
 
 
-def pipeline(run: Run, before: dict[str, Callable[[], None]] | None = None, stop_after: str = "finalize") -> Outcome:
-    """validate → capture → submit → wait → evaluate → rollback (when needed) → finalize, in place (no promote:
-    these rows run `promotion: in_place`; no MLflow: not under test)."""
+def pipeline(run: Run, before: dict[str, Callable[[], None]] | None = None, stop_after: str = "audit") -> Outcome:
+    """validate → capture → submit → wait_for_training → evaluate → decide → (release → confirm) → rollback (when
+    the branches choose it) → audit, in place (these rows run `promotion: in_place`; no MLflow: not under test).
+    A task that fails here fails the test, except `audit` (its error is the run's failure: `final_error`)."""
     before = before or {}
 
     def phase(name: str) -> None:
@@ -274,18 +318,20 @@ def pipeline(run: Run, before: dict[str, Callable[[], None]] | None = None, stop
     if stop_after == "submit":
         return out
     phase("wait")
-    out.waited = run.operate(
-        CognigyWaitForTrainingOperator(task_id="wait_for_training", submitted=out.submitted, **common)
-    )
+    out.waited = run.operate(CognigyTrainingSensor(task_id="wait_for_training", submitted=out.submitted, **common))
     if stop_after == "wait":
         return out
     phase("evaluate")
     out.evaluated = run.call("evaluate", steps.evaluate, target, plan, out.waited)
-    if RetrainRecord(plan=plan, target=target, captured=out.captured, evaluated=out.evaluated).restore_needed()[0]:
-        phase("rollback")
-        out.rolled_back = run.operate(CognigyRollbackOperator(task_id="rollback", **common))
+
+    def task(name: str, body: Callable[[], Any]) -> Any:
+        phase(name)
+        return body()
+
+    done = after_evaluation(run, target, plan, task)
+    out.released, out.rolled_back, out.path = done.get("release"), done.get("rollback"), done["path"]
     try:
-        out.final = run.call("finalize", steps.finalize, target, plan, None)
+        out.final = run.call("audit", steps.finalize, target, plan, None)
     except AirflowFailException as exc:
         out.final_error = str(exc)
     return out
@@ -321,11 +367,14 @@ def final_of(events: list[dict[str, Any]]) -> dict[str, Any]:
 
 def assert_carried_through(events: list[dict[str, Any]], emulator: Emulator, new_data: str, point: str) -> None:
     """The run ended the way its gates decided (a fault must not decide it), and the flow shows that decision:
-    promoted -> one training and the new data; rejected -> the training + one restoring retrain, and the
-    rollback point. Which of the two the gates pick from a small held-out set is not what these rows test."""
+    promoted -> one training, the new data, the release confirmed; rejected -> the training + one restoring
+    retrain, and the rollback point. Which of the two the gates pick from a small held-out set is not what these
+    rows test."""
     outcome = final_of(events)["outcome"]
     if outcome == "promoted":
         assert started(emulator) == 1 and export_fingerprint(emulator) == new_data
+        # in place, the trained live flow is the release: `release` read the endpoints back (it did not fail)
+        assert "release_confirmed" in names(events) and "release_failed" not in names(events), names(events)
     else:
         assert outcome == "rejected_rolled_back", outcome
         assert started(emulator) == 2 and export_fingerprint(emulator) == point
@@ -369,8 +418,9 @@ def test_rate_limit_storm_during_polling_and_evaluation_slows_but_finishes(fresh
 
     fresh.knobs(training_seconds=5)
     run = Run("fault-429-storm", **LENIENT_GATES)
-    out = pipeline(run, before={"wait": mark("wait"), "evaluate": mark("evaluate")}, stop_after="finalize")
+    out = pipeline(run, before={"wait": mark("wait"), "evaluate": mark("evaluate")}, stop_after="audit")
     done = (time.monotonic(), fresh.stats()["responses_429"])
+    fresh.knobs(rate_limit_requests=1000, rate_limit_window_seconds=300)  # the storm is over: inspect the tenant
 
     assert out.waited["state"] == "succeeded"
     assert marks["evaluate"][1] > marks["wait"][1], "the trigger met no 429 while polling"
@@ -503,8 +553,7 @@ def test_worker_killed_right_after_the_post_reattaches_on_retry(fresh: Emulator,
 
     assert retry["reattached"] is True and retry["job_id"] == posted[0]
     assert started(fresh) == 1
-    waited = run.operate(CognigyWaitForTrainingOperator(task_id="wait_for_training", target=target, plan=plan,
-                                                        submitted=retry))  # fmt: skip
+    waited = run.operate(CognigyTrainingSensor(task_id="wait_for_training", target=target, plan=plan, submitted=retry))
     assert waited["state"] == "succeeded" and started(fresh) == 1
     assert export_fingerprint(fresh) == new_data_fingerprint(plan)
     events = audit_events(state_dir, run.run_id)
@@ -781,8 +830,7 @@ def test_worker_process_sigkilled_after_the_post_reattaches_on_retry(fresh: Emul
     tasks = trainings(fresh)
     assert retry["reattached"] is True and [t["_id"] for t in tasks] == [retry["job_id"]]
     one_training(fresh)
-    waited = run.operate(CognigyWaitForTrainingOperator(task_id="wait_for_training", target=target, plan=plan,
-                                                        submitted=retry))  # fmt: skip
+    waited = run.operate(CognigyTrainingSensor(task_id="wait_for_training", target=target, plan=plan, submitted=retry))
     assert waited["state"] == "succeeded"
     one_training(fresh)
     events = audit_events(state_dir, run.run_id)

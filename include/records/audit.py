@@ -101,6 +101,7 @@ EVENTS: dict[str, tuple[str, str]] = {
     "snapshots_pruned": ("deleted", "snapshots this product released were deleted to make room for a release"),
     "snapshot_released": ("released", "a snapshot of the judged model serves every endpoint of the flow"),
     "release_failed": ("failed", "the snapshot release failed; endpoints switched back (or a human is needed)"),
+    "release_confirmed": ("confirmed", "the endpoints serve the live project, which holds the judged model"),
     "snapshot_rollback": ("switched", "a person switched the flow's endpoints back to a named snapshot"),
     "rollback_triggered": ("started", "restoring the captured rollback point started"),
     "rollback_retrain_started": ("started", "the restored intents are training"),
