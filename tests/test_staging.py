@@ -37,6 +37,7 @@ from tests.test_fault_matrix import (
     LENIENT_GATES,
     Run,
     WorkerKilled,
+    after_evaluation,
     audit_events,
     final_of,
     first_target,
@@ -48,13 +49,13 @@ from tests.test_fault_matrix import (
 # Airflow is imported after the fault matrix module set AIRFLOW_HOME (as that module does itself).
 # isort: off
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-from cognigy_airflow import operators, steps
+from cognigy_airflow import branches, operators, steps
 from cognigy_airflow.operators import (
     CognigyPromoteOperator,
-    CognigyRollbackOperator,
+    CognigySnapshotReleaseOperator,
     CognigySubmitTrainingOperator,
-    CognigyWaitForTrainingOperator,
 )
+from cognigy_airflow.sensors import CognigyTrainingSensor
 from include.cognigy.client import CognigyClient
 # isort: on
 
@@ -210,12 +211,17 @@ def test_staging_promoted_challenger_reaches_production_once_after_the_gates(
     assert run.state == "success", names(run.events)
     assert run.final["outcome"] == "promoted"
     assert delta(per_flow(tenant), before) == {"production": 1, "staging": 1}
-    submitted = xcom(airflow_home, run.run_id, "retrain.submit")
+    submitted = xcom(airflow_home, run.run_id, "submit")
     assert submitted["trained_flow"] == STAGING
     production, staging = export_fingerprint(tenant, PROD), export_fingerprint(tenant, STAGING)
     assert production == staging == submitted["fingerprint"]
     assert run.event("promotion_verified")["fingerprint"] == production
     assert run.event("promotion_verified")["agreement"] >= CognigyPromoteOperator.MIN_AGREEMENT
+    # The endpoints serve the live project: `release` reads them back instead of assuming (no new snapshot).
+    confirmed = run.event("release_confirmed")
+    assert confirmed["path"] == "project" and confirmed["endpoints"] == ["Customer Service Webchat"], confirmed
+    assert xcom(airflow_home, run.run_id, "release")["released"] is True
+    assert run.final["release"]["path"] == "project" and run.final["release"]["released"] is False  # no snapshot
     assert run.final["ungated_exposure_seconds"] == 0
     assert outcome_file(run)["ungated_exposure_seconds"] == 0
     assert mlflow_exposure(mlflow_server, run) == 0
@@ -337,7 +343,7 @@ def test_staging_flow_missing_or_without_the_locale_is_refused(
     assert "staging flow refused (nothing was changed)" in out.failed.get("capture", ""), out.failed
     assert expected in out.failed["capture"], out.failed
     assert_only_reads(fresh, stats, fingerprint)
-    assert "finalize" in out.failed, "the run fails"
+    assert "audit" in out.failed, "the run fails"
 
 
 # --- 5. fault rows for the new steps, in-process -------------------------------------------------------------
@@ -359,15 +365,18 @@ class Staged:
     waited: dict[str, Any] | None = None
     evaluated: dict[str, Any] | None = None
     promoted: dict[str, Any] | None = None
+    released: dict[str, Any] | None = None
     rolled_back: dict[str, Any] | None = None
+    path: list[str] | None = None  # the task ids the branches chose
     final: dict[str, Any] | None = None
     failed: dict[str, str] | None = None  # task -> error of the tasks that failed (the DAG run fails)
 
 
 def staging_pipeline(run: StagingRun, before: dict[str, Callable[[], None]] | None = None) -> Staged:
-    """validate → capture → submit → wait → evaluate → promote → rollback → finalize, with the DAG's trigger rules:
-    submit after a successful capture, wait after a successful submit, promote after capture and evaluate;
-    evaluate, rollback and finalize run whatever happened before (ALL_DONE)."""
+    """validate → capture → submit → wait_for_training → evaluate → decide → promote → release → confirm → rollback
+    → audit, with the DAG's trigger rules: submit, wait_for_training and evaluate after a successful predecessor;
+    decide, confirm and audit whatever happened before (ALL_DONE); the branches choose promote/release/rollback
+    (tests/test_fault_matrix.py `after_evaluation`)."""
     before = before or {}
     failed: dict[str, str] = {}
 
@@ -388,19 +397,18 @@ def staging_pipeline(run: StagingRun, before: dict[str, Callable[[], None]] | No
     plan, target = first_target(run.call("validate", steps.validate))
     common = {"target": target, "plan": plan}
     out = Staged(plan, target, task("capture", lambda: run.call("capture", steps.capture, **common)))
-    if out.captured:  # all_success: a failed capture leaves submit (and wait, promote) upstream_failed
+    if out.captured:  # all_success: a failed capture leaves submit, wait_for_training and evaluate upstream_failed
         submit = CognigySubmitTrainingOperator(task_id="submit", captured=out.captured, **common)
         out.submitted = task("submit", lambda: run.operate(submit))
     if out.submitted:
-        wait = CognigyWaitForTrainingOperator(task_id="wait_for_training", submitted=out.submitted, **common)
+        wait = CognigyTrainingSensor(task_id="wait_for_training", submitted=out.submitted, **common)
         out.waited = task("wait", lambda: run.operate(wait))
-    out.evaluated = task("evaluate", lambda: run.call("evaluate", steps.evaluate, target, plan, out.waited))
-    promote = CognigyPromoteOperator(task_id="promote", evaluated=out.evaluated, **common)
-    if out.captured and out.evaluated:
-        out.promoted = task("promote", lambda: run.operate(promote))
-    out.rolled_back = task("rollback", lambda: run.operate(
-        CognigyRollbackOperator(task_id="rollback", promoted=out.promoted, **common)))  # fmt: skip
-    out.final = task("finalize", lambda: run.call("finalize", steps.finalize, target, plan, None))
+    if out.waited:
+        out.evaluated = task("evaluate", lambda: run.call("evaluate", steps.evaluate, target, plan, out.waited))
+    done = after_evaluation(run, target, plan, task)
+    out.promoted, out.released, out.rolled_back = done.get("promote"), done.get("release"), done.get("rollback")
+    out.path = done["path"]
+    out.final = task("audit", lambda: run.call("audit", steps.finalize, target, plan, None))
     out.failed = failed
     return out
 
@@ -426,7 +434,7 @@ def assert_production_untouched_and_run_failed(
 ) -> list[dict[str, Any]]:
     assert delta(per_flow(fresh), before) == {"production": 0, "staging": staging_trainings}
     assert export_fingerprint(fresh, PROD) == fingerprint
-    assert "finalize" in (out.failed or {}), out.failed  # the run fails, after auditing
+    assert "audit" in (out.failed or {}), out.failed  # the run fails, after auditing
     events = audit_events(steps.settings.state_dir(), run.run_id)
     assert not {"promotion_started", "rollback_triggered"} & set(names(events)), names(events)
     return events
@@ -485,7 +493,7 @@ def assert_restored(
     assert out.rolled_back and out.rolled_back["verified"], out.rolled_back
     assert delta(per_flow(fresh), before) == {"production": 2, "staging": 1}  # promotion + restore; the challenger
     assert export_fingerprint(fresh, PROD) == fingerprint == out.captured["fingerprint"]
-    assert "finalize" in out.failed, out.failed
+    assert "audit" in out.failed, out.failed
     events = audit_events(steps.settings.state_dir(), run.run_id)
     order = names(events)
     for event in ("validation_passed", "promotion_started", "promotion_failed", "rollback_triggered",
@@ -571,7 +579,7 @@ def test_worker_killed_after_the_promotion_post_reattaches(
     common = {"target": target, "plan": plan}
     captured = run.call("capture", steps.capture, **common)
     submitted = run.operate(CognigySubmitTrainingOperator(task_id="submit", captured=captured, **common))
-    waited = run.operate(CognigyWaitForTrainingOperator(task_id="wait_for_training", submitted=submitted, **common))
+    waited = run.operate(CognigyTrainingSensor(task_id="wait_for_training", submitted=submitted, **common))
     evaluated = run.call("evaluate", steps.evaluate, target, plan, waited)
     assert evaluated["passed"], evaluated
 
@@ -600,7 +608,10 @@ def test_worker_killed_after_the_promotion_post_reattaches(
     events = audit_events(state_dir, run.run_id)
     assert names(events).count("promotion_training_started") == 0, "the killed try never audited its start"
     assert names(events).count("promotion_verified") == 1
-    final = run.call("finalize", steps.finalize, target, plan, None)
+    released = run.operate(CognigySnapshotReleaseOperator(task_id="release", promoted=promoted, **common))
+    assert released["released"], released  # the project path: the endpoints read back serving the live flow
+    assert run.call("confirm", branches.confirm, target, plan, released) == "mlflow_sync"
+    final = run.call("audit", steps.finalize, target, plan, None)
     assert final["outcome"] == "promoted" and final["ungated_exposure_seconds"] == 0
     observed("5f worker killed after promotion POST", fresh, audit_events(state_dir, run.run_id),
              per_flow=delta(per_flow(fresh), before), promote_tries=run.tries["promote"])  # fmt: skip

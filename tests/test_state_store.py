@@ -335,7 +335,8 @@ def test_state_written_by_one_worker_is_read_by_another(
 def test_pipeline_keeps_its_run_state_in_s3_and_none_on_local_disk(
     emulator: Any, s3_server: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """validate → capture → submit → wait → evaluate (→ rollback) → finalize in process (the fault matrix's
+    """validate → capture → submit → wait_for_training → evaluate → decide (→ release → confirm | rollback) → audit
+    in process (the fault matrix's
     harness) with COGNIGY_RETRAIN_STATE_URI=s3://…: every run file is in the bucket, the rollback point reads
     back with its checksum, and the worker's local state folder holds only the local-only audit log."""
     from cognigy_airflow import steps
