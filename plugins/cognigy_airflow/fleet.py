@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 from typing import Any
 
@@ -30,6 +31,7 @@ from include.state import state_store
 
 RETRAIN_DAG_ID = "cognigy_nlu_retrain"
 FLEET_DAG_ID = "cognigy_nlu_fleet"
+log = logging.getLogger(__name__)  # a task's RuntimeTaskInstance has no `log`
 
 
 def plan_night(**context: Any) -> list[dict[str, Any]]:
@@ -131,7 +133,7 @@ def _summary_in_mlflow(context: Any, ti: Any, text: str, outcomes: list[str]) ->
         uri, auth, _ = mlflow_target(context["params"]["mlflow_conn_id"])
         return log_night_summary(uri, EXPERIMENT, f"{ti.dag_id}/{ti.run_id}", text, counts, auth=auth)
     except Exception as exc:  # a summary must still go out
-        ti.log.warning("night summary not kept in MLflow: %s", redact_text(f"{type(exc).__name__}: {exc}"))
+        log.warning("night summary not kept in MLflow: %s", redact_text(f"{type(exc).__name__}: {exc}"))
         return None
 
 
