@@ -3,14 +3,15 @@
 Both under a REAL scheduler (bench/fleet_stack.py: LocalExecutor scheduler, dag-processor, triggerer and
 api-server processes, PostgreSQL and Redis of their own), one fresh emulator each, its rate limit scaled down
 (default 100 requests / 30 s), trainings of random length (the emulator's `training_seconds` knob is re-drawn
-every second while the fleet runs), one DAG run over the whole fleet (promotion in place, demo data).
+every second while the fleet runs), one night of the fleet DAG `cognigy_nlu_fleet` (one `cognigy_nlu_retrain`
+run per target; promotion in place, demo data); wall time = trigger of the night -> its end.
 
 - before: pool `cognigy_tenant` with 1 slot, deferred waits included, each task paced at the old default
   0.8 x limit / window (`requests_per_second`), no shared budget (the connection's rate_limit set out of reach);
 - after: 8 slots, waits hold no slot, the connection's `rate_limit` = the emulator's (share 1.0: nobody else
   calls this tenant; default poll reserve 5 %), per-task cap off.
 
-Figures per mode: wall time (trigger -> run end) vs the bound max(total requests / allowed rate, longest
+Figures per mode: wall time (trigger -> night end) vs the bound max(total requests / allowed rate, longest
 training), peak use of the limit in any window (sampled), achieved rate / allowed, 429s, training polls,
 detection lag (the wait task's end - the emulator's finish), run state.
 The one-slot pool runs its targets one after another by construction (its wall time is the sum of per-target
@@ -35,7 +36,7 @@ from typing import Any
 import requests
 
 from bench.common import STATE, banner, show, summary, write_result
-from bench.fleet_stack import RequestSampler, fleet_conf, local_stack, make_fleet, max_overlap
+from bench.fleet_stack import RequestSampler, fleet_conf, local_stack, make_fleet, max_overlap, night_task_instances
 from devtools.servers import start_emulator
 from include.records.audit import read
 
@@ -90,18 +91,17 @@ def run_mode(name: str, mode: dict, args: argparse.Namespace, targets: int) -> d
             stop = threading.Event()
             varier = threading.Thread(target=_vary_trainings, args=(emulator, args.min, args.max, stop, 7), daemon=True)
             varier.start()
-            stack.unpause()
             started = time.time()
-            run_id = stack.trigger(conf)
             try:
                 with RequestSampler(emulator, interval=0.5) as sampler:
-                    run = stack.wait_for_run(run_id, timeout=args.timeout)
+                    night = stack.run_fleet_night(conf, timeout=args.timeout)  # cognigy_nlu_fleet: a run per target
             finally:
                 stop.set()
             wall = time.time() - started
             after = emulator.stats()
-            tis = stack.task_instances(run_id)
-            events = read(stack.state_dir / "audit" / "retrain_audit.jsonl", run_id=run_id)
+            run = {"state": night["state"]}
+            tis = night_task_instances(night)
+            events = read(stack.state_dir / "audit" / "retrain_audit.jsonl", run_id=sorted(night["runs"]))
         emulator.knobs(rate_limit_requests=None)
         figures = _figures(emulator, args, run, wall, before, after, tis, events, sampler, conf)
         figures["targets"] = targets
@@ -120,7 +120,7 @@ def _figures(emulator, args, run, wall, before, after, tis, events, sampler, con
     session = requests.Session()
     session.trust_env = False
     session.headers["X-API-Key"] = emulator.api_key
-    waits = {ti["map_index"]: ti for ti in tis if ti["task_id"] == "retrain.wait_for_training"}
+    waits = {ti["dag_run_id"]: ti for ti in tis if ti["task_id"] == "wait_for_training"}  # one per retrain run
     submitted = {
         e["target"]["locale"] + e["target"]["flow_id"]: e for e in events if e["event"] == "training_submitted"
     }
@@ -131,8 +131,8 @@ def _figures(emulator, args, run, wall, before, after, tis, events, sampler, con
         if created and finished:
             trainings.append(finished - created)
         # detection lag: from the training's end (Cognigy's clock) to the end of the wait task of the same target
-        # (same map index), which includes the triggerer's poll delay and the resumed task's queueing for a slot
-        wait_end = _epoch((waits.get(e.get("map_index")) or {}).get("end_date"))
+        # (same retrain run), which includes the triggerer's poll delay and the resumed task's queueing for a slot
+        wait_end = _epoch((waits.get(e.get("run_id")) or {}).get("end_date"))
         if wait_end and finished:
             lags.append(max(0.0, wait_end - finished))
     allowed_rate = args.limit / args.window

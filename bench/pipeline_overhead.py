@@ -22,7 +22,7 @@ from pathlib import Path
 import requests
 
 from bench.common import STATE, banner, demo_target, fresh_emulator, show, write_result
-from devtools.airflow_env import airflow_env, dags_test, migrate
+from devtools.airflow_env import DEMO_TARGET, airflow_env, dags_test, migrate
 from devtools.servers import start_mlflow
 from include.cognigy.client import CognigyClient
 from include.cognigy.config import ConnectionConfig
@@ -30,7 +30,9 @@ from include.cognigy.rate_limit import TokenBucket
 from include.data import dataset
 from include.evaluation.held_out import score_utterances
 
-CONF = {"requests_per_second": 100, "held_out_per_intent": 8, "samples_per_intent": 40}
+# One run retrains one flow/locale, named in the conf (the form's target fields are required): the demo flow's en-US.
+CONF = {**DEMO_TARGET, "locales": ["en-US"], "requests_per_second": 100, "held_out_per_intent": 8,
+        "samples_per_intent": 40}  # fmt: skip
 THRESHOLD = 0.3
 
 

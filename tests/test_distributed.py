@@ -2,7 +2,8 @@
 as separate processes on PostgreSQL + Redis, triggered through the REST API like an operator would.
 
 The two workers share no local folder (tests/fixtures_airflow_stack.py): run state in S3 (moto server), audit trail
-in PostgreSQL, rate-limit budget in Redis. The last test runs a fleet on them and shows where each task ran."""
+in PostgreSQL, rate-limit budget in Redis. The last test runs a fleet night on them (the DAG `cognigy_nlu_fleet`
+triggers one retrain run per flow/locale) and shows where each task ran."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import psutil
 import pytest
 import redis
 
-from bench.fleet_stack import fleet_conf, make_fleet
+from bench.fleet_stack import fleet_conf, make_fleet, night_task_instances
 from devtools.deployment import AIRFLOW_SETTINGS, DAG_ID, airflow_keys
 from devtools.distributed import FAST_CONF, AirflowStack
 from devtools.s3 import s3_client
@@ -31,7 +32,7 @@ from include.request.fleet import FLEET_VARIABLE
 pytest_plugins = ["tests.fixtures_airflow_stack"]
 pytestmark = pytest.mark.slow
 
-WAIT_TASK = "retrain.wait_for_training"
+WAIT_TASK = "wait_for_training"
 TRIGGER_CLASS = "CognigyJobTrigger"
 
 
@@ -98,7 +99,8 @@ def test_rest_triggered_run_succeeds_and_the_wait_is_deferred(airflow_stack: Air
             assert trigger.get("classpath", "").endswith(TRIGGER_CLASS), deferred_on[key]
             log = stack.task_log(run_id, WAIT_TASK, ti["try_number"], ti["map_index"])
             assert "Pausing task as DEFERRED" in log
-            trigger_logs = list(stack.home.glob(f"logs/dag_id=*/run_id={run_id}/task_id={WAIT_TASK}/*/*.trigger.*"))
+            # an unmapped task's log has no map_index= folder: attempt=<n>.log.trigger.<id>.log under task_id=
+            trigger_logs = list(stack.home.glob(f"logs/dag_id=*/run_id={run_id}/task_id={WAIT_TASK}/**/*.trigger.*"))
             assert any("trigger completed" in p.read_text() for p in trigger_logs), trigger_logs
             figures["waits"].append(
                 {
@@ -139,7 +141,8 @@ PIPELINE_LEFTOVERS = ("runs", "targets", "mlflow_outbox", "audit", "rate_limit",
 def test_a_fleet_runs_on_two_workers_that_share_no_disk(
     airflow_stack: AirflowStack, emulator: Emulator, s3_server: dict[str, str]
 ) -> None:
-    """Four flow/locales retrain in place in one run, on two Celery workers with separate local folders.
+    """Four flow/locales retrain in place in one fleet night (four retrain runs), on two Celery workers with
+    separate local folders.
 
     Every `capture` runs on worker_a and every `rollback` on worker_b (the stack's cluster policy), so a rejected
     target's rollback restores production from a rollback point another worker took: it can only have read it
@@ -159,53 +162,53 @@ def test_a_fleet_runs_on_two_workers_that_share_no_disk(
     _set_variable(stack, FLEET_VARIABLE, json.dumps(fleet))
     figures: dict = {}
     try:
-        stack.unpause()
-        run_id = stack.trigger(fleet_conf(held_out_per_intent=HELD_OUT_PER_INTENT, requests_per_second=100))
-        run = stack.wait_for_run(run_id, timeout=1800)
-        tis = stack.task_instances(run_id)
+        night = stack.run_fleet_night(fleet_conf(held_out_per_intent=HELD_OUT_PER_INTENT, requests_per_second=100))
+        run_ids = sorted(night["runs"])
+        tis = night_task_instances(night)
         audit = DatabaseAuditLog(env["COGNIGY_RETRAIN_AUDIT_URL"])  # the audit trail in PostgreSQL
-        completed = audit.read(run_id=run_id, event="retrain_completed")  # each target's closing record
+        completed = audit.read(run_id=run_ids, event="retrain_completed")  # each target's closing record
         figures.update(
-            run_id=run_id,
-            run_state=run["state"],
-            run_seconds=_seconds(run),
-            targets={
-                _label(r): [r["outcome"], r.get("gate_reason")] for r in sorted(completed, key=lambda r: r["map_index"])
-            },
+            run_id=night["run_id"],
+            run_state=night["state"],
+            run_states={run_id: run["state"] for run_id, run in night["runs"].items()},
+            targets={_label(r): [r["outcome"], r.get("gate_reason")] for r in sorted(completed, key=_label)},
             task_instances=sorted(
-                [ti["task_id"], ti["map_index"], ti["queue"], ti["hostname"], ti["state"]] for ti in tis
+                [ti["dag_run_id"], ti["task_id"], ti["queue"], ti["hostname"], ti["state"]] for ti in tis
             ),
         )
-        failed = [(ti["task_id"], ti["map_index"], ti["state"]) for ti in tis if ti["state"] == "failed"]
-        assert run["state"] == "success", (run["state"], failed)
+        failed = [(ti["dag_run_id"], ti["task_id"], ti["state"]) for ti in tis if ti["state"] == "failed"]
+        assert night["state"] == "success" and len(run_ids) == FLEET_TARGETS, (night["state"], run_ids, failed)
         outcomes = {(r["target"]["flow_id"], r["target"]["locale"]): r["outcome"] for r in completed}
         assert outcomes == expected, figures["targets"]
-        rolled_back = sorted(r["map_index"] for r in completed if r["outcome"] == "rejected_rolled_back")
-        assert all(r["rollback_verified"] for r in completed if r["map_index"] in rolled_back), completed
-        for m in rolled_back:
-            assert audit.read(run_id=run_id, event="rollback_retrain_started", map_index=m), f"no rollback {m}"
+        rolled_back = sorted(r["run_id"] for r in completed if r["outcome"] == "rejected_rolled_back")
+        assert all(r["rollback_verified"] for r in completed if r["run_id"] in rolled_back), completed
+        for run_id in rolled_back:
+            assert audit.read(run_id=run_id, event="rollback_retrain_started"), f"no rollback in {run_id}"
         verified = subprocess.run(
             [sys.executable, "-m", "include.records.audit_db", "verify", "--url", env["COGNIGY_RETRAIN_AUDIT_URL"]],
             cwd=ROOT, capture_output=True, text=True, timeout=300,
         )  # fmt: skip
         assert verified.returncode == 0 and verified.stdout.startswith("OK:"), verified.stdout + verified.stderr
 
-        # Where the tasks ran: both workers; captures on worker_a, rollbacks on worker_b.
-        by_task = {(ti["task_id"], ti["map_index"]): ti for ti in tis}
+        # Where the tasks ran: both workers; captures on worker_a, rollbacks on worker_b (the fleet DAG's own
+        # tasks, routed nowhere, may run on either).
+        by_task = {(ti["dag_run_id"], ti["task_id"]): ti for ti in tis}
         hosts = {ti["hostname"] for ti in tis if ti["hostname"]}
         assert hosts == {CAPTURE_WORKER, ROLLBACK_WORKER}, hosts
-        for index in range(FLEET_TARGETS):
-            capture, rollback = by_task[("retrain.capture", index)], by_task[("retrain.rollback", index)]
+        for run_id in run_ids:
+            capture, rollback = by_task[(run_id, "capture")], by_task[(run_id, "rollback")]
             assert (capture["queue"], capture["hostname"]) == (CAPTURE_WORKER, CAPTURE_WORKER), capture
             assert rollback["queue"] == ROLLBACK_WORKER, rollback
             assert rollback["hostname"] in ("", None, ROLLBACK_WORKER), rollback
-        for m in rolled_back:  # restored from a rollback point the other worker captured
-            rollback = by_task[("retrain.rollback", m)]
+        for run_id in rolled_back:  # restored from a rollback point the other worker captured
+            rollback = by_task[(run_id, "rollback")]
             assert rollback["state"] == "success" and rollback["hostname"] == ROLLBACK_WORKER, rollback
-            assert by_task[("retrain.capture", m)]["hostname"] != rollback["hostname"]
+            assert by_task[(run_id, "capture")]["hostname"] != rollback["hostname"]
 
         # Run state: every target's folder is in the bucket (rollback point and outcome) ...
-        folders = _run_folders(s3_server["url"], env["COGNIGY_RETRAIN_STATE_URI"], run_id)
+        folders = {}
+        for run_id in run_ids:  # one target per retrain run
+            folders.update(_run_folders(s3_server["url"], env["COGNIGY_RETRAIN_STATE_URI"], run_id))
         assert len(folders) == FLEET_TARGETS, sorted(folders)
         for names in folders.values():
             assert {"rollback_point.json", "outcome.json", "submit_state.json"} <= names, names
@@ -237,16 +240,7 @@ def test_a_fleet_runs_on_two_workers_that_share_no_disk(
 
 
 def _label(record: dict) -> str:
-    return f"{record['map_index']} {record['target']['flow_id']}/{record['target']['locale']}"
-
-
-def _seconds(run: dict) -> float | None:
-    from datetime import datetime
-
-    if not (run.get("start_date") and run.get("end_date")):
-        return None
-    start, end = (datetime.fromisoformat(run[k].replace("Z", "+00:00")) for k in ("start_date", "end_date"))
-    return round((end - start).total_seconds(), 1)
+    return f"{record['target']['flow_id']}/{record['target']['locale']}"
 
 
 def _set_variable(stack: AirflowStack, key: str, value: str) -> None:
