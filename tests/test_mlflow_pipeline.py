@@ -411,7 +411,7 @@ def test_secrets_never_reach_logs_audit_xcom_or_mlflow(airflow_home, mlflow_serv
     finally:
         emulator.stop()
     assert run.state == "success", run.log[-3000:]
-    assert "[DAG TEST] starting task_id=retrain.submit" in run.log  # the task logs are in this output
+    assert "[DAG TEST] starting task_id=submit" in run.log  # the task logs are in this output
 
     outputs, mlflow_run = run_outputs(env, run, mlflow_server.url, tmp_path)
     assert str(audit_file(env)) in outputs

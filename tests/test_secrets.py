@@ -245,7 +245,7 @@ def test_no_form_of_a_secret_reaches_any_file_of_a_run(airflow_home, mlflow_serv
         emulator.stop()
     assert stats["trainings_total"] >= 1, stats  # the canary credentials were used
     assert knobs["fail_next_requests"] == [] and knobs["fail_next_trainings"] == 0, knobs  # both faults were met
-    assert "[DAG TEST] starting task_id=retrain.submit" in run.log
+    assert "[DAG TEST] starting task_id=submit" in run.log
 
     outputs, mlflow_run = run_outputs(env, run, mlflow_server.url, tmp_path, audit_path.parent)
     assert b"training crashed" in outputs[str(audit_path)]  # the server's text reached the audit, masked

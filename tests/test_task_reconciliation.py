@@ -55,7 +55,7 @@ def assert_one_proven_training_per_flow(emulator: Emulator, run, before: dict[st
     assert "cancelled" not in stats["tasks"] and "cancelling" not in stats["tasks"], stats["tasks"]
     assert "duplicate_training_cancelled" not in names(run.events)
     assert "concurrent_training_seen" not in names(run.events)
-    staged = xcom(airflow_home, run.run_id, "retrain.submit")["fingerprint"]
+    staged = xcom(airflow_home, run.run_id, "submit")["fingerprint"]
     for flow in (STAGING, PROD):
         assert export_fingerprint(emulator, flow) == staged, flow
         assert flow_state(emulator, flow)["isTrainingOutOfDate"] is False, flow
