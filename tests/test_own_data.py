@@ -110,16 +110,26 @@ def run_dag(
     airflow_home, emulator: Emulator, tmp_path: Path, conf: dict, name: str = "run", data_roots: str | None = None
 ) -> DagRun:
     """One `airflow dags test`; the tenant's files may be read from the session's temporary folders (the
-    deployment setting COGNIGY_RETRAIN_DATA_ROOTS), or from `data_roots` when given."""
+    deployment setting COGNIGY_RETRAIN_DATA_ROOTS), or from `data_roots` when given.
+
+    A run retrains one locale. Several locales of one flow are a fleet entry: with more than one locale in `conf`
+    the run is a night of `cognigy_nlu_fleet` whose fleet is that one entry (the target) and whose settings are
+    the rest of `conf`; its `plan_night` checks every locale as its own request before anything is triggered."""
     log_path = tmp_path / f"{name}.log"
     started = time.monotonic()
+    conf, dag_id, fleet = {**FAST, **conf}, DAG_ID, {}
+    if len(conf.get("locales") or []) > 1:
+        entry = {"projectId": conf.pop("project_id"), "flowId": conf.pop("flow_id"), "locales": conf.pop("locales"),
+                 "modelId": conf.pop("model_id")}  # fmt: skip
+        dag_id, fleet = "cognigy_nlu_fleet", {"AIRFLOW_VAR_COGNIGY_FLEET": json.dumps([entry])}
     env = airflow_home(
         AIRFLOW_CONN_COGNIGY_DEFAULT=connection(emulator),
         COGNIGY_RETRAIN_DATA_ROOTS=data_roots or str(tmp_path.parent),  # tmp_path / mktemp folders share a parent
         # A loaded machine (2 shared cores) can take longer than Airflow's 30 s to import the DAG file.
         AIRFLOW__CORE__DAGBAG_IMPORT_TIMEOUT="300",
+        **fleet,
     )
-    proc = dags_test(env, {**FAST, **conf}, log_path=log_path, timeout=1500)
+    proc = dags_test(env, conf, dag_id=dag_id, log_path=log_path, timeout=1500)
     seconds = time.monotonic() - started
     text = log_path.read_text(errors="replace")
     final = [ln for ln in text.splitlines() if "DagRun Finished" in ln]
@@ -454,7 +464,8 @@ def _train_rows(n: int = 20) -> list[str]:
 
 @pytest.fixture(scope="module")
 def bad_files_run(airflow_home, emulator: Emulator, tmp_path_factory: pytest.TempPathFactory) -> BadRun:
-    """One run whose locales each have one bad file: validate reads every file and lists every problem."""
+    """One flow whose locales each have one bad file, as a fleet entry (a run retrains one locale): the night's
+    `plan_night` reads every file of every locale and lists every problem; nothing is triggered."""
     folder = tmp_path_factory.mktemp("bad-files")
     files: dict[str, Path] = {}
     for locale in [*BAD_LOCALES, OVERSIZED_LOCALE]:
@@ -484,8 +495,8 @@ def bad_files_run(airflow_home, emulator: Emulator, tmp_path_factory: pytest.Tem
     run = run_dag(airflow_home, emulator, folder, conf, "bad-files")
     after = emulator.stats()["requests_total"]
     rejected = [e for e in run.events if e["event"] == "request_rejected"]
-    errors = rejected[-1]["errors"] if rejected else []
-    print(f"\n[bad files] one run, {len(errors)} problems listed, DAG run {run.seconds:.0f} s wall:")
+    errors = [e.removeprefix("fleet[0]: ") for e in (rejected[-1]["errors"] if rejected else [])]
+    print(f"\n[bad files] one fleet night, {len(errors)} problems listed, DAG run {run.seconds:.0f} s wall:")
     for error in errors:
         print(f"    {error}")
     return BadRun(run, before, after, files, errors)
@@ -536,9 +547,9 @@ def test_files_of_the_worker_and_secrets_never_reach_the_audit(
     airflow_home, emulator: Emulator, tmp_path: Path
 ) -> None:
     """Issue 26, item 2, end to end: a deployment's secrets CSV inside the data root (not labelled data), a symlink
-    in the root to a secrets file outside it, and /dev/zero as training file. The run stops at validate, nothing
-    is sent, each file is named with its field, and neither the audit trail nor the task log holds a column name
-    or value of the secrets files."""
+    in the root to a secrets file outside it, and /dev/zero as training file (two locales: a fleet night). The
+    night stops at plan_night, nothing is sent, each file is named with its field, and neither the audit trail nor
+    the task log holds a column name or value of the secrets files."""
     root = tmp_path / "data"
     root.mkdir()
     write_csv(root / "held_en-US.csv", "COGNIGY_API_KEY_TESTONLY,MLFLOW_DB_PASSWORD_TESTONLY", ["k3y-v4lue,pw-v4lue"])
@@ -553,9 +564,9 @@ def test_files_of_the_worker_and_secrets_never_reach_the_audit(
     }  # fmt: skip
     before = emulator.stats()["requests_total"]
     started = time.monotonic()
-    run = run_dag(airflow_home, emulator, tmp_path, conf, "secrets", data_roots=str(root))
+    run = run_dag(airflow_home, emulator, tmp_path, conf, "secrets", data_roots=str(root))  # a fleet night
     assert run.state == "failed" and emulator.stats()["requests_total"] == before
-    errors = run.event("request_rejected")["errors"]
+    errors = [e.removeprefix("fleet[0]: ") for e in run.event("request_rejected")["errors"]]
     assert f"heldOut (en-US): {root}/held_en-US.csv:1: header: missing column 'text' (expected: text, intent" in (
         "\n".join(errors)
     ), errors
