@@ -1,4 +1,5 @@
-"""A person triggers a dry run from the Airflow UI's trigger form, in Debian's chromium driven by Playwright.
+"""A person triggers a dry run from the Airflow UI's trigger form, in Debian's chromium driven by Playwright: the form
+will not trigger until the bot and its locale are named (no demo defaults), then starts the run it was given.
 
 Runs against the session's distributed Airflow stack (tests/fixtures_airflow_stack.py). Screenshots go to
 test-artifacts/ (git-ignored): trigger-form.png (the filled form), triggered-run.png (the run in the UI).
@@ -16,6 +17,7 @@ import pytest
 from devtools.deployment import ADMIN_USER, DAG_ID
 from devtools.distributed import AirflowStack
 from devtools.servers import ROOT
+from include import defaults
 
 pytest_plugins = ["tests.fixtures_airflow_stack"]
 pytestmark = pytest.mark.slow
@@ -34,6 +36,10 @@ CHROMIUM_ARGS = [
 ]
 ARTIFACTS = ROOT / "test-artifacts"
 NEW_LOCALE = "de-DE"
+TARGET_SECTION = "Target (required: the bot and locale to retrain)"
+# The emulator's demo bot, named in the form as a person names theirs (the form has no defaults for it).
+TARGET = {"project_id": defaults.DEMO_PROJECT_ID, "flow_id": defaults.DEMO_FLOW_ID, "locales": NEW_LOCALE,
+          "model_id": defaults.DEMO_MODEL_ID}  # fmt: skip
 
 
 CHROMIUM_MISSING = f"no {CHROMIUM}: `make browser` installs Debian's chromium (apt, as root; `make test` runs it first)"
@@ -78,29 +84,38 @@ def test_trigger_form_starts_a_dry_run(browser, airflow_stack: AirflowStack) -> 
         form = page.get_by_role("dialog")
         trigger = form.get_by_role("button", name="Trigger", exact=True)
         expect(form.get_by_text(f"Trigger Dag - {DAG_ID}")).to_be_visible()
-        if not trigger.is_enabled():
-            page.screenshot(path=str(ARTIFACTS / "trigger-form-invalid.png"), full_page=True)
-            pytest.fail(
-                "the trigger form refuses its own defaults: Trigger is disabled. Required fields left empty: "
-                f"{_empty_required_fields(form)} (a string param whose default is '' must allow null). "
-                "See test-artifacts/trigger-form-invalid.png"
-            )
+        # The target has no defaults (nothing of the demo reaches a tenant by accident): Trigger waits for it.
+        expect(trigger).to_be_disabled()
 
         form.get_by_role("button", name="Run", exact=True).click()
         dry_run = form.locator("[name=element_dry_run]")
         form.locator("label:has([name=element_dry_run])").click()
         expect(dry_run).to_be_checked()
 
-        form.get_by_role("button", name="Target (manual runs; scheduled runs retrain the fleet)").click()
-        locales = form.locator("[name=element_locales]")
-        locales.fill(NEW_LOCALE)
-        expect(locales).to_have_value(NEW_LOCALE)
+        form.get_by_role("button", name=TARGET_SECTION).click()
+        for name, value in TARGET.items():
+            field = form.locator(f"[name=element_{name}]")
+            field.fill(value)
+            expect(field).to_have_value(value)
+        # Staging promotion (the default) needs the staging flow, which has no default either.
+        form.get_by_role("button", name="Training", exact=True).click()
+        staging = form.locator("[name=element_staging_flow_id]")
+        staging.fill(defaults.DEMO_STAGING_FLOW_ID)
+        expect(staging).to_have_value(defaults.DEMO_STAGING_FLOW_ID)
         # A held-out set must be named (the defaults never pick the demo data): the demo's, by name.
         form.get_by_role("button", name="Evaluation and quality gates").click()
         held_out = form.locator("[name=element_held_out_uri]")
         held_out.fill("demo")
         expect(held_out).to_have_value("demo")
-        expect(trigger).to_be_enabled()
+        try:
+            expect(trigger).to_be_enabled()
+        except AssertionError:
+            page.screenshot(path=str(ARTIFACTS / "trigger-form-invalid.png"), full_page=True)
+            pytest.fail(
+                "the filled-in trigger form refuses to trigger. Required fields left empty: "
+                f"{_empty_required_fields(form)} (a string param whose default is '' must allow null). "
+                "See test-artifacts/trigger-form-invalid.png"
+            )
         page.screenshot(path=str(ARTIFACTS / "trigger-form.png"), animations="disabled")
 
         trigger.click()
@@ -108,6 +123,9 @@ def test_trigger_form_starts_a_dry_run(browser, airflow_stack: AirflowStack) -> 
         run = _wait_for_new_run(stack, before)
         assert run["conf"]["dry_run"] is True, run["conf"]
         assert run["conf"]["locales"] == [NEW_LOCALE], run["conf"]
+        assert {k: run["conf"][k] for k in ("project_id", "flow_id", "model_id")} == {
+            k: v for k, v in TARGET.items() if k != "locales"
+        }, run["conf"]
         assert run["conf"]["held_out_uri"] == "demo", run["conf"]
 
         # The run shows up in the UI's list of runs.
