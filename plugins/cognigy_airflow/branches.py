@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from cognigy_airflow.record import resolve_plan, retrain_record
+from include.evaluation.approval import ApprovalSettings, needs_approval
 
 log = logging.getLogger(__name__)
 
@@ -27,8 +28,6 @@ def decide(target: dict[str, Any], plan: dict[str, Any], evaluated: Any, **conte
     if not record.retrained:
         return []
     if record.passed:
-        from include.evaluation.approval import ApprovalSettings, needs_approval
-
         needed, why = needs_approval(record, ApprovalSettings.from_params(plan.get("approval") or {}))
         if needed:
             log.info("approval needed: %s", why)  # the task log (a RuntimeTaskInstance has no `log`)

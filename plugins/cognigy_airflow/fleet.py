@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 import re
+from collections import Counter
 from typing import Any
 
 from airflow.sdk import Variable
@@ -126,9 +127,7 @@ def _summary_in_mlflow(context: Any, ti: Any, text: str, outcomes: list[str]) ->
     down costs the record, never the message (the file is kept either way)."""
     from include.records.mlflow_tracking import log_night_summary
 
-    counts: dict[str, int] = {}
-    for outcome in outcomes:
-        counts[outcome.replace(" ", "_")] = counts.get(outcome.replace(" ", "_"), 0) + 1
+    counts = Counter(outcome.replace(" ", "_") for outcome in outcomes)
     try:
         uri, auth, _ = mlflow_target(context["params"]["mlflow_conn_id"])
         return log_night_summary(uri, EXPERIMENT, f"{ti.dag_id}/{ti.run_id}", text, counts, auth=auth)
