@@ -6,7 +6,7 @@ FROM apache/airflow:3.3.2-python3.11
 
 COPY requirements.txt requirements.lock /opt/airflow/
 RUN pip install --no-cache-dir -r /opt/airflow/requirements.txt -c /opt/airflow/requirements.lock
-# The `cognigy` connection type with its UI form (a provider entry point; the hook lives in plugins/).
+# The provider package: hook, trigger, sensor, extra links and the `cognigy` connection type with its UI form.
 COPY --chown=airflow:root providers/cognigy_provider /opt/airflow/providers/cognigy_provider
 RUN pip install --no-cache-dir --no-deps /opt/airflow/providers/cognigy_provider
 

@@ -74,7 +74,7 @@ class _Triggerer(threading.Thread):
         self.ready = threading.Event()
 
     def run(self) -> None:
-        from cognigy_airflow.triggers import CognigyJobTrigger
+        from cognigy_provider.triggers.cognigy import CognigyJobTrigger
 
         async def one(trigger) -> None:
             async for _event in trigger.run():
@@ -128,7 +128,7 @@ def fastest_seconds(score_requests: int, polls: int, requests: int, cap: float, 
 
 
 def phase(emulator, name: str, cap: float, utterances, trainings: int) -> dict:
-    from cognigy_airflow.hooks import CognigyHook
+    from cognigy_provider.hooks.cognigy import CognigyHook
 
     target = demo_target()
     jobs = []

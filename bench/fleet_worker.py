@@ -29,8 +29,7 @@ def cpu_seconds() -> float:
 
 async def run(jobs: list[dict], poll_min: float, poll_max: float) -> dict:
     from airflow.sdk import BaseHook
-
-    from cognigy_airflow.triggers import CognigyJobTrigger
+    from cognigy_provider.triggers.cognigy import CognigyJobTrigger
 
     await BaseHook.aget_connection("cognigy_default")  # warm the connection lookup once
     baseline_rss, baseline_cpu = rss_mb(), cpu_seconds()

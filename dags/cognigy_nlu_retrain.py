@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException
+from cognigy_provider.sensors.cognigy import CognigyTrainingSensor
 
 from cognigy_airflow import branches, steps
 from cognigy_airflow.approval import CognigyApprovalOperator
@@ -20,7 +21,6 @@ from cognigy_airflow.operators import (
     CognigySnapshotReleaseOperator,
     CognigySubmitTrainingOperator,
 )
-from cognigy_airflow.sensors import CognigyTrainingSensor
 from include.request.fleet import TENANT_POOL, TENANT_PRIORITY
 
 DEFAULT_ARGS = {"retries": 2, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": True,

@@ -39,8 +39,8 @@ from include.cognigy.rate_limit import BudgetStoreUnavailable, TenantBudget, Ten
 from include.cognigy.transport import Transport
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))  # what Airflow does for plugins/
-from cognigy_airflow.hooks import CognigyHook
-from cognigy_airflow.triggers import CognigyJobTrigger
+from cognigy_provider.hooks.cognigy import CognigyHook
+from cognigy_provider.triggers.cognigy import CognigyJobTrigger
 
 TARGET = Target(PROJECT_ID, FLOW_ID, "en-US", MODEL_IDS["en-US"])
 STATUS_ROUTE = "GET /new/v2.0/tasks/{taskId}"

@@ -47,7 +47,7 @@ from include.cognigy.problems import decode_json, parse_retry_after, raise_for_p
 from include.cognigy.transport import TokenProvider, _retry_wait
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))  # what Airflow does for plugins/
-from cognigy_airflow.hooks import config_from_connection
+from cognigy_provider.hooks.cognigy import config_from_connection
 
 TARGET = Target(PROJECT_ID, FLOW_ID, "en-US", MODEL_IDS["en-US"])
 SPEC_BODY = {"modelId": MODEL_IDS["en-US"]}

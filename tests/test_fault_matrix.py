@@ -43,17 +43,17 @@ sys.path.insert(0, str(ROOT / "plugins"))  # what Airflow does with its plugins 
 os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".state" / "pytest-airflow-home"))
 
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
+from cognigy_provider.hooks.cognigy import CognigyHook
+from cognigy_provider.sensors.cognigy import CognigyTrainingSensor
+from cognigy_provider.triggers.cognigy import CognigyJobTrigger
 
 from cognigy_airflow import branches, steps
-from cognigy_airflow.hooks import CognigyHook
 from cognigy_airflow.operators import (
     CognigyPromoteOperator,
     CognigyRollbackOperator,
     CognigySnapshotReleaseOperator,
     CognigySubmitTrainingOperator,
 )
-from cognigy_airflow.sensors import CognigyTrainingSensor
-from cognigy_airflow.triggers import CognigyJobTrigger
 from include.cognigy import rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.model import Target
@@ -568,7 +568,7 @@ def test_worker_killed_right_after_the_post_reattaches_on_retry(fresh: Emulator,
 TRIGGER_PROCESS = """
 import asyncio, json, sys
 sys.path.insert(0, "plugins")
-from cognigy_airflow.triggers import CognigyJobTrigger
+from cognigy_provider.triggers.cognigy import CognigyJobTrigger
 print("ready", file=sys.stderr, flush=True)  # imports done: the training may start now
 kwargs = json.loads(sys.stdin.readline())
 async def main():

@@ -31,7 +31,7 @@ from include.cognigy.errors import AmbiguousSubmission, CognigyError, Permission
 from include.cognigy.transport import NO_AUTH, TokenProvider, _aiohttp_failure
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))  # what Airflow does for plugins/
-from cognigy_airflow.hooks import CognigyHook
+from cognigy_provider.hooks.cognigy import CognigyHook
 
 TASK_ID = "0123456789abcdef01234567"
 SERVER_TOKEN = "bearer-issued-by-the-server"

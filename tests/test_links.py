@@ -57,13 +57,13 @@ def test_mlflow_sync_links_to_the_mlflow_run(fleet_night: dict) -> None:  # noqa
         assert url.startswith(fleet_night["mlflow_url"]) and record["mlflow_run_id"] in url
 
 
-def test_the_plugin_registers_both_links_for_the_ui(tmp_path) -> None:
-    """The API server must know the link classes to show the buttons of a serialized DAG."""
+def test_the_provider_registers_both_links_for_the_ui(tmp_path) -> None:
+    """The provider package registers both link classes (`extra-links`), and Airflow can import them."""
     code = textwrap.dedent(
         """
-        from airflow import plugins_manager
-        names = sorted(type(link).__name__ for link in plugins_manager.get_operator_extra_links()
-                       if type(link).__module__.startswith("cognigy_airflow"))
+        from airflow.providers_manager import ProvidersManager
+        names = sorted(name.rsplit(".", 1)[1] for name in ProvidersManager().extra_links_class_names
+                       if name.startswith("cognigy_provider.links.cognigy."))
         print("LINKS", ",".join(names))
         """
     )

@@ -25,12 +25,15 @@ PROBE = textwrap.dedent(
     pm = ProvidersManager()
     hook = pm.hooks.get("cognigy")
     form = [m for m in HookMetaService.hook_meta_data() if m.connection_type == "cognigy"]
-    from cognigy_airflow.hooks import CognigyHook  # the class the form's Test button instantiates
+    from cognigy_provider.hooks.cognigy import CognigyHook  # the class the form's Test button instantiates
     config = CognigyHook("from_form").get_config()
     facts = {
         "providers": sorted(pm.providers),
         "hook": hook and {"class": hook.hook_class_name, "name": hook.hook_name, "package": hook.package_name},
         "form": form[0].model_dump(mode="json") if form else None,
+        "triggers": sorted(t.trigger_class_name for t in pm.trigger if t.package_name == "airflow-provider-cognigy"),
+        "extra_links": sorted(name for name in pm.extra_links_class_names if name.startswith("cognigy_provider.")),
+        "info": pm.providers["airflow-provider-cognigy"].data if "airflow-provider-cognigy" in pm.providers else None,
         "config": {"base_url": config.base_url, "dialect": config.dialect, "oauth": config.uses_oauth,
                    "token_url": config.effective_token_url, "scopes": config.scopes, "verify": config.verify,
                    "timeout": config.timeout_seconds},
@@ -75,10 +78,23 @@ def facts(tmp_path_factory: pytest.TempPathFactory) -> dict:
 def test_the_provider_registers_the_cognigy_connection_type(facts: dict) -> None:
     assert "airflow-provider-cognigy" in facts["providers"]
     assert facts["hook"] == {
-        "class": "cognigy_airflow.hooks.CognigyHook",
+        "class": "cognigy_provider.hooks.cognigy.CognigyHook",
         "name": "Cognigy.AI",
         "package": "airflow-provider-cognigy",
     }
+
+
+def test_the_provider_registers_its_hook_trigger_sensor_and_links(facts: dict) -> None:
+    """Registered from `get_provider_info` (what `airflow providers hooks|triggers|links` list)."""
+    assert facts["triggers"] == ["cognigy_provider.triggers.cognigy"]
+    assert facts["extra_links"] == [
+        "cognigy_provider.links.cognigy.CognigyTaskLink",
+        "cognigy_provider.links.cognigy.MlflowRunLink",
+    ]
+    info = facts["info"]
+    assert info["integrations"][0]["integration-name"] == "Cognigy.AI"
+    assert info["hooks"] == [{"integration-name": "Cognigy.AI", "python-modules": ["cognigy_provider.hooks.cognigy"]}]
+    assert info["sensors"][0]["python-modules"] == ["cognigy_provider.sensors.cognigy"]
 
 
 def test_the_form_relabels_and_hides_the_standard_fields(facts: dict) -> None:
@@ -119,12 +135,12 @@ def test_airflow_providers_list_shows_the_package(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=180)  # fmt: skip
     assert out.returncode == 0, out.stderr[-2000:]
     listed = {p["package_name"]: p for p in json.loads(out.stdout[out.stdout.index("[") :])}
-    assert listed["airflow-provider-cognigy"]["version"] == "0.1.0"
+    assert listed["airflow-provider-cognigy"]["version"] == "0.2.0"
 
 
 def test_the_hook_refuses_a_connection_of_another_type(monkeypatch) -> None:
     """An `http` connection named like the Cognigy one is refused, naming both types, before any request."""
-    from cognigy_airflow.hooks import CognigyHook
+    from cognigy_provider.hooks.cognigy import CognigyHook
 
     monkeypatch.setenv(
         "AIRFLOW_CONN_COGNIGY_WRONG_TYPE",

@@ -145,11 +145,11 @@ def test_url_credentials_are_what_a_connection_registers() -> None:
 
 
 def test_the_airflow_masker_gets_every_form(monkeypatch: pytest.MonkeyPatch) -> None:
-    """hooks.py forwards each registered secret to Airflow's `mask_secret`, in all its forms: the task logs
-    (which Airflow masks, not our code) hide the encoded ones too."""
+    """The hook module (cognigy_provider.hooks.cognigy) forwards each registered secret to Airflow's `mask_secret`,
+    in all its forms: the task logs (which Airflow masks, not our code) hide the encoded ones too."""
     from airflow.sdk._shared.secrets_masker import _secrets_masker
+    from cognigy_provider.hooks.cognigy import register_connection_secrets
 
-    from cognigy_airflow.hooks import register_connection_secrets
     from include.cognigy.config import ConnectionConfig
 
     key = f"Masker/key+{uuid.uuid4().hex[:10]}"

@@ -55,7 +55,7 @@ from cognigy_airflow.operators import (
     CognigySnapshotReleaseOperator,
     CognigySubmitTrainingOperator,
 )
-from cognigy_airflow.sensors import CognigyTrainingSensor
+from cognigy_provider.sensors.cognigy import CognigyTrainingSensor
 from include.cognigy.client import CognigyClient
 # isort: on
 

@@ -32,7 +32,7 @@ from include.cognigy.poll_policy import PollPolicy
 from include.cognigy.transport import TokenProvider
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))  # what Airflow does for plugins/
-from cognigy_airflow.triggers import CognigyJobTrigger
+from cognigy_provider.triggers.cognigy import CognigyJobTrigger
 
 TARGET = Target(PROJECT_ID, FLOW_ID, "en-US", MODEL_IDS["en-US"])
 FORMS = [("rest-v2", "api_key"), ("rest-v2", "oauth"), ("training-jobs", "oauth")]

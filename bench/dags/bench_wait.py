@@ -13,8 +13,8 @@ from typing import Any
 
 from airflow.sdk import DAG, task
 from airflow.sdk.bases.sensor import BaseSensorOperator
+from cognigy_provider.hooks.cognigy import CognigyHook
 
-from cognigy_airflow.hooks import CognigyHook
 from cognigy_airflow.operators import CognigyWaitForTrainingOperator
 from include import defaults
 from include.cognigy.model import Target

@@ -11,8 +11,9 @@ Retry rules (the same as Cognigy's official client, made stricter for side effec
 
 HTTP clients, one per mode: `requests` for `Transport` (workers) and `aiohttp` for `AsyncTransport` (triggers). Both
 take the session they send on from the caller (the Airflow hook builds it from the connection; see
-`plugins/cognigy_airflow/hooks.py`) and send only the headers built here: the credentials (a bearer token or
-X-API-Key) and a request id. Nothing else of a connection (its login, password or extra) ever becomes a header.
+`cognigy_provider.hooks.cognigy` in providers/cognigy_provider) and send only the headers built here: the
+credentials (a bearer token or X-API-Key) and a request id. Nothing else of a connection (its login, password or
+extra) ever becomes a header.
 
 Pacing: before each request the transport waits for its pacer (`include.cognigy.rate_limit`: the tenant's shared
 budget, plus an optional per-task cap); a status GET asks as a poll (priority), everything else as bulk. A 429

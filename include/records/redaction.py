@@ -23,7 +23,7 @@ A key looks secret when its last words, with separators and case removed, spell 
 ``max_tokens``, ``token_count`` and ``secret_ref`` do not (so metrics and counters survive).
 
 Processes that log elsewhere too (Airflow's task logs) hear of every registered secret through
-:func:`on_register` and mask :func:`secret_forms` there (``plugins/cognigy_airflow/hooks.py``).
+:func:`on_register` and mask :func:`secret_forms` there (``cognigy_provider.hooks.cognigy``).
 """
 
 from __future__ import annotations

@@ -17,11 +17,11 @@ from typing import Any
 
 from airflow.sdk import Variable
 from airflow.sdk.exceptions import AirflowFailException
+from cognigy_provider.hooks.cognigy import CognigyHook
 
 from cognigy_airflow import notify
 from cognigy_airflow.auditing import audit, retrain_trigger
 from cognigy_airflow.form import PARAMS, TARGET_FIELDS
-from cognigy_airflow.hooks import CognigyHook
 from cognigy_airflow.steps import EXPERIMENT, airflow_run_url, mlflow_target, request_plan, run_attempt
 from include import settings
 from include.cognigy.model import Target

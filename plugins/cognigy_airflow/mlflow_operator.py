@@ -11,9 +11,9 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowSkipException
+from cognigy_provider.links.cognigy import MlflowRunLink
 
 from cognigy_airflow import steps
-from cognigy_airflow.links import MlflowRunLink
 from cognigy_airflow.record import PlanFromReference, retrain_record
 
 

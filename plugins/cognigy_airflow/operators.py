@@ -17,15 +17,15 @@ from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
+from cognigy_provider.hooks.cognigy import CognigyHook
+from cognigy_provider.links.cognigy import CognigyTaskLink, cognigy_flow_url
+from cognigy_provider.triggers.cognigy import CognigyJobTrigger
 
 from cognigy_airflow import steps, submission
 from cognigy_airflow.auditing import audit
 from cognigy_airflow.data_files import HELD_OUT, TRAINING, load_frozen, training_intents
-from cognigy_airflow.hooks import CognigyHook
-from cognigy_airflow.links import CognigyTaskLink, cognigy_flow_url
 from cognigy_airflow.record import PlanFromReference, retrain_record, stage
 from cognigy_airflow.run_state import RunState
-from cognigy_airflow.triggers import CognigyJobTrigger
 from include.cognigy import poll_policy, releases, rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.errors import (

@@ -6,9 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from airflow.sdk.exceptions import AirflowFailException
+from cognigy_provider.hooks.cognigy import CognigyHook
 
 from cognigy_airflow.auditing import audit
-from cognigy_airflow.hooks import CognigyHook
 from include.cognigy import releases
 from include.cognigy.errors import CognigyError, NotFound
 from include.cognigy.model import Target

@@ -17,11 +17,11 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from airflow.sdk import BaseHook, Variable
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from cognigy_provider.hooks.cognigy import CognigyHook
 
 from cognigy_airflow import notify
 from cognigy_airflow.auditing import audit, refuse_per_host_stores, retrain_trigger
 from cognigy_airflow.data_files import HELD_OUT, TRAINING, freeze_request_data, load_frozen, training_intents
-from cognigy_airflow.hooks import CognigyHook
 from cognigy_airflow.record import plan_reference, resolve_plan, retrain_record
 from include import settings
 from include.cognigy import poll_policy, releases, rest_v2

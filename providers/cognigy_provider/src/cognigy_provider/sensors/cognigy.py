@@ -4,6 +4,11 @@ It reads the training once; while it runs the sensor defers to the triggerer (`C
 and resumes when the training ends or its deadline passes. Without deferral (`deferrable=False`) it pokes like any
 sensor, with the same deadline. It never fails on a failed training: the run must still settle (restore if needed)
 and audit, so it returns what happened (`Waited`) and the graph's `decide` branch takes it from there.
+
+Not yet free of the plugins folder: the sensor is the retraining DAG's `wait_for_training` step, built on the DAG's
+operator base (`cognigy_airflow.operators._CognigyOperator`: the run's plan and target), its audit events
+(`cognigy_airflow.auditing`) and its typed XCom (`cognigy_airflow.record`), so it imports `cognigy_airflow` (on
+sys.path wherever Airflow loads the plugins folder) until that base is split out of `operators.py`.
 """
 
 from __future__ import annotations
@@ -14,9 +19,9 @@ from typing import Any
 from airflow.sdk import BaseSensorOperator, PokeReturnValue
 
 from cognigy_airflow.auditing import audit
-from cognigy_airflow.links import CognigyTaskLink
 from cognigy_airflow.operators import _CognigyOperator, cancel_and_settle, finished_epoch, last_try
 from cognigy_airflow.record import stage
+from cognigy_provider.links.cognigy import CognigyTaskLink
 from include.cognigy.errors import CognigyError
 from include.cognigy.model import JobStatus
 from include.results import Submitted, Waited

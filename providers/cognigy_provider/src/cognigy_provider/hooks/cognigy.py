@@ -7,8 +7,8 @@ its login/password are OAuth2 client credentials or the API key, and its extra h
 `rate_limit`...). So `get_conn` is overridden: `HttpHook.get_conn` would send login/password as HTTP Basic auth on
 every request and every unknown extra key as a header; this session carries neither (only TLS settings).
 
-The connection type and its form (fields, labels, help text) are defined once, in the provider package
-`providers/cognigy_provider` (`cognigy_provider`); this hook reads its type and name from there.
+The connection type and its form (fields, labels, help text) are defined once, in this provider's
+`cognigy_provider.get_provider_info`; this hook reads its type and name from there.
 
 Connection (conn type `cognigy`, default id `cognigy_default`):
 - host: tenant API base URL with scheme, e.g. https://api-app.cognigy.ai
@@ -33,6 +33,7 @@ import aiohttp
 import requests
 from airflow.providers.http.hooks.http import HttpHook
 
+from cognigy_provider.get_provider_info import CONN_TYPE, HOOK_NAME
 from include.cognigy.client import CognigyClient, parse_status, status_path
 from include.cognigy.config import ConnectionConfig
 from include.cognigy.model import JobStatus
@@ -47,11 +48,6 @@ from include.cognigy.rate_limit import (
 )
 from include.cognigy.transport import NO_AUTH, AsyncTransport, register_config_secrets, ssl_context
 from include.records.redaction import on_register, register_secret, secret_forms, url_credentials
-
-try:
-    from cognigy_provider import CONN_TYPE, HOOK_NAME
-except ModuleNotFoundError:  # provider package not installed: no form, AIRFLOW_CONN_* JSON connections still work
-    CONN_TYPE, HOOK_NAME = "cognigy", "Cognigy.AI"
 
 
 def mask_in_task_logs(secret: str) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from airflow.triggers.base import BaseTrigger, TriggerEvent
 
-from cognigy_airflow.hooks import CognigyHook
+from cognigy_provider.hooks.cognigy import CognigyHook
 from include.cognigy import poll_policy
 from include.cognigy.errors import CognigyError, RateLimited, TransientError
 from include.cognigy.poll_policy import PollPolicy
@@ -53,7 +53,7 @@ class CognigyJobTrigger(BaseTrigger):
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
-            "cognigy_airflow.triggers.CognigyJobTrigger",
+            "cognigy_provider.triggers.cognigy.CognigyJobTrigger",
             {
                 "conn_id": self.conn_id,
                 "dialect": self.dialect,

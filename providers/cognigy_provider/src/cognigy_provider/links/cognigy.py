@@ -2,9 +2,9 @@
 
 Airflow 3 evaluates `get_link` on the worker when the task ends (success or failure) and stores the URL in the
 XCom `_link_<LinkClass>`; the UI shows a button per link. It does so only for links listed in the operator's
-own `operator_extra_links` (a plugin's registration lets the API server show them), so each operator lists
-its link and puts the URL on itself while it runs: `cognigy_url` (submit, wait_for_training, rollback) and
-`mlflow_run_url` (mlflow_sync). A deferred task resumes as a new operator object and sets it again.
+own `operator_extra_links` (the provider registers both classes: `extra-links` in `get_provider_info`), so each
+operator lists its link and puts the URL on itself while it runs: `cognigy_url` (submit, wait_for_training,
+rollback) and `mlflow_run_url` (mlflow_sync). A deferred task resumes as a new operator object and sets it again.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""The Cognigy.AI hook: reads a `cognigy` connection and hands out sync and async clients."""

@@ -1,0 +1,1 @@
+"""The Cognigy.AI sensor: waits for a challenger training, deferring to the trigger."""
