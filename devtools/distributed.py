@@ -253,6 +253,19 @@ class AirflowStack:
         resp.raise_for_status()
         return json.dumps(resp.json().get("content"))
 
+    def explain(self, run_id: str, dag_id: str = DAG_ID, chars: int = 6000) -> str:
+        """For a failed assertion: every task's state, then the end of each failed task's log (its last try)."""
+        tis = self.task_instances(run_id, dag_id)
+        lines = [f"{run_id}: " + ", ".join(f"{ti['task_id']}={ti['state']}" for ti in tis)]
+        for ti in tis:
+            if ti["state"] in ("failed", "upstream_failed") and ti.get("try_number"):
+                try:
+                    log = self.task_log(run_id, ti["task_id"], ti["try_number"], ti.get("map_index", -1), dag_id)
+                except requests.RequestException as exc:
+                    log = f"(log not readable: {exc})"
+                lines.append(f"--- {ti['task_id']} try {ti['try_number']} ---\n{log[-chars:]}")
+        return "\n".join(lines)
+
     def wait_for_run(
         self,
         run_id: str,

@@ -79,7 +79,28 @@ def wait_for_request(stack: AirflowStack, run_id: str, timeout: float = RUN_TIME
     raise TimeoutError(f"{run_id}: approve did not wait for a person within {timeout}s")
 
 
+def paused_try_reported(stack: AirflowStack, run_id: str, timeout: float = 60) -> None:
+    """Until the scheduler has processed the exit of the worker process that paused `approve`.
+
+    A person answers minutes later; this test answers within a second, which meets an Airflow 3.3.2 race: the
+    answer sends the task back to the queue, and a stale "success" from the paused process, drained after the task
+    is QUEUED again, makes the scheduler mark it failed ("state attribute is queued"; it tolerates only SCHEDULED
+    for a resume after a deferral — apache/airflow#72716 is the RUNNING variant of the same family). Waiting for the
+    scheduler's log line of that event is what a human's delay gives for free.
+    """
+    needle = f"task_id='approve', run_id='{run_id}'"
+    log = stack.log_dir / "scheduler.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in log.read_text(errors="replace").splitlines():
+            if "Received executor event with state success" in line and needle in line:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"the scheduler never reported the paused approve of {run_id}\n{stack.tails(30)}")
+
+
 def respond(stack: AirflowStack, run_id: str, option: str) -> dict:
+    paused_try_reported(stack, run_id)
     resp = stack.api("PATCH", hitl_path(run_id), json={"chosen_options": [option], "params_input": {}})
     assert resp.status_code == 200, resp.text
     return resp.json()
@@ -89,6 +110,14 @@ def finished(stack: AirflowStack, run_id: str) -> tuple[dict, dict[str, str], li
     run = stack.wait_for_run(run_id, timeout=RUN_TIMEOUT)
     states = {ti["task_id"]: ti["state"] for ti in stack.task_instances(run_id)}
     return run, states, read(stack.state_dir / "audit" / "retrain_audit.jsonl", run_id=run_id)
+
+
+def ended_green(stack: AirflowStack, run: dict, run_id: str) -> None:
+    """The run succeeded; if not, its task states and the failed tasks' logs go to the captured output (shown
+    whole on failure: pytest shortens long assertion messages)."""
+    if run["state"] != "success":
+        print(stack.explain(run_id), "\n", stack.tails(40))
+    assert run["state"] == "success", run_id
 
 
 def the(events: list[dict], name: str) -> dict:
@@ -132,7 +161,7 @@ def test_a_release_waits_for_a_person_approve_reject_and_timeout(tmp_path: Path)
             answer = respond(stack, rejected, "Reject")
             assert answer["responded_by"]["name"] == ADMIN_USER, answer
             run, states, events = finished(stack, rejected)
-            assert run["state"] == "success", (states, stack.tails(40))
+            ended_green(stack, run, rejected)
             after_reject = production(emulator)
 
             # 2. nobody answers: the timeout rejects
@@ -141,7 +170,7 @@ def test_a_release_waits_for_a_person_approve_reject_and_timeout(tmp_path: Path)
             wait_for_request(stack, timed_out)
             run2, states2, events2 = finished(stack, timed_out)
             waited = time.monotonic() - waited_from
-            assert run2["state"] == "success", (states2, stack.tails(40))
+            ended_green(stack, run2, timed_out)
             after_timeout = production(emulator)
 
             # 3. released by a person
@@ -149,7 +178,7 @@ def test_a_release_waits_for_a_person_approve_reject_and_timeout(tmp_path: Path)
             wait_for_request(stack, released)
             respond(stack, released, "Release")
             run3, states3, events3 = finished(stack, released)
-            assert run3["state"] == "success", (states3, stack.tails(40))
+            ended_green(stack, run3, released)
             after_release = production(emulator)
 
             tags = {run_id: mlflow_tags(stack.state_dir, run_id) for run_id in (rejected, timed_out, released)}
