@@ -9,7 +9,6 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import DAG, TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException
-from cognigy_provider.sensors.cognigy import CognigyTrainingSensor
 
 from cognigy_airflow import branches, steps
 from cognigy_airflow.approval import CognigyApprovalOperator
@@ -21,6 +20,7 @@ from cognigy_airflow.operators import (
     CognigySnapshotReleaseOperator,
     CognigySubmitTrainingOperator,
 )
+from cognigy_airflow.wait_for_training import WaitForTraining
 from include.request.fleet import TENANT_POOL, TENANT_PRIORITY
 
 DEFAULT_ARGS = {"retries": 2, "retry_delay": timedelta(seconds=5), "retry_exponential_backoff": True,
@@ -55,7 +55,7 @@ with DAG(
     captured = task(steps.capture, **tenant("capture"))(**run)
     submitted = CognigySubmitTrainingOperator(**run, captured=captured, **tenant("submit"))
     # Not in the tenant pool: it calls Cognigy once, then waits deferred; resuming must not queue for a slot.
-    waited = CognigyTrainingSensor(
+    waited = WaitForTraining(
         **run,
         submitted=submitted.output,
         task_id="wait_for_training",

@@ -35,6 +35,7 @@ def dag_facts(tmp_path_factory: pytest.TempPathFactory) -> dict:
                 return {"downstream": sorted(t.downstream_task_ids), "upstream": sorted(t.upstream_task_ids),
                         "trigger_rule": getattr(t.trigger_rule, "value", t.trigger_rule),
                         "type": kind.__name__, "mapped": type(t).__name__ == "MappedOperator",
+                        "bases": [f"{c.__module__}.{c.__qualname__}" for c in kind.__mro__],
                         "branch": issubclass(kind, BranchMixIn), "sensor": issubclass(kind, BaseSensorOperator),
                         "deferrable": bool(getattr(t, "partial_kwargs", {}).get("deferrable")
                                            or getattr(t, "deferrable", None)),
@@ -142,8 +143,10 @@ def test_failure_is_not_hidden_by_the_all_done_audit(retrain: dict) -> None:
 
 
 def test_the_wait_is_a_deferrable_sensor(retrain: dict) -> None:
+    """The DAG's step (plugins folder) subclasses the provider's generic sensor."""
     wait = retrain["tasks"]["wait_for_training"]
-    assert wait["type"] == "CognigyTrainingSensor" and wait["sensor"] and wait["deferrable"]
+    assert wait["type"] == "WaitForTraining" and wait["sensor"] and wait["deferrable"]
+    assert "cognigy_provider.sensors.cognigy.CognigyTrainingSensor" in wait["bases"]
 
 
 def test_what_starts_or_ends_a_training_gets_a_tenant_slot_before_scoring(retrain: dict) -> None:

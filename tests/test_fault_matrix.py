@@ -44,7 +44,6 @@ os.environ.setdefault("AIRFLOW_HOME", str(ROOT / ".state" / "pytest-airflow-home
 
 from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from cognigy_provider.hooks.cognigy import CognigyHook
-from cognigy_provider.sensors.cognigy import CognigyTrainingSensor
 from cognigy_provider.triggers.cognigy import CognigyJobTrigger
 
 from cognigy_airflow import branches, steps
@@ -54,6 +53,7 @@ from cognigy_airflow.operators import (
     CognigySnapshotReleaseOperator,
     CognigySubmitTrainingOperator,
 )
+from cognigy_airflow.wait_for_training import WaitForTraining
 from include.cognigy import rest_v2
 from include.cognigy.client import CognigyClient
 from include.cognigy.model import Target
@@ -318,7 +318,7 @@ def pipeline(run: Run, before: dict[str, Callable[[], None]] | None = None, stop
     if stop_after == "submit":
         return out
     phase("wait")
-    out.waited = run.operate(CognigyTrainingSensor(task_id="wait_for_training", submitted=out.submitted, **common))
+    out.waited = run.operate(WaitForTraining(task_id="wait_for_training", submitted=out.submitted, **common))
     if stop_after == "wait":
         return out
     phase("evaluate")
@@ -553,7 +553,7 @@ def test_worker_killed_right_after_the_post_reattaches_on_retry(fresh: Emulator,
 
     assert retry["reattached"] is True and retry["job_id"] == posted[0]
     assert started(fresh) == 1
-    waited = run.operate(CognigyTrainingSensor(task_id="wait_for_training", target=target, plan=plan, submitted=retry))
+    waited = run.operate(WaitForTraining(task_id="wait_for_training", target=target, plan=plan, submitted=retry))
     assert waited["state"] == "succeeded" and started(fresh) == 1
     assert export_fingerprint(fresh) == new_data_fingerprint(plan)
     events = audit_events(state_dir, run.run_id)
@@ -830,7 +830,7 @@ def test_worker_process_sigkilled_after_the_post_reattaches_on_retry(fresh: Emul
     tasks = trainings(fresh)
     assert retry["reattached"] is True and [t["_id"] for t in tasks] == [retry["job_id"]]
     one_training(fresh)
-    waited = run.operate(CognigyTrainingSensor(task_id="wait_for_training", target=target, plan=plan, submitted=retry))
+    waited = run.operate(WaitForTraining(task_id="wait_for_training", target=target, plan=plan, submitted=retry))
     assert waited["state"] == "succeeded"
     one_training(fresh)
     events = audit_events(state_dir, run.run_id)

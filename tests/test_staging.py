@@ -55,7 +55,7 @@ from cognigy_airflow.operators import (
     CognigySnapshotReleaseOperator,
     CognigySubmitTrainingOperator,
 )
-from cognigy_provider.sensors.cognigy import CognigyTrainingSensor
+from cognigy_airflow.wait_for_training import WaitForTraining
 from include.cognigy.client import CognigyClient
 # isort: on
 
@@ -401,7 +401,7 @@ def staging_pipeline(run: StagingRun, before: dict[str, Callable[[], None]] | No
         submit = CognigySubmitTrainingOperator(task_id="submit", captured=out.captured, **common)
         out.submitted = task("submit", lambda: run.operate(submit))
     if out.submitted:
-        wait = CognigyTrainingSensor(task_id="wait_for_training", submitted=out.submitted, **common)
+        wait = WaitForTraining(task_id="wait_for_training", submitted=out.submitted, **common)
         out.waited = task("wait", lambda: run.operate(wait))
     if out.waited:
         out.evaluated = task("evaluate", lambda: run.call("evaluate", steps.evaluate, target, plan, out.waited))
@@ -579,7 +579,7 @@ def test_worker_killed_after_the_promotion_post_reattaches(
     common = {"target": target, "plan": plan}
     captured = run.call("capture", steps.capture, **common)
     submitted = run.operate(CognigySubmitTrainingOperator(task_id="submit", captured=captured, **common))
-    waited = run.operate(CognigyTrainingSensor(task_id="wait_for_training", submitted=submitted, **common))
+    waited = run.operate(WaitForTraining(task_id="wait_for_training", submitted=submitted, **common))
     evaluated = run.call("evaluate", steps.evaluate, target, plan, waited)
     assert evaluated["passed"], evaluated
 

@@ -12,13 +12,13 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime
 from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
-from cognigy_provider.hooks.cognigy import CognigyHook
+from cognigy_provider.hooks.cognigy import CANCEL_SETTLE_SECONDS, CognigyHook, cancel_and_settle, finished_epoch
 from cognigy_provider.links.cognigy import CognigyTaskLink, cognigy_flow_url
+from cognigy_provider.sensors.cognigy import last_try
 from cognigy_provider.triggers.cognigy import CognigyJobTrigger
 
 from cognigy_airflow import steps, submission
@@ -48,15 +48,8 @@ log = logging.getLogger(__name__)
 # reconcile_seconds). A LATER try, not knowing whether an earlier POST happened, looks at least until the
 # task list can no longer lag behind it (`submission.settle_seconds`) before it starts anything.
 RECONCILE_SECONDS = 30.0
-CANCEL_SETTLE_SECONDS = 60.0  # how long to wait for a cancelled training to stop before restoring
 IMPORT_ATTEMPTS = 3  # the rollback's import (overwrite, so repeatable) is tried this often within one try
 NOT_WORTH_RETRYING = (AuthenticationError, PermissionDenied, NotFound, BadRequest)
-
-
-def last_try(context: Any) -> bool:
-    """True when Airflow will not run this task again after a failure (try_number counts from 1)."""
-    ti = context["ti"]
-    return int(getattr(ti, "try_number", 1) or 1) > int(getattr(ti, "max_tries", 0) or 0)
 
 
 def _reconcile(
@@ -310,21 +303,6 @@ class CognigySubmitTrainingOperator(_CognigyOperator):
 
 def _counts(training: dict[str, list[str]] | None) -> dict[str, int] | None:
     return {k: len(v) for k, v in training.items()} if training is not None else None
-
-
-def cancel_and_settle(client: CognigyClient, job_id: str, settle: float = CANCEL_SETTLE_SECONDS) -> JobStatus:
-    """Cancel a training (a no-op if it already ended) and wait until Cognigy reports it ended."""
-    status = client.job_status(job_id)
-    if not status.terminal:
-        try:
-            client.cancel(job_id)
-        except BadRequest:  # it ended between our read and the cancel
-            log.info("training %s ended before it could be cancelled", job_id)
-    deadline = time.monotonic() + settle
-    while not status.terminal and time.monotonic() < deadline:
-        time.sleep(0.5)
-        status = client.job_status(job_id)
-    return status
 
 
 class CognigyRollbackOperator(_CognigyOperator):
@@ -710,16 +688,6 @@ class CognigyPromoteOperator(_CognigyOperator):
         audit(context, "promotion_failed", self.plan, self.target, reason=why, promotion_job_id=job_id)
         self.log.error("promotion of %s failed: %s; rollback restores the rollback point", self.target, why)
         return Promoted(promoted=False, verified=False, needs_rollback=True, reason=why, job_id=job_id).to_xcom()
-
-
-def finished_epoch(status: JobStatus) -> float:
-    """When Cognigy says the task ended (its own clock), else now."""
-    if status.finished_at:
-        try:
-            return datetime.fromisoformat(status.finished_at.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            pass
-    return time.time()
 
 
 def _spread(utterances: list[Any], size: int) -> list[Any]:

@@ -1,6 +1,8 @@
 """Provider metadata: Airflow reads `get_provider_info()` through the `apache_airflow_provider` entry point
 (`cognigy_provider.get_provider_info:get_provider_info`) and registers from it, without importing the classes up
-front: the `cognigy` connection type and its form, the hook, the trigger, the sensor, the two extra links.
+front: the `cognigy` connection type and its form, the hook, the trigger, the sensor, the two extra links. The
+sensor is generic (a connection id, a job id, a deadline); the retraining DAG's `wait_for_training` step subclasses it
+in the plugins folder, which nothing here imports.
 
 The one definition of the connection type and its form: `CognigyHook` takes its `conn_type` and `hook_name` from
 here. Field names below are the keys `CognigyHook` reads from the connection's extra JSON.

@@ -22,11 +22,17 @@ Connection (conn type `cognigy`, default id `cognigy_default`):
   (default: Cognigy's 1,000 per 5 minutes; optional "share" 0.9, "poll_reserve" 0.05), and "rate_limit_storage":
   where every process keeps the shared budget (redis://host:6379/0; else $COGNIGY_RATE_LIMIT_STORAGE, else a
   SQLite file under the state folder, which is shared by the processes of one machine only).
+
+Next to the hook, two helpers on a client's trainings: `cancel_and_settle` (cancel, then wait until Cognigy says it
+ended) and `finished_epoch` (when Cognigy says a task ended).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -36,6 +42,7 @@ from airflow.providers.http.hooks.http import HttpHook
 from cognigy_provider.get_provider_info import CONN_TYPE, HOOK_NAME
 from include.cognigy.client import CognigyClient, parse_status, status_path
 from include.cognigy.config import ConnectionConfig
+from include.cognigy.errors import BadRequest
 from include.cognigy.model import JobStatus
 from include.cognigy.rate_limit import (
     Pacer,
@@ -48,6 +55,10 @@ from include.cognigy.rate_limit import (
 )
 from include.cognigy.transport import NO_AUTH, AsyncTransport, register_config_secrets, ssl_context
 from include.records.redaction import on_register, register_secret, secret_forms, url_credentials
+
+log = logging.getLogger(__name__)
+
+CANCEL_SETTLE_SECONDS = 60.0  # how long to wait for a cancelled training to stop (before restoring, or giving up)
 
 
 def mask_in_task_logs(secret: str) -> None:
@@ -278,3 +289,28 @@ class CognigyHook(HttpHook):
         except Exception as exc:  # the UI shows the message
             return False, str(exc)
         return True, "Connection successfully tested"
+
+
+def cancel_and_settle(client: CognigyClient, job_id: str, settle: float = CANCEL_SETTLE_SECONDS) -> JobStatus:
+    """Cancel a training (a no-op if it already ended) and wait until Cognigy reports it ended."""
+    status = client.job_status(job_id)
+    if not status.terminal:
+        try:
+            client.cancel(job_id)
+        except BadRequest:  # it ended between our read and the cancel
+            log.info("training %s ended before it could be cancelled", job_id)
+    deadline = time.monotonic() + settle
+    while not status.terminal and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = client.job_status(job_id)
+    return status
+
+
+def finished_epoch(status: JobStatus) -> float:
+    """When Cognigy says the task ended (its own clock), else now."""
+    if status.finished_at:
+        try:
+            return datetime.fromisoformat(status.finished_at.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    return time.time()
