@@ -139,7 +139,7 @@ def phase(emulator, name: str, cap: float, utterances, trainings: int) -> dict:
     storage = f"sqlite:///{STATE / NAME / f'budget-{name}.sqlite'}"  # an empty budget log, like the emulator's
     os.environ[f"AIRFLOW_CONN_{CONN_ID.upper()}"] = _connection(emulator, storage)
     emulator.knobs(rate_limit_requests=LIMIT, rate_limit_window_seconds=WINDOW)  # also empties the window
-    client = CognigyHook(CONN_ID, cap).get_client()  # as steps.evaluate / steps.capture build it
+    client = CognigyHook(CONN_ID, cap).get_client()  # as evaluate.evaluate / capture.capture build it
     pacer = client.transport.bucket
     limit = pacer.budget.limit
     before = emulator.stats()

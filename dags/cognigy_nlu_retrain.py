@@ -10,16 +10,18 @@ from datetime import datetime, timedelta
 from airflow.sdk import DAG, TriggerRule, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from cognigy_airflow import branches, steps
+from cognigy_airflow import branches
 from cognigy_airflow.approval import CognigyApprovalOperator
+from cognigy_airflow.capture import capture
+from cognigy_airflow.evaluate import evaluate
+from cognigy_airflow.finalize import finalize
 from cognigy_airflow.form import PARAMS, doc
-from cognigy_airflow.mlflow_operator import MlflowSyncOperator
-from cognigy_airflow.operators import (
-    CognigyPromoteOperator,
-    CognigyRollbackOperator,
-    CognigySnapshotReleaseOperator,
-    CognigySubmitTrainingOperator,
-)
+from cognigy_airflow.mlflow_sync import MlflowSyncOperator
+from cognigy_airflow.promote import CognigyPromoteOperator
+from cognigy_airflow.release import CognigySnapshotReleaseOperator
+from cognigy_airflow.rollback import CognigyRollbackOperator
+from cognigy_airflow.submit import CognigySubmitTrainingOperator
+from cognigy_airflow.validate import validate_run
 from cognigy_airflow.wait_for_training import WaitForTraining
 from include.request.fleet import TENANT_POOL, TENANT_PRIORITY
 
@@ -49,10 +51,10 @@ with DAG(
     tags=["cognigy", "nlu", "mlops"],
     default_args=DEFAULT_ARGS,
 ) as dag:
-    validated = task(steps.validate_run, task_id="validate", retries=0, multiple_outputs=True, doc_md=doc("validate"))()
+    validated = task(validate_run, task_id="validate", retries=0, multiple_outputs=True, doc_md=doc("validate"))()
     run = {"target": validated["target"], "plan": validated["plan"]}
 
-    captured = task(steps.capture, **tenant("capture"))(**run)
+    captured = task(capture, **tenant("capture"))(**run)
     submitted = CognigySubmitTrainingOperator(**run, captured=captured, **tenant("submit"))
     # Not in the tenant pool: it calls Cognigy once, then waits deferred; resuming must not queue for a slot.
     waited = WaitForTraining(
@@ -62,7 +64,7 @@ with DAG(
         doc_md=doc("wait_for_training"),
         priority_weight=TENANT_PRIORITY["wait_for_training"],
     )
-    evaluated = task(steps.evaluate, **tenant("evaluate"))(**run, waited=waited.output)
+    evaluated = task(evaluate, **tenant("evaluate"))(**run, waited=waited.output)
 
     # The gates have spoken: approve | promote -> release | release | rollback | mlflow_sync (branches.py)
     decide = task.branch(branches.decide, trigger_rule=AFTER_ANY, retries=0, doc_md=doc("decide"))(
@@ -81,7 +83,7 @@ with DAG(
     synced = MlflowSyncOperator(
         task_id="mlflow_sync", **run, rolled_back=rollback.output, trigger_rule=AFTER_ANY, doc_md=doc("mlflow_sync")
     )
-    audited = task(steps.finalize, task_id="audit", trigger_rule=AFTER_ANY, retries=0, doc_md=doc("audit"))(
+    audited = task(finalize, task_id="audit", trigger_rule=AFTER_ANY, retries=0, doc_md=doc("audit"))(
         **run, synced=synced.output
     )
 

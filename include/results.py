@@ -250,6 +250,25 @@ class RetrainRecord(BaseModel):
         """The run's training (the challenger's), as far as it is known."""
         return (self.waited or self.submitted).job_id if (self.waited or self.submitted) else None
 
+    def release_verdict(self) -> dict[str, Any] | None:
+        """How the change reached customers, for the verdict: the path, and on the snapshot path the snapshot that
+        serves now and the one that served before (the rollback point)."""
+        release = self.captured and self.captured.release
+        if not release:
+            return None
+        previous = release.get("serving_snapshot")
+        released = self.released
+        serving = released.snapshot if released and released.released else previous
+        return {
+            "path": release["path"],
+            "endpoints": [e["name"] for e in release.get("endpoints") or []],
+            "snapshot": serving,
+            "previous": previous,
+            "released": bool(released and released.released and release["path"] == "snapshot"),
+            "switched_back": released.switched_back if released else None,
+            "champion_scored_on": self.captured.champion_scored_on if self.captured else None,
+        }
+
     def restore_needed(self) -> tuple[bool, str]:
         """Whether production must get its rollback point back, and why (shown in the task log and audit)."""
         if self.captured is None:

@@ -273,17 +273,17 @@ def test_the_settings_come_from_the_plan_else_the_params() -> None:
 def test_mlflow_tags_name_the_decision(monkeypatch: pytest.MonkeyPatch) -> None:
     from types import SimpleNamespace
 
-    from cognigy_airflow import steps
+    from cognigy_airflow import mlflow_sync
 
-    monkeypatch.setattr(steps, "json_params", lambda plan: {})  # the request's params: not what this test is about
+    monkeypatch.setattr(mlflow_sync, "json_params", lambda plan: {})  # the request's params: not this test's topic
 
     plan = {"promotion": "staging", "gates": GATES, "request_path": "/state/request.json", "request_hash": "h",
             "retrain_trigger": "manual", "request": {}}  # fmt: skip
     context = {"ti": SimpleNamespace(dag_id="d", run_id="r", map_index=-1)}
     when = "2026-12-05T13:00:00+00:00"
     done = RetrainRecord(plan=plan, target=TARGET, approved=REJECTED.model_copy(update={"responded_at": when}))
-    tags = steps.build_payload(context, done).tags
+    tags = mlflow_sync.build_payload(context, done).tags
     assert (tags["approval_decision"], tags["approval_by"], tags["approval_at"]) == ("rejected", "admin", when)
-    tags = steps.build_payload(context, RetrainRecord(plan=plan, target=TARGET, approved=TIMED_OUT)).tags
+    tags = mlflow_sync.build_payload(context, RetrainRecord(plan=plan, target=TARGET, approved=TIMED_OUT)).tags
     assert (tags["approval_decision"], tags["approval_by"], tags["approval_at"]) == ("timed_out", "", "")
-    assert "approval_decision" not in steps.build_payload(context, RetrainRecord(plan=plan, target=TARGET)).tags
+    assert "approval_decision" not in mlflow_sync.build_payload(context, RetrainRecord(plan=plan, target=TARGET)).tags

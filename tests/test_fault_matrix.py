@@ -46,13 +46,11 @@ from airflow.sdk.exceptions import AirflowFailException, TaskDeferred
 from cognigy_provider.hooks.cognigy import CognigyHook
 from cognigy_provider.triggers.cognigy import CognigyJobTrigger
 
-from cognigy_airflow import branches, steps
-from cognigy_airflow.operators import (
-    CognigyPromoteOperator,
-    CognigyRollbackOperator,
-    CognigySnapshotReleaseOperator,
-    CognigySubmitTrainingOperator,
-)
+from cognigy_airflow import branches, capture, evaluate, finalize, validate
+from cognigy_airflow.promote import CognigyPromoteOperator
+from cognigy_airflow.release import CognigySnapshotReleaseOperator
+from cognigy_airflow.rollback import CognigyRollbackOperator
+from cognigy_airflow.submit import CognigySubmitTrainingOperator
 from cognigy_airflow.wait_for_training import WaitForTraining
 from include.cognigy import rest_v2
 from include.cognigy.client import CognigyClient
@@ -256,7 +254,7 @@ def after_evaluation(
     """The graph from `decide` to `audit`, as Airflow schedules it: `decide` (ALL_DONE, branches.decide on this
     run's XComs) picks promote | release | rollback | mlflow_sync or nothing; `promote`, `release` and `rollback`
     run on the path taken unless a task before them on it failed (NONE_FAILED_MIN_ONE_SUCCESS); `confirm`
-    (ALL_DONE, after `release`) picks rollback | mlflow_sync; `audit` (steps.finalize, ALL_DONE) closes the run.
+    (ALL_DONE, after `release`) picks rollback | mlflow_sync; `audit` (finalize.finalize, ALL_DONE) closes the run.
     `task(name, body)` runs one task the caller's way (raise, or record a failure). `approve` (opt-in) is not
     driven here (tests/test_approval*.py); `mlflow_sync` neither (not under test: `audit` gets synced=None).
     Returns each task's result by task id (None: skipped, failed or not on the path)."""
@@ -309,10 +307,10 @@ def pipeline(run: Run, before: dict[str, Callable[[], None]] | None = None, stop
         if name in before:
             before[name]()
 
-    plan, target = first_target(run.call("validate", steps.validate))
+    plan, target = first_target(run.call("validate", validate.validate))
     common = {"target": target, "plan": plan}
     phase("capture")
-    out = Outcome(plan, run.call("capture", steps.capture, **common))
+    out = Outcome(plan, run.call("capture", capture.capture, **common))
     phase("submit")
     out.submitted = run.operate(CognigySubmitTrainingOperator(task_id="submit", captured=out.captured, **common))
     if stop_after == "submit":
@@ -322,7 +320,7 @@ def pipeline(run: Run, before: dict[str, Callable[[], None]] | None = None, stop
     if stop_after == "wait":
         return out
     phase("evaluate")
-    out.evaluated = run.call("evaluate", steps.evaluate, target, plan, out.waited)
+    out.evaluated = run.call("evaluate", evaluate.evaluate, target, plan, out.waited)
 
     def task(name: str, body: Callable[[], Any]) -> Any:
         phase(name)
@@ -331,7 +329,7 @@ def pipeline(run: Run, before: dict[str, Callable[[], None]] | None = None, stop
     done = after_evaluation(run, target, plan, task)
     out.released, out.rolled_back, out.path = done.get("release"), done.get("rollback"), done["path"]
     try:
-        out.final = run.call("audit", steps.finalize, target, plan, None)
+        out.final = run.call("audit", finalize.finalize, target, plan, None)
     except AirflowFailException as exc:
         out.final_error = str(exc)
     return out
@@ -530,8 +528,8 @@ def test_worker_killed_right_after_the_post_reattaches_on_retry(fresh: Emulator,
     task_state_store (here dict-backed) and NO local files (the state file copy is deleted)."""
     fresh.knobs(training_seconds=2)
     run = Run("fault-worker-killed")
-    plan, target = first_target(run.call("validate", steps.validate))
-    captured = run.call("capture", steps.capture, target=target, plan=plan)
+    plan, target = first_target(run.call("validate", validate.validate))
+    captured = run.call("capture", capture.capture, target=target, plan=plan)
     real_start = CognigyClient.start_training
     posted: list[str] = []
 
@@ -754,7 +752,7 @@ SUBMIT_TRY_PROCESS = """
 import json, logging, sys, types
 sys.path.insert(0, "plugins")
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-from cognigy_airflow.operators import CognigySubmitTrainingOperator
+from cognigy_airflow.submit import CognigySubmitTrainingOperator
 args = json.loads(sys.argv[1])
 ti = types.SimpleNamespace(dag_id=args["dag_id"], run_id=args["run_id"], task_id="submit", try_number=args["try"],
                            max_tries=2, map_index=0, log=logging.getLogger("submit"))
@@ -806,8 +804,8 @@ def test_worker_process_sigkilled_after_the_post_reattaches_on_retry(fresh: Emul
         hang_after_accept=[{"method": "POST", "path_regex": r"/intents/train$", "seconds": 60, "count": 1}],
     )
     run = Run("fault-worker-sigkilled")
-    plan, target = first_target(run.call("validate", steps.validate))
-    captured = run.call("capture", steps.capture, target=target, plan=plan)
+    plan, target = first_target(run.call("validate", validate.validate))
+    captured = run.call("capture", capture.capture, target=target, plan=plan)
     run.tries["submit"] += 1
     worker = submit_try_process(run, plan, target, try_number=1)
     try:
@@ -849,8 +847,8 @@ def test_two_tries_at_once_start_one_training(fresh: Emulator, state_dir: Path) 
         hang_after_accept=[{"method": "POST", "path_regex": r"/intents/train$", "seconds": 5, "count": 1}],
     )
     run = Run("fault-zombie-worker")
-    plan, target = first_target(run.call("validate", steps.validate))
-    run.call("capture", steps.capture, target=target, plan=plan)
+    plan, target = first_target(run.call("validate", validate.validate))
+    run.call("capture", capture.capture, target=target, plan=plan)
     run.tries["submit"] += 1
     zombie = submit_try_process(run, plan, target, try_number=1)
     try:

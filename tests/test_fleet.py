@@ -233,7 +233,7 @@ OTHER_FLOW = "6630a1b2c3d4e5f6012345aa"
 def _requests(fleet: list[dict[str, Any]]) -> list[tuple[str, Any]]:
     """Each entry's retraining request as `validate` builds it: the form's defaults + the entry + its overrides."""
     from cognigy_airflow.form import PARAMS
-    from cognigy_airflow.steps import request_from_params
+    from cognigy_airflow.validate import request_from_params
 
     run_params = {**{name: param.value for name, param in PARAMS.items()}, **DEMO_CONF}
     entries = parse_fleet(fleet)
@@ -419,7 +419,7 @@ def test_plan_night_refuses_a_fleet_sharing_a_staging_flow_before_anything_is_tr
     from airflow.sdk.exceptions import AirflowFailException
 
     from cognigy_airflow import fleet as fleet_dag
-    from cognigy_airflow import steps
+    from cognigy_airflow import validate
     from cognigy_airflow.form import PARAMS
 
     fleet = [FLEET[0], {**FLEET[0], "name": "sales EN", "flowId": OTHER_FLOW}]
@@ -430,7 +430,7 @@ def test_plan_night_refuses_a_fleet_sharing_a_staging_flow_before_anything_is_tr
     hook = lambda *a, **k: SimpleNamespace(get_config=lambda: config)  # noqa: E731
     variables = {"cognigy_fleet": json.dumps(fleet)}  # no other Variable is set
     store = SimpleNamespace(get=lambda key, default=None: variables.get(key, default))
-    for module in (steps, fleet_dag):
+    for module in (validate, fleet_dag):
         monkeypatch.setattr(module, "CognigyHook", hook)
         monkeypatch.setattr(module, "Variable", store)
         monkeypatch.setattr(module, "audit", lambda context, event, *a, **fields: audited.append((event, fields)))

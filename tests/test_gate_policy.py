@@ -31,22 +31,22 @@ POLICY_SHA256 = hashlib.sha256(json.dumps(POLICY, sort_keys=True, separators=(",
 def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """`validate(**conf)` in process: returns (validate's result, the audit records written). With
     `night=True`: the fleet DAG's `plan_night` instead (every fleet entry checked as its own request)."""
-    from cognigy_airflow import fleet, steps
+    from cognigy_airflow import fleet, validate
 
     monkeypatch.setenv("COGNIGY_RETRAIN_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.delenv("COGNIGY_RETRAIN_STATE_URI", raising=False)
     monkeypatch.delenv("AIRFLOW_VAR_COGNIGY_GATE_POLICY", raising=False)
     monkeypatch.delenv("COGNIGY_GATE_POLICY_FILE", raising=False)
     config = SimpleNamespace(dialect="rest-v2", console_url=None, base_url="http://cognigy.invalid")
-    for module in (steps, fleet):
+    for module in (validate, fleet):
         monkeypatch.setattr(module, "CognigyHook", lambda *a, **k: SimpleNamespace(get_config=lambda: config))
-    monkeypatch.setattr(steps, "refuse_per_host_stores", lambda *a: None, raising=False)
+    monkeypatch.setattr(validate, "refuse_per_host_stores", lambda *a: None, raising=False)
 
     def call(night: bool = False, **conf: Any) -> tuple[Any, list[tuple[str, dict[str, Any]]]]:
         from cognigy_airflow.form import PARAMS
 
         audited: list[tuple[str, dict[str, Any]]] = []
-        for module in (steps, fleet):
+        for module in (validate, fleet):
             monkeypatch.setattr(module, "audit", lambda context, event, *a, **fields: audited.append((event, fields)))
         params = {**{name: param.value for name, param in PARAMS.items()}, **DEMO_CONF, **conf}
         context = {
@@ -54,7 +54,7 @@ def run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
             "dag_run": SimpleNamespace(run_type="manual", clear_number=0, triggering_user_name="tester"),
         }  # fmt: skip
         try:
-            return (fleet.plan_night if night else steps.validate)(**context), audited
+            return (fleet.plan_night if night else validate.validate)(**context), audited
         except AirflowFailException as exc:
             audited.append(("raised", {"message": str(exc)}))
             return None, audited
@@ -122,11 +122,11 @@ def test_the_form_may_tighten_and_the_plan_audit_and_mlflow_show_it(run, monkeyp
     (initiated,) = [fields for event, fields in audited if event == "retrain_initiated"]
     assert initiated["gate_policy"] == policy and initiated["gates"]["gate_policy"] == policy
 
-    from cognigy_airflow import steps
+    from cognigy_airflow import mlflow_sync
 
     target = result["target"]
     context = {"ti": SimpleNamespace(dag_id="d", run_id="r", map_index=-1)}
-    payload = steps.build_payload(context, RetrainRecord(plan=plan, target=target))
+    payload = mlflow_sync.build_payload(context, RetrainRecord(plan=plan, target=target))
     assert payload.tags["gate_policy_sha256"] == POLICY_SHA256
     assert payload.tags["gate_policy"] == policy["summary"]
     assert payload.tags["gates_hash"] == gates.fingerprint()

@@ -162,7 +162,7 @@ def test_scheduled_runs_are_automated_and_manual_runs_name_the_user() -> None:
 
 
 def test_mlflow_connection_gives_tracking_uri_and_auth(monkeypatch: pytest.MonkeyPatch) -> None:
-    from cognigy_airflow.steps import mlflow_target
+    from cognigy_airflow.mlflow_sync import mlflow_target
 
     basic = {"conn_type": "http", "host": "mlflow.example.com", "schema": "https", "port": 8443, "login": "svc",
              "password": "basic-pass", "extra": {"ca_bundle": "/etc/ca.pem"}}  # fmt: skip

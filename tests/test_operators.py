@@ -1,8 +1,8 @@
-"""Unit tests of the task bodies' decisions before they touch Cognigy (plugins/cognigy_airflow/operators.py,
-steps.py, mlflow_operator.py): which task acts, which skips and says why, what each hands on. No Cognigy and no
-Airflow run: the plan names a connection that does not exist, so a task that tried to reach Cognigy would fail
-with a connection error instead of the asserted result. The same decisions on the emulator, end to end:
-test_fault_matrix.py, test_staging.py, test_pipeline_e2e.py."""
+"""Unit tests of the task bodies' decisions before they touch Cognigy (plugins/cognigy_airflow/submit.py,
+promote.py, rollback.py, evaluate.py, mlflow_sync.py): which task acts, which skips and says why, what each hands on.
+No Cognigy and no Airflow run: the plan names a connection that does not exist, so a task that tried to reach
+Cognigy would fail with a connection error instead of the asserted result. The same decisions on the emulator, end
+to end: test_fault_matrix.py, test_staging.py, test_pipeline_e2e.py."""
 
 from __future__ import annotations
 
@@ -12,13 +12,11 @@ from typing import Any
 import pytest
 from airflow.sdk.exceptions import AirflowSkipException
 
-from cognigy_airflow import steps
-from cognigy_airflow.mlflow_operator import MlflowSyncOperator
-from cognigy_airflow.operators import (
-    CognigyPromoteOperator,
-    CognigyRollbackOperator,
-    CognigySubmitTrainingOperator,
-)
+from cognigy_airflow.evaluate import evaluate
+from cognigy_airflow.mlflow_sync import MlflowSyncOperator
+from cognigy_airflow.promote import CognigyPromoteOperator
+from cognigy_airflow.rollback import CognigyRollbackOperator
+from cognigy_airflow.submit import CognigySubmitTrainingOperator
 from include import settings
 from include.records.audit import read
 from include.results import Captured, Evaluated, Submitted, Waited
@@ -108,7 +106,7 @@ def test_rollback_after_a_failed_capture_records_that_nothing_changed(state_dir:
 
 def test_evaluate_after_a_failed_training_rejects_without_scoring(state_dir: Path) -> None:
     failed = Waited(state="failed", job_id="task-1", reason="training error")
-    out = steps.evaluate(TARGET, plan(), failed.to_xcom(), **context("evaluate", capture=CAPTURED, submit=SUBMITTED))
+    out = evaluate(TARGET, plan(), failed.to_xcom(), **context("evaluate", capture=CAPTURED, submit=SUBMITTED))
     assert Evaluated.model_validate(out).passed is False
     assert out["reason"] == "training failed: training error" and out["training_state"] == "failed"
     assert events(state_dir) == ["validation_failed"]

@@ -29,7 +29,7 @@ def test_a_dot_dot_run_id_stays_inside_the_state_root(_state) -> None:
 
 def test_a_cleared_run_starts_in_a_clean_folder() -> None:
     """`validate` mints a new attempt id whenever the run is (re)started: same run_id, new folder."""
-    from cognigy_airflow.steps import run_attempt
+    from cognigy_airflow.validate import run_attempt
 
     first = run_attempt({"dag_run": SimpleNamespace(clear_number=0)})
     after_clear = run_attempt({"dag_run": SimpleNamespace(clear_number=1)})

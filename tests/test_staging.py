@@ -49,12 +49,11 @@ from tests.test_fault_matrix import (
 # Airflow is imported after the fault matrix module set AIRFLOW_HOME (as that module does itself).
 # isort: off
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
-from cognigy_airflow import branches, operators, steps
-from cognigy_airflow.operators import (
-    CognigyPromoteOperator,
-    CognigySnapshotReleaseOperator,
-    CognigySubmitTrainingOperator,
-)
+from include import settings
+from cognigy_airflow import branches, capture, evaluate, finalize, promote, validate
+from cognigy_airflow.promote import CognigyPromoteOperator
+from cognigy_airflow.release import CognigySnapshotReleaseOperator
+from cognigy_airflow.submit import CognigySubmitTrainingOperator
 from cognigy_airflow.wait_for_training import WaitForTraining
 from include.cognigy.client import CognigyClient
 # isort: on
@@ -394,9 +393,9 @@ def staging_pipeline(run: StagingRun, before: dict[str, Callable[[], None]] | No
             failed[name] = f"{type(exc).__name__}: {exc}"
             return None
 
-    plan, target = first_target(run.call("validate", steps.validate))
+    plan, target = first_target(run.call("validate", validate.validate))
     common = {"target": target, "plan": plan}
-    out = Staged(plan, target, task("capture", lambda: run.call("capture", steps.capture, **common)))
+    out = Staged(plan, target, task("capture", lambda: run.call("capture", capture.capture, **common)))
     if out.captured:  # all_success: a failed capture leaves submit, wait_for_training and evaluate upstream_failed
         submit = CognigySubmitTrainingOperator(task_id="submit", captured=out.captured, **common)
         out.submitted = task("submit", lambda: run.operate(submit))
@@ -404,11 +403,11 @@ def staging_pipeline(run: StagingRun, before: dict[str, Callable[[], None]] | No
         wait = WaitForTraining(task_id="wait_for_training", submitted=out.submitted, **common)
         out.waited = task("wait", lambda: run.operate(wait))
     if out.waited:
-        out.evaluated = task("evaluate", lambda: run.call("evaluate", steps.evaluate, target, plan, out.waited))
+        out.evaluated = task("evaluate", lambda: run.call("evaluate", evaluate.evaluate, target, plan, out.waited))
     done = after_evaluation(run, target, plan, task)
     out.promoted, out.released, out.rolled_back = done.get("promote"), done.get("release"), done.get("rollback")
     out.path = done["path"]
-    out.final = task("audit", lambda: run.call("audit", steps.finalize, target, plan, None))
+    out.final = task("audit", lambda: run.call("audit", finalize.finalize, target, plan, None))
     out.failed = failed
     return out
 
@@ -435,7 +434,7 @@ def assert_production_untouched_and_run_failed(
     assert delta(per_flow(fresh), before) == {"production": 0, "staging": staging_trainings}
     assert export_fingerprint(fresh, PROD) == fingerprint
     assert "audit" in (out.failed or {}), out.failed  # the run fails, after auditing
-    events = audit_events(steps.settings.state_dir(), run.run_id)
+    events = audit_events(settings.state_dir(), run.run_id)
     assert not {"promotion_started", "rollback_triggered"} & set(names(events)), names(events)
     return events
 
@@ -494,7 +493,7 @@ def assert_restored(
     assert delta(per_flow(fresh), before) == {"production": 2, "staging": 1}  # promotion + restore; the challenger
     assert export_fingerprint(fresh, PROD) == fingerprint == out.captured["fingerprint"]
     assert "audit" in out.failed, out.failed
-    events = audit_events(steps.settings.state_dir(), run.run_id)
+    events = audit_events(settings.state_dir(), run.run_id)
     order = names(events)
     for event in ("validation_passed", "promotion_started", "promotion_failed", "rollback_triggered",
                   "rollback_verified", "retrain_completed"):  # fmt: skip
@@ -550,16 +549,14 @@ def test_promotion_agreement_failing_restores_production(
     fresh: Emulator, state_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PATCHED: the same classifier trained on the same sentences always agrees, so disagreement cannot be produced
-    for real on the emulator. Only `cognigy_airflow.operators.agreement` is replaced, in this process and only
-    while `promote` runs (it returns 0.5); the rollback's own agreement check runs unpatched. Production is
+    for real on the emulator. Only `cognigy_airflow.promote.agreement` is replaced, in this process (it returns 0.5);
+    the rollback's own agreement check (`cognigy_airflow.rollback`) runs unpatched. Production is
     restored from the rollback point and verified, the run fails."""
-    real = operators.agreement
     before, fingerprint = per_flow(fresh), export_fingerprint(fresh, PROD)
     run = StagingRun("promotion-agreement-fails", **LENIENT_GATES)
-    out = staging_pipeline(run, before={
-        "promote": lambda: monkeypatch.setattr(operators, "agreement", lambda *_a, **_k: 0.5),
-        "rollback": lambda: monkeypatch.setattr(operators, "agreement", real),
-    })  # fmt: skip
+    out = staging_pipeline(
+        run, before={"promote": lambda: monkeypatch.setattr(promote, "agreement", lambda *_a, **_k: 0.5)}
+    )
 
     assert "agree with the judged challenger on only 50%" in out.promoted["reason"], out.promoted
     events = assert_restored(fresh, run, out, before, fingerprint)
@@ -575,12 +572,12 @@ def test_worker_killed_after_the_promotion_post_reattaches(
     state file) finds the training in the tenant's task list and reattaches: exactly one promotion training."""
     before = per_flow(fresh)
     run = StagingRun("promotion-worker-killed", **LENIENT_GATES)
-    plan, target = first_target(run.call("validate", steps.validate))
+    plan, target = first_target(run.call("validate", validate.validate))
     common = {"target": target, "plan": plan}
-    captured = run.call("capture", steps.capture, **common)
+    captured = run.call("capture", capture.capture, **common)
     submitted = run.operate(CognigySubmitTrainingOperator(task_id="submit", captured=captured, **common))
     waited = run.operate(WaitForTraining(task_id="wait_for_training", submitted=submitted, **common))
-    evaluated = run.call("evaluate", steps.evaluate, target, plan, waited)
+    evaluated = run.call("evaluate", evaluate.evaluate, target, plan, waited)
     assert evaluated["passed"], evaluated
 
     real_start = CognigyClient.start_training
@@ -611,7 +608,7 @@ def test_worker_killed_after_the_promotion_post_reattaches(
     released = run.operate(CognigySnapshotReleaseOperator(task_id="release", promoted=promoted, **common))
     assert released["released"], released  # the project path: the endpoints read back serving the live flow
     assert run.call("confirm", branches.confirm, target, plan, released) == "mlflow_sync"
-    final = run.call("audit", steps.finalize, target, plan, None)
+    final = run.call("audit", finalize.finalize, target, plan, None)
     assert final["outcome"] == "promoted" and final["ungated_exposure_seconds"] == 0
     observed("5f worker killed after promotion POST", fresh, audit_events(state_dir, run.run_id),
              per_flow=delta(per_flow(fresh), before), promote_tries=run.tries["promote"])  # fmt: skip

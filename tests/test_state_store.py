@@ -126,7 +126,7 @@ def test_create_exclusive_lets_exactly_one_of_racing_writers_win(root: Any) -> N
 
 
 def test_rollback_point_round_trip_with_checksum(root: Any) -> None:
-    from cognigy_airflow import steps
+    from cognigy_airflow import run_files
 
     point = {"kind": "intents-export", "fingerprint": "f" * 64, "intents": [{"name": "a", "exampleSentences": ["x"]}]}
     data = json.dumps(point).encode()
@@ -137,11 +137,11 @@ def test_rollback_point_round_trip_with_checksum(root: Any) -> None:
     again, created = state_store.create_or_read_verified(path, json.dumps({**point, "fingerprint": "later"}).encode())
     assert not created and again == data
     captured = {"rollback_point_path": str(path), "rollback_point_sha256": state_store.sha256(data)}
-    assert steps.read_rollback_point(captured) == point  # read back by the rollback task, checksum checked
+    assert run_files.read_rollback_point(captured) == point  # read back by the rollback task, checksum checked
     # The object changed after capture (a real overwrite): whoever reads it refuses to restore from it.
     state_store.write_bytes(path, json.dumps({**point, "fingerprint": "tampered"}).encode())
     with pytest.raises(Exception, match="changed since it was captured"):
-        steps.read_rollback_point(captured)
+        run_files.read_rollback_point(captured)
 
 
 def test_a_read_back_that_differs_fails_clearly(root: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -339,7 +339,7 @@ def test_pipeline_keeps_its_run_state_in_s3_and_none_on_local_disk(
     in process (the fault matrix's
     harness) with COGNIGY_RETRAIN_STATE_URI=s3://…: every run file is in the bucket, the rollback point reads
     back with its checksum, and the worker's local state folder holds only the local-only audit log."""
-    from cognigy_airflow import steps
+    from cognigy_airflow import run_files
     from tests.test_fault_matrix import (
         Run,
         assert_carried_through,
@@ -362,7 +362,7 @@ def test_pipeline_keeps_its_run_state_in_s3_and_none_on_local_disk(
 
     point_path = out.captured["rollback_point_path"]
     assert point_path.startswith(f"s3://{CONN_ID}@{BUCKET}/") and out.captured["rollback_point_sha256"]
-    point = steps.read_rollback_point(out.captured)
+    point = run_files.read_rollback_point(out.captured)
     assert point["fingerprint"] == out.captured["fingerprint"]
     folder = state_store.path_of(point_path).parent
     written = set(state_store.list_names(folder))

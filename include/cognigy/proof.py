@@ -25,6 +25,8 @@ from include.cognigy.rest_v2 import IMPORT_TASK_TYPE, MAX_TRAINING_SECONDS, TRAI
 # A training or import that is still open was created at most this long ago (the platform's 10-minute limit on an
 # intent training, plus room for a queue and clocks): the window of the task list that must be read.
 OPEN_TASK_WINDOW_SECONDS = MAX_TRAINING_SECONDS + 300.0
+# How long a judge waits for other trainings of the flow/locale to end before it says "not proven".
+PROOF_WAIT_SECONDS = 300.0
 
 
 @dataclass

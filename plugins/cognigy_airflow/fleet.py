@@ -22,7 +22,9 @@ from cognigy_provider.hooks.cognigy import CognigyHook
 from cognigy_airflow import notify
 from cognigy_airflow.auditing import audit, retrain_trigger
 from cognigy_airflow.form import PARAMS, TARGET_FIELDS
-from cognigy_airflow.steps import EXPERIMENT, airflow_run_url, mlflow_target, request_plan, run_attempt
+from cognigy_airflow.mlflow_sync import EXPERIMENT, mlflow_target
+from cognigy_airflow.run_files import airflow_run_url
+from cognigy_airflow.validate import request_plan, run_attempt
 from include import settings
 from include.cognigy.model import Target
 from include.records import summary

@@ -23,7 +23,7 @@ TARGET_TAGS = ("project_id", "flow_id", "locale", "model_id")
 
 def resync_outbox(conn_id: str = "mlflow_default", **context: Any) -> dict[str, Any]:
     """Push every pending payload to the MLflow of ``conn_id``; fail (so Airflow retries) if some stay."""
-    from cognigy_airflow.steps import mlflow_target
+    from cognigy_airflow.mlflow_sync import mlflow_target
 
     outbox = Outbox(settings.outbox_dir())
     pending = outbox.pending()

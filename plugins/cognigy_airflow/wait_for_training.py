@@ -14,9 +14,9 @@ from typing import Any
 
 from cognigy_provider.sensors.cognigy import CognigyTrainingSensor, TrainingWaited
 
-from cognigy_airflow import steps
 from cognigy_airflow.auditing import audit
 from cognigy_airflow.record import PlanFromReference, stage
+from cognigy_airflow.run_files import training_target
 from include.cognigy import poll_policy
 from include.results import Submitted, Waited
 
@@ -52,7 +52,7 @@ class WaitForTraining(PlanFromReference, CognigyTrainingSensor):
         self.started_at = training.submitted_at
         self.deadline_seconds = plan["deadline_seconds"]
         self.console_url = plan.get("console_url") or ""
-        self.flow = steps.training_target(plan, self.target).to_dict()  # the flow that trains (staging or production)
+        self.flow = training_target(plan, self.target).to_dict()  # the flow that trains (staging or production)
 
     def execute(self, context: Any) -> dict[str, Any]:
         self._bind()
