@@ -28,7 +28,7 @@ from requests_toolbelt.adapters.socket_options import TCPKeepAliveAdapter
 
 from devtools.servers import free_port
 from include.cognigy.errors import AmbiguousSubmission, CognigyError, PermissionDenied, TlsError, TransientError
-from include.cognigy.transport import NO_AUTH, TokenProvider, _aiohttp_failure
+from include.cognigy.transport import NO_AUTH, TokenProvider, _aiohttp_kind, no_answer_error
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "plugins"))  # what Airflow does for plugins/
 from cognigy_provider.hooks.cognigy import CognigyHook
@@ -305,8 +305,12 @@ def test_async_connection_lost_is_transient_and_sent_once(server: Recorder, monk
 
 
 def test_aiohttp_failures_with_a_side_effect_are_ambiguous() -> None:
-    """The mapper follows `_requests_failure`: after sending, a call with a side effect is ambiguous; before
-    connecting, it is a plain transient error."""
+    """aiohttp's exceptions go through the same rule as requests' (`no_answer_error`): after sending, a call with a
+    side effect is ambiguous; before connecting, it is a plain transient error."""
+
+    def _aiohttp_failure(exc: BaseException, what: str, *, safe: bool, timeout: float) -> Exception:
+        return no_answer_error(_aiohttp_kind(exc), what, exc, safe=safe, timeout=timeout)
+
     lost = aiohttp.ServerDisconnectedError()
     assert type(_aiohttp_failure(lost, "POST x", safe=False, timeout=5)) is AmbiguousSubmission
     assert type(_aiohttp_failure(lost, "GET x", safe=True, timeout=5)) is TransientError

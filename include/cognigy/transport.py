@@ -35,7 +35,7 @@ import time
 import uuid
 import weakref
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import aiohttp
 import certifi
@@ -182,8 +182,9 @@ class TokenProvider:
                     verify=self._config.verify,
                 )
             except requests.RequestException as exc:  # a token request has no side effect: always safe
-                raise _requests_failure(
-                    exc, "POST OAuth2 token", safe=True, timeout=self._config.timeout_seconds
+                kind, cause = _requests_kind(exc), _innermost(exc)
+                raise no_answer_error(
+                    kind, "POST OAuth2 token", cause, safe=True, timeout=self._config.timeout_seconds
                 ) from None
             return self._store(resp.status_code, resp.content, dict(resp.headers))
 
@@ -204,8 +205,9 @@ class TokenProvider:
                 ) as resp:
                     status, body, headers = resp.status, await resp.read(), dict(resp.headers)
             except (aiohttp.ClientError, TimeoutError) as exc:
-                raise _aiohttp_failure(
-                    exc, "POST OAuth2 token", safe=True, timeout=self._config.timeout_seconds
+                kind = _aiohttp_kind(exc)
+                raise no_answer_error(
+                    kind, "POST OAuth2 token", exc, safe=True, timeout=self._config.timeout_seconds
                 ) from None
             return self._store(status, body, headers)
 
@@ -299,7 +301,8 @@ class Transport:
                 **kwargs,
             )
         except requests.RequestException as exc:
-            raise _requests_failure(exc, what, safe=safe, timeout=self.config.timeout_seconds) from None
+            kind = _requests_kind(exc)
+            raise no_answer_error(kind, what, _innermost(exc), safe=safe, timeout=self.config.timeout_seconds) from None
         if resp.status_code == 429 and self.bucket is not None:
             try:
                 raise_for_problem(resp.status_code, resp.content, dict(resp.headers), what)
@@ -391,24 +394,42 @@ def _never_connected(exc: requests.RequestException) -> bool:
     return "ConnectionRefused" in text or "Failed to establish a new connection" in text
 
 
-def _requests_failure(exc: requests.RequestException, what: str, *, safe: bool, timeout: float) -> CognigyError:
-    """The CognigyError for a request that got no HTTP answer."""
-    cause = _innermost(exc)
+NoAnswer = Literal["tls", "invalid_url", "never_connected", "timeout", "connection_lost", "other"]
+
+
+def no_answer_error(kind: NoAnswer, what: str, cause: BaseException, *, safe: bool, timeout: float) -> CognigyError:
+    """The one rule, for both transports, for a request that got no HTTP answer: configuration (TLS, URL) is never
+    retried; a request the server cannot have seen (`never_connected`) is; a timeout or a lost connection after a
+    non-idempotent call was sent is ambiguous and never resent (`safe` False). `kind` comes from `_requests_kind` or
+    `_aiohttp_kind`."""
     reason = f"{type(cause).__name__}: {cause}"[:300]
-    if isinstance(exc, requests.exceptions.SSLError):
+    if kind == "tls":
         return TlsError(f"{what}: TLS handshake or certificate verification failed ({reason}); {TLS_HINT}")
-    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.InvalidSchema):
+    if kind == "invalid_url":
         return CognigyError(f"{what}: invalid URL ({reason}); check the connection's host")
-    if _never_connected(exc):
+    if kind == "never_connected":
         return TransientError(f"{what}: cannot connect ({reason})")
-    if isinstance(exc, requests.Timeout):
+    if kind == "timeout":
+        said = f"{what}: no answer within {timeout:g} s"
+        return AmbiguousSubmission(_ambiguous(said)) if not safe else TransientError(f"{said} ({type(cause).__name__})")
+    if kind == "connection_lost":
         if not safe:
-            return AmbiguousSubmission(_ambiguous(f"{what}: no answer within {timeout:g} s"))
-        return TransientError(f"{what}: no answer within {timeout:g} s")
-    # connection reset/closed after sending, or a broken body while reading the answer
-    if not safe:
-        return AmbiguousSubmission(_ambiguous(f"{what}: connection lost after sending ({type(cause).__name__})"))
-    return TransientError(f"{what}: connection lost ({reason})")
+            return AmbiguousSubmission(_ambiguous(f"{what}: connection lost after sending ({type(cause).__name__})"))
+        return TransientError(f"{what}: connection lost ({reason})")
+    return CognigyError(f"{what}: {reason}")
+
+
+def _requests_kind(exc: requests.RequestException) -> NoAnswer:
+    """Which kind of "no answer" a requests/urllib3 exception is (for `no_answer_error`)."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "tls"
+    if isinstance(exc, requests.exceptions.InvalidURL | requests.exceptions.InvalidSchema):
+        return "invalid_url"
+    if _never_connected(exc):
+        return "never_connected"
+    if isinstance(exc, requests.Timeout):
+        return "timeout"
+    return "connection_lost"  # reset/closed after sending, or a broken body while reading the answer
 
 
 def _is_tls_failure(exc: BaseException) -> bool:
@@ -422,26 +443,20 @@ def _is_tls_failure(exc: BaseException) -> bool:
     return False
 
 
-def _aiohttp_failure(exc: BaseException, what: str, *, safe: bool, timeout: float) -> CognigyError:
-    """The CognigyError for an aiohttp request that got no HTTP answer (the same rules as `_requests_failure`)."""
-    reason = f"{type(exc).__name__}: {exc}"[:300]
+def _aiohttp_kind(exc: BaseException) -> NoAnswer:
+    """Which kind of "no answer" an aiohttp exception is (for `no_answer_error`)."""
     # ClientSSLError is a ClientConnectorError: test it first, a TLS failure is configuration, never transient
     if isinstance(exc, aiohttp.ClientSSLError) or _is_tls_failure(exc):
-        return TlsError(f"{what}: TLS handshake or certificate verification failed ({reason}); {TLS_HINT}")
+        return "tls"
     if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
-        return CognigyError(f"{what}: invalid URL ({reason}); check the connection's host")
-    # refused, unresolvable, connect timeout: the server cannot have seen the request
-    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):
-        return TransientError(f"{what}: cannot connect ({reason})")
+        return "invalid_url"
+    if isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError):  # refused, unresolvable
+        return "never_connected"
     if isinstance(exc, TimeoutError):  # aiohttp.SocketTimeoutError: no answer within the read timeout
-        if not safe:
-            return AmbiguousSubmission(_ambiguous(f"{what}: no answer within {timeout:g} s"))
-        return TransientError(f"{what}: no answer within {timeout:g} s ({type(exc).__name__})")
+        return "timeout"
     if isinstance(exc, aiohttp.ClientConnectionError | aiohttp.ClientPayloadError):  # reset, closed, broken body
-        if not safe:
-            return AmbiguousSubmission(_ambiguous(f"{what}: connection lost after sending ({type(exc).__name__})"))
-        return TransientError(f"{what}: connection lost ({reason})")
-    return CognigyError(f"{what}: {reason}")
+        return "connection_lost"
+    return "other"
 
 
 @functools.lru_cache(maxsize=16)
@@ -498,7 +513,9 @@ class AsyncTransport:
             ) as resp:
                 status, body, headers = resp.status, await resp.read(), dict(resp.headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            raise _aiohttp_failure(exc, what, safe=True, timeout=self.config.timeout_seconds) from None
+            raise no_answer_error(
+                _aiohttp_kind(exc), what, exc, safe=True, timeout=self.config.timeout_seconds
+            ) from None
         try:
             raise_for_problem(status, body, headers, what)
         except RateLimited as exc:
