@@ -51,7 +51,7 @@ test: $(STAMP) browser compose-cli  ## the whole suite (real emulator, real MLfl
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: $(STAMP)  ## the eight benchmarks of bench/README.md (~80 min, the sum of their latest runs; emulator + real Airflow); figures in bench/results/*.json
+bench: $(STAMP)  ## the eight benchmarks of bench/README.md (~77 min, the sum of their latest runs; emulator + real Airflow); figures in bench/results/*.json
 	PYTHONPATH=. $(PY) -m bench.run_all
 
 # The demo's audit key (make run writes it) unless KEY names another key file.
