@@ -75,14 +75,21 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory, emulator: Emulator, m
 # orders by number of tests, which put the one-test, many-minute end-to-end files last and left two workers idle
 # while the third finished them). The files sharing the fleet night (one real-scheduler night built once under a
 # file lock) are one unit, so no worker sits waiting on that lock.
-SLOWEST_FIRST = (  # about the seconds each file took on 3 workers in this week's full runs; update when they move
-    "test_snapshot_release.py",  # ~530
-    "test_staging.py",  # ~450
-    "test_approval_flow.py",  # ~300-500
-    "test_fault_matrix.py",  # ~250-410
-    "test_fleet_scheduler.py",  # ~310
-    "test_fleet.py",  # the fleet night with test_links.py and test_branching.py, ~150-220
-    "test_budget_outage.py",  # ~125
+SLOWEST_FIRST = (  # seconds each file's tests took in a fresh-clone `make test` on 3 workers (2026-12-06, 1,973 s wall)
+    "test_own_data.py",  # 549
+    "test_staging.py",  # 534
+    "test_snapshot_release.py",  # 499
+    "test_mlflow_pipeline.py",  # 474
+    "test_distributed.py",  # 425
+    "test_fleet_scheduler.py",  # 382
+    "test_fault_matrix.py",  # 309
+    "test_approval_flow.py",  # 300
+    "test_fleet.py",  # 211, the fleet night with test_links.py and test_branching.py
+    "test_budget_outage.py",  # 138
+    "test_pipeline_e2e.py",  # 135
+    "test_browser.py",  # 125
+    "test_audit_db.py",  # 117
+    "test_spec_api.py",  # 104
 )
 SHARED_NIGHT = ("test_fleet.py", "test_links.py", "test_branching.py")
 
