@@ -46,7 +46,7 @@ distributed: $(STAMP)  ## the compose stack without Docker: real Airflow process
 
 # The suite starts every server it needs itself (PostgreSQL and Redis included); a test whose tool is missing fails.
 test: $(STAMP) browser compose-cli  ## the whole suite (real emulator, real MLflow server, real Airflow)
-	PYTHONPATH=. $(PY) -m pytest -q -p no:cacheprovider -n 3 --dist loadfile --no-loadscope-reorder --durations=40 $(PYTEST_ARGS)
+	PYTHONPATH=. $(PY) -m pytest -q -p no:cacheprovider -n 4 --dist loadfile --no-loadscope-reorder --durations=40 $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
