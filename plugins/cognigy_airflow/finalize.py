@@ -39,6 +39,7 @@ def finalize(target: dict[str, Any], plan: dict[str, Any], synced: Any, **contex
     outcome = record.outcome()
     exposure = record.ungated_exposure_seconds(time.time())
     summary = evaluated.summary if evaluated else {}
+    verdict = record.release_verdict()
     t = Target.from_dict(target)
     folder = run_folder(context, plan, target)
     if outcome == "promoted":
@@ -64,7 +65,7 @@ def finalize(target: dict[str, Any], plan: dict[str, Any], synced: Any, **contex
         mlflow_run_id=synced and synced.run_id,
         mlflow_deferred=bool(synced and synced.deferred),
         rollback_verified=bool(record.rolled_back and record.rolled_back.verified),
-        release=record.release_verdict(),
+        release=verdict,
     )
     audit_kind, audit_target = settings.audit_store()
     result = {
@@ -81,7 +82,7 @@ def finalize(target: dict[str, Any], plan: dict[str, Any], synced: Any, **contex
         "held_out": captured and captured.held_out,
         "mlflow_run_id": synced and synced.run_id,
         "mlflow_run_url": synced and synced.run_url,
-        "release": record.release_verdict(),
+        "release": verdict,
         "gate_policy": (plan.get("gates") or {}).get("gate_policy"),
         "target": target,
     }

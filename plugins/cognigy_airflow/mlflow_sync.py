@@ -124,6 +124,7 @@ def build_payload(context: Any, record: RetrainRecord) -> SyncPayload:
     version_id = (waited and waited.version_id) or ""
     gate_result = "passed" if promoted else (evaluated.reason if evaluated else "not evaluated")
     policy = plan.get("gates", {}).get("gate_policy") or {}  # the deployment's gate policy and any tightening
+    versions = snapshot_tags(record)  # the snapshot serving now and before, on the run and its registry version
     tags = {
         "model_id": t.model_id, "flow_id": t.flow_id, "project_id": t.project_id, "locale": t.locale,
         "cognigy_job_id": job_id or "", "cognigy_version_id": version_id, "version_id": version_id,
@@ -141,7 +142,7 @@ def build_payload(context: Any, record: RetrainRecord) -> SyncPayload:
         "gate_source": summary.get("gate_source") or ("held-out" if summary else ""),
         "accuracy_delta_source": str(summary.get("accuracy_delta_source")
                                      or ("challenger − champion accuracy on the held-out set" if summary else "")),
-        **snapshot_tags(record),
+        **versions,
     }  # fmt: skip
     if record.approved:  # the release waited for a person (opt-in): the decision, who made it, when
         by = record.approved.responded_by or {}
@@ -159,7 +160,7 @@ def build_payload(context: Any, record: RetrainRecord) -> SyncPayload:
                 "request_hash": plan["request_hash"],
                 "gate_result": gate_result[:250],
                 "airflow_run_url": tags["airflow_run_url"],
-                **snapshot_tags(record),
+                **versions,
             },
             promote=promoted,
             decided_at=submitted and submitted.submitted_at,
