@@ -77,17 +77,13 @@ def test_large_set_has_no_leakage(large: GeneratedSet) -> None:
 
 def test_generation_is_deterministic_across_processes_and_hash_seeds(large: GeneratedSet, tmp_path: Path) -> None:
     code = (
-        "import sys, time; from pathlib import Path; from devtools.datasets import large_set; "
-        "t = time.perf_counter(); large_set(Path(sys.argv[1])); print(f'{time.perf_counter() - t:.1f}')"
+        "import sys; from pathlib import Path; from devtools.datasets import large_set; large_set(Path(sys.argv[1]))"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "12345"}
     done = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert done.returncode == 0, done.stderr
-    seconds = float(done.stdout.strip().splitlines()[-1])
-    print(f"\nlarge_set in a fresh process: {seconds:.1f} s")
-    assert seconds < 60  # ~5-10 s on one core; generous for a loaded CI machine
     for path in (large.train_path, large.held_out_path):
         assert (tmp_path / path.name).read_bytes() == path.read_bytes()
 
