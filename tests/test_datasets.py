@@ -76,9 +76,7 @@ def test_large_set_has_no_leakage(large: GeneratedSet) -> None:
 
 
 def test_generation_is_deterministic_across_processes_and_hash_seeds(large: GeneratedSet, tmp_path: Path) -> None:
-    code = (
-        "import sys; from pathlib import Path; from devtools.datasets import large_set; large_set(Path(sys.argv[1]))"
-    )
+    code = "import sys; from pathlib import Path; from devtools.datasets import large_set; large_set(Path(sys.argv[1]))"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONHASHSEED": "12345"}
     done = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300
