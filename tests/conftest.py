@@ -74,25 +74,28 @@ def airflow_home(tmp_path_factory: pytest.TempPathFactory, emulator: Emulator, m
 #
 # Order matters on 2 cores: xdist hands the files out in the order below (`--no-loadscope-reorder`; its default
 # orders by number of tests, which put the one-test, many-minute end-to-end files last and left two workers idle
-# while the third finished them). The files sharing the fleet night (one real-scheduler night built once under a
-# file lock) are one unit, so no worker sits waiting on that lock.
+# while the third finished them). Files that share something slow to build are one unit of work, on one worker:
+# the fleet night (one real-scheduler night, built once under a file lock, so no worker waits on that lock) and the
+# distributed stack (tests/fixtures_airflow_stack.py: session fixtures, so each worker using it started its own).
 SLOWEST_FIRST = (  # seconds each file's tests took in a fresh-clone `make test` on 3 workers (2026-12-06, 1,973 s wall)
     "test_own_data.py",  # 549
     "test_staging.py",  # 534
     "test_snapshot_release.py",  # 499
     "test_mlflow_pipeline.py",  # 474
-    "test_distributed.py",  # 425
+    "test_distributed.py",  # 425, with test_browser.py 125, test_audit_db.py 117, test_services.py
     "test_fleet_scheduler.py",  # 382
     "test_fault_matrix.py",  # 309
     "test_approval_flow.py",  # 300
     "test_fleet.py",  # 211, the fleet night with test_links.py and test_branching.py
     "test_budget_outage.py",  # 138
     "test_pipeline_e2e.py",  # 135
-    "test_browser.py",  # 125
-    "test_audit_db.py",  # 117
     "test_spec_api.py",  # 104
 )
-SHARED_NIGHT = ("test_fleet.py", "test_links.py", "test_branching.py")
+SHARED = {
+    "fleet night": ("test_fleet.py", "test_links.py", "test_branching.py"),
+    "distributed stack": ("test_distributed.py", "test_browser.py", "test_audit_db.py", "test_services.py"),
+}
+_UNIT_OF = {name: unit for unit, files in SHARED.items() for name in files}
 
 
 def _file_of(nodeid: str) -> str:
@@ -100,19 +103,23 @@ def _file_of(nodeid: str) -> str:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Slowest files first, the rest in collection order (a stable sort keeps each file's tests in order)."""
+    """Slowest files first (a shared unit with its first file), the rest in collection order (a stable sort keeps
+    each file's tests in order)."""
     rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    for files in SHARED.values():
+        first = min((rank[f] for f in files if f in rank), default=len(rank))
+        rank.update({f: first + (i + 1) / 10 for i, f in enumerate(files) if f not in rank})
     items.sort(key=lambda item: rank.get(_file_of(item.nodeid), len(rank)))
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object | None:
-    """`--dist loadfile`, with the files of the shared fleet night as one unit of work."""
+    """`--dist loadfile`, with the files of a shared unit (`SHARED`) as one unit of work."""
     if config.getoption("dist", None) != "loadfile":
         return None
     from xdist.scheduler import LoadFileScheduling
 
     class SlowestFirst(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            return "fleet night" if _file_of(nodeid) in SHARED_NIGHT else super()._split_scope(nodeid)
+            return _UNIT_OF.get(_file_of(nodeid)) or super()._split_scope(nodeid)
 
     return SlowestFirst(config, log)
