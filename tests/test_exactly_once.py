@@ -126,7 +126,8 @@ def test_a_refused_post_is_retried_without_waiting(tmp_path: Path) -> None:
         _start_once(tenant, TARGET, state, "submit", refused, wait=0.2)
     started = time.monotonic()
     assert one_try(tenant, state).job_id == "task1"
-    assert time.monotonic() - started < 1.0
+    # not the task list's lag (3 s here, `short_bounds`): a behaviour, with slack for a loaded machine
+    assert time.monotonic() - started < submission.TASK_LIST_LAG_SECONDS
 
 
 def test_a_training_found_later_beside_ours_is_never_cancelled(tmp_path: Path) -> None:
