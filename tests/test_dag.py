@@ -4,6 +4,7 @@ per bot and locale, then the night's summary)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -111,6 +112,29 @@ def test_pipeline_order(retrain: dict) -> None:
     assert "mlflow_sync" in t["rollback"]["downstream"]
     assert set(t["mlflow_sync"]["downstream"]) == {"audit", "watcher"}
     assert t["audit"]["downstream"] == ["watcher"]
+
+
+def test_every_result_a_later_task_reads_comes_from_a_task_that_runs_before_it(retrain: dict) -> None:
+    """Later tasks read earlier results by stage (cognigy_airflow.record.STAGES: record field -> task id): a renamed or
+    reordered task fails here instead of leaving a result silently empty."""
+    from cognigy_airflow.record import STAGES
+
+    t = retrain["tasks"]
+
+    def ancestors(task_id: str) -> set[str]:
+        found, todo = set(), list(t[task_id]["upstream"])
+        while todo:
+            up = todo.pop()
+            if up not in found:
+                found.add(up)
+                todo.extend(t[up]["upstream"])
+        return found
+
+    producers = [task_id for task_id, _ in STAGES.values()]
+    assert set(producers) <= set(t), set(producers) - set(t)
+    for earlier, later in itertools.pairwise(producers):
+        assert earlier in ancestors(later), f"{earlier} must run before {later}"
+    assert set(producers) <= ancestors("audit")  # the audit reads them all
 
 
 def test_the_decisions_are_airflow_branch_operators(retrain: dict) -> None:
