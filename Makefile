@@ -58,7 +58,7 @@ test: bytecode browser compose-cli  ## the whole suite (real emulator, real MLfl
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 
-bench: bytecode  ## the eight benchmarks of bench/README.md (~77 min, the sum of their latest runs; emulator + real Airflow); figures in bench/results/*.json
+bench: bytecode  ## the eight benchmarks of bench/README.md (~76 min, the sum of their latest runs; emulator + real Airflow); figures in bench/results/*.json
 	PYTHONPATH=. $(PY) -m bench.run_all
 
 # The demo's audit key (make run writes it) unless KEY names another key file.

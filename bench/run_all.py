@@ -1,6 +1,6 @@
 """`make bench`: the eight benchmarks of bench/README.md in a row, figures printed and in bench/results/.
 
-About 77 minutes: the sum of the latest run of each (the `MINUTES` column below; `make bench` as a whole has not
+About 76 minutes: the sum of the latest run of each (the `MINUTES` column below; `make bench` as a whole has not
 been timed since it ran five of them in 13.8 min on 2026-11-24). The arguments are the ones that produced the
 figures in bench/README.md and the README. One benchmark alone: `python -m bench.run_all fleet_budget`.
 
@@ -36,8 +36,8 @@ PLAN = [
     (5, "pipeline_overhead", pipeline_overhead.main, ["--training-seconds", "30"], 2.4),
     (6, "staging_vs_in_place", _lazy("staging_vs_in_place"), [], 13),
     (7, "fleet_budget", _lazy("fleet_budget"), FLEET, 25),
-    # 8: the fleet at the product's defaults (20 targets, 2026-12-06: 22 min)
-    (8, "fleet_defaults", _lazy("fleet_defaults"), DEFAULTS_FLEET, 22),
+    # 8: the fleet at the product's defaults (20 targets, 2026-12-06: 20.5 min)
+    (8, "fleet_defaults", _lazy("fleet_defaults"), DEFAULTS_FLEET, 20.5),
 ]
 
 
