@@ -45,6 +45,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
@@ -286,7 +287,7 @@ def ensure_schema(engine: Engine) -> None:
     if engine.dialect.name == "sqlite":
         raw = engine.raw_connection()  # not in a transaction: the journal mode is a property of the file
         try:
-            raw.driver_connection.execute("PRAGMA journal_mode=WAL")
+            _sqlite_wal(raw.driver_connection)
         finally:
             raw.close()
         with engine.begin() as conn:
@@ -304,6 +305,20 @@ def ensure_schema(engine: Engine) -> None:
             conn.exec_driver_sql(
                 f"CREATE TRIGGER {TABLE}_{name} {when} ON {TABLE} {level} EXECUTE FUNCTION {TABLE}_{function}()"
             )
+
+
+def _sqlite_wal(connection: Any) -> None:
+    """Switch the file to WAL. SQLite does not call its busy handler for this switch: when processes race to create
+    the schema it fails at once with "database is locked", so it is asked again until SQLITE_BUSY_SECONDS pass."""
+    deadline = time.monotonic() + SQLITE_BUSY_SECONDS
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except Exception as exc:  # sqlite3.OperationalError
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _run_verbatim(conn: Connection, sql: str) -> None:
