@@ -43,6 +43,7 @@ import argparse
 import hashlib
 import json
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -307,7 +308,7 @@ def ensure_schema(engine: Engine) -> None:
             )
 
 
-def _sqlite_wal(connection: Any) -> None:
+def _sqlite_wal(connection: sqlite3.Connection) -> None:
     """Switch the file to WAL. SQLite does not call its busy handler for this switch: when processes race to create
     the schema it fails at once with "database is locked", so it is asked again until SQLITE_BUSY_SECONDS pass."""
     deadline = time.monotonic() + SQLITE_BUSY_SECONDS
@@ -315,7 +316,7 @@ def _sqlite_wal(connection: Any) -> None:
         try:
             connection.execute("PRAGMA journal_mode=WAL")
             return
-        except Exception as exc:  # sqlite3.OperationalError
+        except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
